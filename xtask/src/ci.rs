@@ -1,0 +1,188 @@
+//! `cargo xtask ci`: every check and test, in labelled sections, each timed;
+//! stops at the first failure and names it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use crate::run::{self, Limit};
+use crate::tidy;
+
+/// Crates that are not published, so not packaged; xtask and the benches are
+/// not documented either.
+pub(crate) const UNPUBLISHED: [&str; 3] =
+    ["xtask", "async-patterns-benches", "async-patterns-demo"];
+
+type Step = fn() -> Result<()>;
+
+const SECTIONS: [(&str, Step); 8] = [
+    ("fmt", fmt),
+    ("tidy", tidy::check),
+    ("clippy", clippy),
+    ("test", test),
+    ("loom", loom),
+    ("doc", doc),
+    ("bench", bench),
+    ("package", package),
+];
+
+pub(crate) fn run() -> Result<()> {
+    let start = Instant::now();
+    let mut done: Vec<(&str, Duration, bool)> = Vec::new();
+    let mut failure = None;
+    for (name, step) in SECTIONS {
+        let t = Instant::now();
+        let result = step();
+        let ok = result.is_ok();
+        done.push((name, t.elapsed(), ok));
+        if let Err(e) = result {
+            failure = Some((name, e));
+            break;
+        }
+    }
+    println!("\n::: ci summary :::");
+    for (name, took, ok) in &done {
+        println!(
+            "  {:<5} {name:<8} {:>8}",
+            if *ok { "ok" } else { "FAIL" },
+            fmt_duration(*took)
+        );
+    }
+    for (name, _) in SECTIONS.iter().skip(done.len()) {
+        println!("  {:<5} {name:<8}", "skip");
+    }
+    println!("  total          {:>8}", fmt_duration(start.elapsed()));
+    match failure {
+        None => {
+            println!("ci passed");
+            Ok(())
+        }
+        Some((name, e)) => bail!("ci failed in section `{name}`: {e:#}"),
+    }
+}
+
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn fmt() -> Result<()> {
+    let mut cmd = run::cargo();
+    cmd.args(["fmt", "--all", "--", "--check"]);
+    run::section("fmt", cmd, Limit::minutes(5))
+}
+
+fn clippy() -> Result<()> {
+    let mut cmd = run::cargo();
+    cmd.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run::section("clippy", cmd, Limit::minutes(30))
+}
+
+fn test() -> Result<()> {
+    let mut cmd = run::cargo();
+    // Unit, integration and doc tests of every crate.
+    cmd.args(["test", "--workspace", "--all-features"]);
+    run::section("test", cmd, Limit::minutes(40))
+}
+
+/// Loom models live in test targets named `loom*` (files `tests/loom*.rs`,
+/// gated by `#![cfg(loom)]`); they run with `--cfg loom` in a target
+/// directory of their own, so the normal build cache is untouched.
+fn loom() -> Result<()> {
+    let models = tidy::loom_targets()?;
+    if models.is_empty() {
+        println!("\n::: loom :::  no loom models in the workspace yet");
+        return Ok(());
+    }
+    for (package, target) in models {
+        let mut cmd = run::cargo();
+        cmd.env("RUSTFLAGS", "--cfg loom")
+            .env("LOOM_MAX_PREEMPTIONS", "3")
+            .args([
+                "test",
+                "--release",
+                "--target-dir",
+                "target/loom",
+                "--package",
+            ])
+            .arg(&package)
+            .args(["--test", &target]);
+        run::section(&format!("loom {package}/{target}"), cmd, Limit::minutes(20))?;
+    }
+    Ok(())
+}
+
+/// `cargo doc` as docs.rs builds it when a nightly toolchain is installed
+/// (`--cfg docsrs` turns on `doc_cfg`, a nightly feature); on stable alone,
+/// the same build without `--cfg docsrs`. Warnings are errors either way.
+pub(crate) fn doc_command() -> Result<Command> {
+    let nightly = run::output({
+        let mut c = Command::new("rustup");
+        c.args(["run", "nightly", "rustdoc", "--version"]);
+        c
+    })
+    .is_some();
+    let mut cmd = if nightly {
+        let mut c = Command::new("rustup");
+        c.args(["run", "nightly", "cargo"]);
+        c.env("RUSTDOCFLAGS", "--cfg docsrs -D warnings");
+        // Nightly artifacts in a directory of their own keep the stable cache warm.
+        c.args(["doc", "--target-dir", "target/nightly"]);
+        c
+    } else {
+        println!("note: no nightly toolchain, so docs are built without `--cfg docsrs`");
+        let mut c = run::cargo();
+        c.env("RUSTDOCFLAGS", "-D warnings");
+        c.arg("doc");
+        c
+    };
+    cmd.args(["--workspace", "--no-deps", "--all-features"]);
+    for package in ["xtask", "async-patterns-benches"] {
+        cmd.args(["--exclude", package]);
+    }
+    Ok(cmd)
+}
+
+fn doc() -> Result<()> {
+    run::section("doc", doc_command()?, Limit::minutes(20))
+}
+
+/// The benchmarks are compiled, then run once each in criterion's test mode,
+/// so a benchmark that panics fails CI; their timings are only taken by
+/// `cargo xtask bench`.
+fn bench() -> Result<()> {
+    let mut build = run::cargo();
+    build.args(["bench", "--package", "async-patterns-benches", "--no-run"]);
+    run::section("bench (compile)", build, Limit::minutes(30))?;
+    let mut once = run::cargo();
+    once.args([
+        "bench",
+        "--package",
+        "async-patterns-benches",
+        "--",
+        "--test",
+    ]);
+    run::section("bench (one pass)", once, Limit::minutes(15))
+}
+
+fn package() -> Result<()> {
+    let mut cmd = run::cargo();
+    cmd.args(["package", "--workspace", "--allow-dirty"]);
+    for package in UNPUBLISHED {
+        cmd.args(["--exclude", package]);
+    }
+    run::section("package", cmd, Limit::minutes(30))
+}

@@ -1,0 +1,101 @@
+//! `cargo xtask`: the single entry point for the workspace's automation.
+//!
+//! Run `cargo xtask --help` for the list of tasks. Every task shells out to
+//! cargo; the output is grouped in labelled sections so that a failure is
+//! easy to find.
+
+mod bench;
+mod ci;
+mod run;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+const HELP: &str = "\
+cargo xtask <TASK> [ARGS]
+
+tasks:
+  ci                  every check and test: fmt, tidy, clippy, tests, loom, docs, benches, packaging
+  bench [PATTERN...]  run the criterion groups (all, or the named ones) and write docs/benchmarks.md
+  doc [--open]        build the API docs of every crate
+  demo [-- ARGS]      run the end-to-end demo (`cargo xtask demo -- --help` for its options)
+  help                this text";
+
+fn main() -> std::process::ExitCode {
+    match dispatch() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    std::env::set_current_dir(project_root())?;
+    match task.as_deref() {
+        None | Some("help" | "-h" | "--help") => {
+            println!("{HELP}");
+            Ok(())
+        }
+        Some("ci") => {
+            no_args("ci", &rest)?;
+            ci::run()
+        }
+        Some("bench") => bench::run(&rest),
+        Some("doc") => doc(&rest),
+        Some("demo") => demo(&rest),
+        Some(other) => bail!("unknown task `{other}`\n\n{HELP}"),
+    }
+}
+
+fn no_args(task: &str, rest: &[String]) -> Result<()> {
+    if let Some(arg) = rest.first() {
+        bail!("`cargo xtask {task}` takes no arguments, got `{arg}`");
+    }
+    Ok(())
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn doc(rest: &[String]) -> Result<()> {
+    let open = match rest {
+        [] => false,
+        [flag] if flag == "--open" => true,
+        _ => bail!("usage: cargo xtask doc [--open]"),
+    };
+    let mut cmd = ci::doc_command()?;
+    if open {
+        cmd.arg("--open");
+    }
+    run::section("doc", cmd, run::Limit::minutes(20))
+}
+
+fn demo(rest: &[String]) -> Result<()> {
+    let passthrough = match rest.first() {
+        Some(sep) if sep == "--" => &rest[1..],
+        _ => rest,
+    };
+    let mut cmd = run::cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "async-patterns-demo",
+        "--",
+    ]);
+    cmd.args(passthrough);
+    run::section("demo", cmd, run::Limit::minutes(30))
+}
