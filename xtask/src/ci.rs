@@ -9,11 +9,6 @@ use anyhow::{Result, bail};
 use crate::run::{self, Limit};
 use crate::tidy;
 
-/// Crates that are not published, so not packaged; xtask and the benches are
-/// not documented either.
-pub(crate) const UNPUBLISHED: [&str; 3] =
-    ["xtask", "async-patterns-benches", "async-patterns-demo"];
-
 type Step = fn() -> Result<()>;
 
 const SECTIONS: [(&str, Step); 8] = [
@@ -181,8 +176,9 @@ fn bench() -> Result<()> {
 fn package() -> Result<()> {
     let mut cmd = run::cargo();
     cmd.args(["package", "--workspace", "--allow-dirty"]);
-    for package in UNPUBLISHED {
-        cmd.args(["--exclude", package]);
+    // `publish = false` crates (xtask, benches, demo, test kits) are not packaged.
+    for package in tidy::unpublished_packages()? {
+        cmd.args(["--exclude", &package]);
     }
     run::section("package", cmd, Limit::minutes(30))
 }

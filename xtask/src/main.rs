@@ -19,6 +19,7 @@ cargo xtask <TASK> [ARGS]
 tasks:
   ci                  every check and test: fmt, tidy, clippy, tests, loom, docs, benches, packaging
   bench [PATTERN...]  run the criterion groups (all, or the named ones) and write docs/benchmarks.md
+                      (`bench --render` rewrites it from docs/benchmarks/*.json without measuring)
   doc [--open]        build the API docs of every crate
   demo [-- ARGS]      run the end-to-end demo (`cargo xtask demo -- --help` for its options)
   help                this text";

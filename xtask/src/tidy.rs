@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::ci::UNPUBLISHED;
-
 /// Packages that are not patterns: the shared core and the facade.
 const NOT_PATTERNS: [&str; 2] = ["async-patterns-core", "async-patterns"];
 
@@ -34,6 +32,22 @@ pub(crate) fn check() -> Result<()> {
         println!("tidy: {p}");
     }
     bail!("{} tidy problem(s), listed above", problems.len())
+}
+
+/// `publish = false` shows in `cargo metadata` as an empty registry list.
+fn is_published(package: &Value) -> bool {
+    package["publish"]
+        .as_array()
+        .is_none_or(|registries| !registries.is_empty())
+}
+
+/// The names of the workspace's `publish = false` packages.
+pub(crate) fn unpublished_packages() -> Result<Vec<String>> {
+    let meta = metadata()?;
+    Ok(packages(&meta)
+        .filter(|p| !is_published(p))
+        .map(|p| str_of(p, "name").to_string())
+        .collect())
 }
 
 /// `(package, test target)` for every test target named `loom*`.
@@ -118,7 +132,7 @@ fn check_package(package: &Value, problems: &mut Vec<String>) -> Result<()> {
         }
     }
 
-    if UNPUBLISHED.contains(&name) {
+    if !is_published(package) {
         return Ok(());
     }
     for field in [

@@ -14,6 +14,10 @@
 //!   [`Jitter`], a maximum number of attempts and a maximum elapsed time,
 //!   measured on tokio's clock so that tests under `tokio::time::pause()` are
 //!   deterministic.
+//! - [`outcome`]: streams that end with a return value — a summary, an
+//!   error, a cursor — delivered to an [`Outcome`](outcome::Outcome) handle,
+//!   or an explicit [`Dropped`](outcome::Dropped) if the stream is dropped
+//!   first; never a hang.
 //! - [`ConfigError`]: the error every builder of the workspace returns, naming
 //!   the setting, the rejected value and the accepted range.
 //!
@@ -69,6 +73,7 @@
 
 mod context;
 mod error;
+pub mod outcome;
 mod retry;
 
 pub use context::{BlockingStrategy, RuntimeContext, WouldDeadlock};

@@ -107,6 +107,9 @@ pub fn retry_flaky(
 mod cookbook {
     #[doc = include_str!("../../../docs/core.md")]
     struct Core;
+
+    #[doc = include_str!("../../../docs/outcome-streams.md")]
+    struct OutcomeStreams;
 }
 
 #[cfg(test)]
