@@ -1,0 +1,376 @@
+//! [`Sender`]: the sending half, tokio-like — `send().await`, `try_send`,
+//! `send_blocking`, `reserve` — with every error handing the value back.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_patterns_core::{RuntimeContext, WouldDeadlock};
+
+use crate::chan::{Chan, WaitSlot};
+use crate::error::{SendBlockingError, SendError, TrySendError};
+use crate::loom::{Arc, block_on};
+
+/// The sending half of a [`TransactionalChannel`](crate::TransactionalChannel).
+///
+/// Cheap to clone; the channel ends for the receiver (after it has delivered
+/// everything) when the last `Sender` is dropped. A value takes one slot of
+/// the channel's capacity from the moment it is sent until the receiver
+/// commits or dead-letters it, so senders wait while the consumer holds,
+/// retries or rolls back `capacity` items. Senders that wait are served in
+/// the order they started waiting.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_txn_channel::TransactionalChannel;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, mut rx) = TransactionalChannel::new(8);
+/// let tx2 = tx.clone();
+/// tx.send("a").await.unwrap();
+/// tx2.try_send("b").unwrap();
+/// drop((tx, tx2));
+///
+/// let mut got = Vec::new();
+/// while let Some(delivery) = rx.begin().await {
+///     got.push(delivery.commit());
+/// }
+/// assert_eq!(got, ["a", "b"]);
+/// # }
+/// ```
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> Sender<T> {
+    pub(crate) fn new(chan: Arc<Chan<T>>) -> Self {
+        Sender { chan }
+    }
+
+    pub(crate) fn chan(&self) -> &Chan<T> {
+        &self.chan
+    }
+
+    /// Sends `value`, waiting for a free slot if the channel is full.
+    ///
+    /// Fails only if the receiver closed the channel or was dropped, handing
+    /// `value` back.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it completes, `value` was not sent
+    /// and is dropped with it. To keep the value, wait for a slot with
+    /// [`reserve`](Self::reserve), which is cancel-safe, then send through
+    /// the [`Permit`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_channel::{SendError, TransactionalChannel};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, mut rx) = TransactionalChannel::new(1);
+    /// tx.send(1).await.unwrap();
+    /// assert_eq!(rx.begin().await.unwrap().commit(), 1);
+    ///
+    /// rx.close();
+    /// assert_eq!(tx.send(2).await, Err(SendError(2)));
+    /// # }
+    /// ```
+    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        SendFuture {
+            chan: &self.chan,
+            slot: WaitSlot::default(),
+            value: Some(value),
+        }
+        .await
+    }
+
+    /// Sends `value` if a slot is free right now and no other sender is
+    /// waiting for one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_channel::{TransactionalChannel, TrySendError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, mut rx) = TransactionalChannel::new(1);
+    /// tx.try_send(1).unwrap();
+    /// // The slot stays taken while the item is delivered but not committed.
+    /// let delivery = rx.begin().await.unwrap();
+    /// assert_eq!(tx.try_send(2), Err(TrySendError::Full(2)));
+    /// delivery.commit();
+    /// tx.try_send(2).unwrap();
+    /// # }
+    /// ```
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        self.chan.try_send(value).map_err(|(value, closed)| {
+            if closed {
+                TrySendError::Closed(value)
+            } else {
+                TrySendError::Full(value)
+            }
+        })
+    }
+
+    /// Sends `value` from sync code, blocking the thread until a slot is
+    /// free — where blocking is safe.
+    ///
+    /// Where it may block is decided by
+    /// [`RuntimeContext`](async_patterns_core::RuntimeContext): outside a
+    /// runtime and on blocking-pool threads it blocks directly, on a
+    /// multi-thread worker it blocks inside
+    /// [`block_in_place`](tokio::task::block_in_place), and on the thread of
+    /// a current-thread runtime it refuses at once with
+    /// [`SendBlockingError::WouldDeadlock`] — waiting there would stop the
+    /// very tasks that could make room — even if a slot happens to be free.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_channel::{SendBlockingError, TransactionalChannel};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, mut rx) = TransactionalChannel::new(1);
+    /// let tx2 = tx.clone();
+    /// let producer = std::thread::spawn(move || {
+    ///     for i in 0..3 {
+    ///         tx2.send_blocking(i).unwrap();
+    ///     }
+    /// });
+    /// for expected in 0..3 {
+    ///     assert_eq!(rx.begin().await.unwrap().commit(), expected);
+    /// }
+    /// producer.join().unwrap();
+    ///
+    /// // Here, on the runtime's own thread, blocking is refused.
+    /// assert!(matches!(tx.send_blocking(9), Err(SendBlockingError::WouldDeadlock(9))));
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Inside a [`LocalSet`](tokio::task::LocalSet) polled by a multi-thread
+    /// worker, where tokio's `block_in_place` panics (see the limits of
+    /// `RuntimeContext`).
+    pub fn send_blocking(&self, value: T) -> Result<(), SendBlockingError<T>> {
+        let mut value = Some(value);
+        let sent = RuntimeContext::run_blocking(|| {
+            let value = value.take().expect("the closure runs once");
+            block_on(self.send(value))
+        });
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(SendError(value))) => Err(SendBlockingError::Closed(value)),
+            Err(WouldDeadlock) => Err(SendBlockingError::WouldDeadlock(
+                value.expect("refused before the closure ran"),
+            )),
+        }
+    }
+
+    /// Waits for a free slot and holds it in a [`Permit`], through which one
+    /// value can then be sent without waiting.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: if the future is dropped, no slot is held and a slot
+    /// granted meanwhile passes to the next waiting sender. Only the place
+    /// in the queue of waiting senders is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_channel::{SendError, TransactionalChannel};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, mut rx) = TransactionalChannel::new(1);
+    /// let permit = tx.reserve().await.unwrap();
+    /// assert!(tx.try_send(0).is_err()); // the permit holds the only slot
+    /// permit.send(1).unwrap();
+    /// assert_eq!(rx.begin().await.unwrap().commit(), 1);
+    ///
+    /// drop(rx);
+    /// assert_eq!(tx.reserve().await.unwrap_err(), SendError(()));
+    /// # }
+    /// ```
+    pub async fn reserve(&self) -> Result<Permit<'_, T>, SendError<()>> {
+        ReserveFuture {
+            chan: &self.chan,
+            slot: WaitSlot::default(),
+        }
+        .await
+        .map(|()| Permit { chan: &self.chan })
+    }
+
+    /// Whether the receiver closed the channel or was dropped: every send
+    /// will fail from now on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_channel::TransactionalChannel;
+    ///
+    /// let (tx, mut rx) = TransactionalChannel::new::<u8>(1);
+    /// assert!(!tx.is_closed());
+    /// rx.close();
+    /// assert!(tx.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.chan.is_closed()
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.chan.add_sender();
+        Sender {
+            chan: Arc::clone(&self.chan),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.chan.drop_sender();
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One slot of a channel's capacity, held for one value; from
+/// [`Sender::reserve`].
+///
+/// Dropping it unused gives the slot back.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_txn_channel::TransactionalChannel;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, _rx) = TransactionalChannel::new::<u8>(1);
+/// let permit = tx.reserve().await.unwrap();
+/// assert!(tx.try_send(1).is_err());
+/// drop(permit);
+/// tx.try_send(1).unwrap();
+/// # }
+/// ```
+#[must_use = "dropping a permit gives its slot back without sending"]
+pub struct Permit<'a, T> {
+    chan: &'a Chan<T>,
+}
+
+impl<T> Permit<'_, T> {
+    /// Sends `value` into the held slot, without waiting.
+    ///
+    /// Fails only if the receiver closed the channel or was dropped since
+    /// the slot was reserved, handing `value` back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_channel::{SendError, TransactionalChannel};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, mut rx) = TransactionalChannel::new(2);
+    /// tx.reserve().await.unwrap().send("kept").unwrap();
+    ///
+    /// let permit = tx.reserve().await.unwrap();
+    /// rx.close();
+    /// assert_eq!(permit.send("refused"), Err(SendError("refused")));
+    /// assert_eq!(rx.begin().await.unwrap().commit(), "kept");
+    /// # }
+    /// ```
+    pub fn send(self, value: T) -> Result<(), SendError<T>> {
+        let chan = self.chan;
+        // The slot now belongs to the value (or is released by `send_reserved`).
+        std::mem::forget(self);
+        chan.send_reserved(value).map_err(SendError)
+    }
+}
+
+impl<T> Drop for Permit<'_, T> {
+    fn drop(&mut self) {
+        self.chan.release(1);
+    }
+}
+
+impl<T> fmt::Debug for Permit<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
+}
+
+/// [`Sender::send`]: waits in line for a slot, then sends under the same lock.
+struct SendFuture<'a, T> {
+    chan: &'a Chan<T>,
+    slot: WaitSlot,
+    value: Option<T>,
+}
+
+// The value is moved, never pinned.
+impl<T> Unpin for SendFuture<'_, T> {}
+
+impl<T> Future for SendFuture<'_, T> {
+    type Output = Result<(), SendError<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.chan.poll_send(cx, &mut this.slot, &mut this.value) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(_closed)) => Poll::Ready(Err(SendError(
+                this.value.take().expect("polled after completion"),
+            ))),
+        }
+    }
+}
+
+impl<T> Drop for SendFuture<'_, T> {
+    fn drop(&mut self) {
+        if self.slot.is_waiting() {
+            self.chan.cancel_wait(&mut self.slot);
+        }
+    }
+}
+
+/// [`Sender::reserve`]: waits in line for a slot.
+struct ReserveFuture<'a, T> {
+    chan: &'a Chan<T>,
+    slot: WaitSlot,
+}
+
+impl<T> Future for ReserveFuture<'_, T> {
+    type Output = Result<(), SendError<()>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.chan
+            .poll_reserve(cx, &mut this.slot)
+            .map(|r| r.map_err(|_closed| SendError(())))
+    }
+}
+
+impl<T> Drop for ReserveFuture<'_, T> {
+    fn drop(&mut self) {
+        if self.slot.is_waiting() {
+            self.chan.cancel_wait(&mut self.slot);
+        }
+    }
+}
