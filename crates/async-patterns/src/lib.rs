@@ -14,6 +14,7 @@
 //! | feature / module | crate | pattern |
 //! |---|---|---|
 //! | (always) [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, config errors |
+//! | `txn-channel` / `txn_channel` | `async-patterns-txn-channel` | transactional receive: peek, process, commit — or the item comes back; attempts counted, poison items dead-lettered |
 //!
 //! # When to use it, and when not
 //!
@@ -43,3 +44,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use async_patterns_core as core;
+
+#[cfg(feature = "txn-channel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "txn-channel")))]
+pub use async_patterns_txn_channel as txn_channel;

@@ -110,6 +110,9 @@ mod cookbook {
 
     #[doc = include_str!("../../../docs/outcome-streams.md")]
     struct OutcomeStreams;
+
+    #[doc = include_str!("../../../docs/txn-channel.md")]
+    struct TxnChannel;
 }
 
 #[cfg(test)]

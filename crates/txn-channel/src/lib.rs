@@ -114,3 +114,8 @@ pub use delivery::{BatchDelivery, Committed, Delivery};
 pub use error::{SendBlockingError, SendError, TrySendError};
 pub use receiver::TransactionalReceiver;
 pub use sender::{Permit, Sender};
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
