@@ -347,9 +347,10 @@ async fn step(model: &mut Model, real: &mut Real, op: Op) {
         Op::CancelBegin => {
             let deliverable = model.settle();
             let ready = deliverable && model.not_before.is_none_or(|at| at <= start + SHORT);
+            let ended = model.closed && !deliverable;
             match timeout(SHORT, real.rx.begin()).await {
-                Err(_) => assert!(!ready && !(model.closed && !deliverable)),
-                Ok(None) => assert!(model.closed && !deliverable),
+                Err(_) => assert!(!ready && !ended, "a ready begin timed out"),
+                Ok(None) => assert!(ended, "begin ended early"),
                 Ok(Some(delivery)) => {
                     assert!(ready);
                     let expected = model.deliver(1)[0];
