@@ -14,6 +14,18 @@ use crate::receiver::TransactionalReceiver;
 use crate::sender::Sender;
 
 /// The capacity a [`TransactionalChannelBuilder`] uses unless told otherwise.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_txn_channel::{DEFAULT_CAPACITY, TransactionalChannel};
+///
+/// let (tx, _rx) = TransactionalChannel::builder().build().unwrap();
+/// for i in 0..DEFAULT_CAPACITY {
+///     tx.try_send(i).unwrap();
+/// }
+/// assert!(tx.try_send(0).unwrap_err().is_full());
+/// ```
 pub const DEFAULT_CAPACITY: usize = 1024;
 
 /// Creates transactional channels: [`new`](Self::new) for the common case,

@@ -128,7 +128,8 @@ impl<T> TransactionalReceiver<T> {
     ///
     /// Items are pulled from the stream only when a delivery needs one
     /// (`begin_batch(max)` pulls up to `max` that are ready at once); pulled
-    /// items stay with the receiver until committed. To limit attempts and
+    /// items stay with the receiver until committed. The stream is boxed, and
+    /// must be `Send` so that the receiver can move between tasks. To limit attempts and
     /// dead-letter poison items, use
     /// [`TransactionalChannel::builder`](crate::TransactionalChannel::builder)
     /// and [`build_from_stream`](crate::TransactionalChannelBuilder::build_from_stream).

@@ -341,3 +341,27 @@ async fn many_senders_on_many_threads_lose_and_duplicate_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_halves_and_their_futures_can_move_to_other_tasks() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_sync<T: Sync>(_: &T) {}
+
+    let (tx, mut rx) = TransactionalChannel::new::<String>(4);
+    assert_send(&tx);
+    assert_sync(&tx);
+    assert_send(&rx);
+    assert_send(&tx.send(String::new()));
+    assert_send(&rx.begin());
+    assert_send(&rx.begin_batch(2));
+    assert_send(&rx.recv());
+
+    let producer = tokio::spawn(async move { tx.send("moved".to_string()).await });
+    let consumer = tokio::spawn(async move {
+        let delivery = rx.begin().await.unwrap();
+        tokio::task::yield_now().await; // held across an await
+        delivery.commit()
+    });
+    producer.await.unwrap().unwrap();
+    assert_eq!(consumer.await.unwrap(), "moved");
+}
