@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use async_patterns_core::ConfigError;
 
+use crate::WorkerId;
 use crate::cpus::{self, CpuBudget};
 use crate::runtime::{PerCoreRuntime, Placement};
-use crate::WorkerId;
 
 type WorkerHook = Arc<dyn Fn(WorkerId) + Send + Sync>;
 type RuntimeHook = Arc<dyn Fn(WorkerId, &mut tokio::runtime::Builder) + Send + Sync>;
@@ -466,7 +466,10 @@ impl fmt::Display for BuildError {
                 source,
             } => write!(f, "worker {worker}: cannot pin to cpu {cpu}: {source}"),
             BuildError::Runtime { worker, source } => {
-                write!(f, "worker {worker}: cannot build its tokio runtime: {source}")
+                write!(
+                    f,
+                    "worker {worker}: cannot build its tokio runtime: {source}"
+                )
             }
             BuildError::Thread { worker, source } => {
                 write!(f, "worker {worker}: cannot spawn its thread: {source}")

@@ -135,7 +135,8 @@ pub(crate) fn affinity() -> io::Result<Vec<usize>> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: pid 0 is the calling thread; the size and pointer describe
     // `set`, which lives for the duration of the call.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -192,7 +193,8 @@ pub(crate) fn cgroup_quota(root: &Path) -> Option<f64> {
     for line in cgroups.lines() {
         // `hierarchy-id:controllers:path`
         let mut fields = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next())
+        let (Some(id), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             continue;
         };
@@ -305,10 +307,8 @@ mod tests {
 
     impl FakeRoot {
         fn new(name: &str) -> FakeRoot {
-            let dir = std::env::temp_dir().join(format!(
-                "per-core-runtime-{name}-{}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("per-core-runtime-{name}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(dir.join("proc/self")).unwrap();
             FakeRoot(dir)

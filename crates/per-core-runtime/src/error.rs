@@ -195,7 +195,9 @@ impl<T> fmt::Debug for BlockOnError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BlockOnError::Spawn(err) => f.debug_tuple("Spawn").field(err).finish(),
-            BlockOnError::WouldDeadlock(_) => f.debug_tuple("WouldDeadlock").finish_non_exhaustive(),
+            BlockOnError::WouldDeadlock(_) => {
+                f.debug_tuple("WouldDeadlock").finish_non_exhaustive()
+            }
             BlockOnError::Task(err) => f.debug_tuple("Task").field(err).finish(),
         }
     }

@@ -139,11 +139,16 @@ impl<T> JoinHandle<T> {
     ///
     /// [`RuntimeContext::current()`]: async_patterns_core::RuntimeContext::current
     pub fn join(mut self) -> Result<T, JoinError> {
+        // Checked even when the result is ready, so that a misplaced `join`
+        // fails every time, not only when it would have had to wait.
+        if !RuntimeContext::current().can_block() {
+            panic!(
+                "JoinHandle::join: {}; `.await` the handle instead",
+                async_patterns_core::WouldDeadlock
+            );
+        }
         // Fast path: already finished, nothing to park on.
-        if let Poll::Ready(result) = self
-            .task
-            .poll_join(&mut Context::from_waker(Waker::noop()))
-        {
+        if let Poll::Ready(result) = self.task.poll_join(&mut Context::from_waker(Waker::noop())) {
             return result;
         }
         match RuntimeContext::run_blocking(move || park_until_ready(&mut self)) {

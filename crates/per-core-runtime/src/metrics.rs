@@ -61,13 +61,13 @@ pub struct WorkerMetrics {
 ///
 /// let rt = PerCoreRuntime::builder().workers(2).build()?;
 /// let quick = rt.spawn_on(0, || async { 1 })?;
+/// assert_eq!(quick.join()?, 1);
 /// let stuck = rt.spawn_on(1, || std::future::pending::<u32>())?;
 /// let report = rt.shutdown(Duration::from_millis(50));
 /// assert!(report.deadline_reached);
 /// assert_eq!(report.completed(), 1);
 /// assert_eq!(report.cancelled(), 1);
 /// assert_eq!(report.workers[1].cancelled, 1);
-/// assert_eq!(quick.join()?, 1);
 /// assert!(stuck.join().unwrap_err().is_cancelled());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -10,10 +10,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_patterns_core::RuntimeContext;
+use tokio::sync::Notify;
 
 use crate::builder::{BuildError, Builder, Hooks};
 use crate::error::{BlockOnError, SpawnError, SpawnErrorKind};
-use crate::inbox::Phase;
 use crate::join::JoinHandle;
 use crate::loom::Arc;
 use crate::metrics::{ShutdownReport, WorkerMetrics};
@@ -116,6 +116,7 @@ pub(crate) struct PoolShared {
     placement: Placement,
     next: AtomicUsize,
     closed: AtomicBool,
+    shutdown_started: Notify,
 }
 
 /// A cheap, cloneable reference to a [`PerCoreRuntime`] for spawning from
@@ -189,6 +190,64 @@ impl Handle {
         self.shared.workers.len()
     }
 
+    /// Whether shutdown has begun: from then on every spawn is refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let handle = rt.handle().clone();
+    /// assert!(!handle.is_shutting_down());
+    /// drop(rt);
+    /// assert!(handle.is_shutting_down());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Completes when shutdown begins (at once if it has): the signal for
+    /// long-running tasks — an accept loop, a subscription — to wind down,
+    /// so that a graceful [`shutdown`](PerCoreRuntime::shutdown) finishes
+    /// before its deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_patterns_per_core_runtime::{Handle, PerCoreRuntime};
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let serving = rt.spawn_on(0, || async {
+    ///     let handle = Handle::current().unwrap();
+    ///     let mut served = 0;
+    ///     loop {
+    ///         tokio::select! {
+    ///             _ = handle.shutting_down() => break served,
+    ///             _ = tokio::time::sleep(Duration::from_millis(1)) => served += 1,
+    ///         }
+    ///     }
+    /// })?;
+    /// let report = rt.shutdown(Duration::from_secs(60));
+    /// assert!(!report.deadline_reached);
+    /// assert_eq!(report.completed(), 1);
+    /// serving.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn shutting_down(&self) {
+        let notified = self.shared.shutdown_started.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the flag is checked: a shutdown in between
+        // cannot be missed.
+        notified.as_mut().enable();
+        if self.is_shutting_down() {
+            return;
+        }
+        notified.await;
+    }
+
     /// Spawns a task on worker `worker`; see [`PerCoreRuntime::spawn_on`].
     ///
     /// # Examples
@@ -203,7 +262,11 @@ impl Handle {
     /// assert_eq!(err.kind(), SpawnErrorKind::NoSuchWorker { index: 2, workers: 2 });
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn spawn_on<F, Fut>(&self, worker: usize, f: F) -> Result<JoinHandle<Fut::Output>, SpawnError<F>>
+    pub fn spawn_on<F, Fut>(
+        &self,
+        worker: usize,
+        f: F,
+    ) -> Result<JoinHandle<Fut::Output>, SpawnError<F>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future + 'static,
@@ -217,7 +280,9 @@ impl Handle {
             return Err(SpawnError::new(kind, f));
         };
         submit(target, Stage::Closure(f)).map_err(|stage| {
-            let f = stage.into_closure().expect("a refused task was never started");
+            let f = stage
+                .into_closure()
+                .expect("a refused task was never started");
             SpawnError::new(SpawnErrorKind::ShutDown, f)
         })
     }
@@ -258,7 +323,11 @@ impl Handle {
     /// assert_eq!(task.worker().index(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn spawn_with<F, Fut>(&self, placement: Placement, f: F) -> Result<JoinHandle<Fut::Output>, SpawnError<F>>
+    pub fn spawn_with<F, Fut>(
+        &self,
+        placement: Placement,
+        f: F,
+    ) -> Result<JoinHandle<Fut::Output>, SpawnError<F>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future + 'static,
@@ -368,7 +437,10 @@ impl Handle {
 
 /// Queues a new task on `worker`, or hands its stage back if the worker no
 /// longer accepts tasks.
-fn submit<F, Fut>(worker: &Arc<WorkerShared>, stage: Stage<F, Fut>) -> Result<JoinHandle<Fut::Output>, Stage<F, Fut>>
+pub(crate) fn submit<F, Fut>(
+    worker: &Arc<WorkerShared>,
+    stage: Stage<F, Fut>,
+) -> Result<JoinHandle<Fut::Output>, Stage<F, Fut>>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future + 'static,
@@ -495,6 +567,7 @@ impl PerCoreRuntime {
                 placement: config.placement,
                 next: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
+                shutdown_started: Notify::new(),
             }),
         };
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -514,7 +587,8 @@ impl PerCoreRuntime {
                 ready: ready_tx.clone(),
                 exited: exited_tx.clone(),
             };
-            let mut builder = thread::Builder::new().name(format!("{}-{index}", config.name_prefix));
+            let mut builder =
+                thread::Builder::new().name(format!("{}-{index}", config.name_prefix));
             if let Some(bytes) = config.stack_size {
                 builder = builder.stack_size(bytes);
             }
@@ -526,7 +600,10 @@ impl PerCoreRuntime {
                         never.inbox.exit();
                     }
                     drop(runtime);
-                    return Err(BuildError::Thread { worker: index, source });
+                    return Err(BuildError::Thread {
+                        worker: index,
+                        source,
+                    });
                 }
             }
         }
@@ -661,7 +738,9 @@ impl PerCoreRuntime {
         };
         let stage: Stage<fn() -> Fut, Fut> = Stage::Running { future, slot: None };
         submit(&current.worker, stage).map_err(|stage| {
-            let future = stage.into_future().expect("a refused task was never polled");
+            let future = stage
+                .into_future()
+                .expect("a refused task was never polled");
             SpawnError::new(SpawnErrorKind::ShutDown, future)
         })
     }
@@ -697,7 +776,11 @@ impl PerCoreRuntime {
     /// assert_eq!(err.kind(), SpawnErrorKind::NoSuchWorker { index: 2, workers: 2 });
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn spawn_on<F, Fut>(&self, worker: usize, f: F) -> Result<JoinHandle<Fut::Output>, SpawnError<F>>
+    pub fn spawn_on<F, Fut>(
+        &self,
+        worker: usize,
+        f: F,
+    ) -> Result<JoinHandle<Fut::Output>, SpawnError<F>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future + 'static,
@@ -743,7 +826,11 @@ impl PerCoreRuntime {
     /// assert!((0..10).all(|_| rt.spawn_with(session, || async {}).unwrap().worker() == first));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn spawn_with<F, Fut>(&self, placement: Placement, f: F) -> Result<JoinHandle<Fut::Output>, SpawnError<F>>
+    pub fn spawn_with<F, Fut>(
+        &self,
+        placement: Placement,
+        f: F,
+    ) -> Result<JoinHandle<Fut::Output>, SpawnError<F>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future + 'static,
@@ -885,8 +972,10 @@ impl PerCoreRuntime {
         self.stopped = true;
         shared.closed.store(true, Ordering::Release);
         for worker in shared.workers.iter() {
-            worker.inbox.close(Phase::Draining);
+            worker.drain();
         }
+        // After every inbox is closed: a task woken here finds spawns refused.
+        shared.shutdown_started.notify_waiters();
         // A worker cannot wait for itself.
         let own = worker::current()
             .filter(|current| Arc::ptr_eq(&current.handle.shared, &shared))
@@ -921,7 +1010,7 @@ impl PerCoreRuntime {
         if deadline_reached || own.is_some() {
             for (worker, still) in shared.workers.iter().zip(&running) {
                 if *still || Some(worker.index) == own {
-                    worker.inbox.close(Phase::Cancelling);
+                    worker.cancel_all();
                 }
             }
         }

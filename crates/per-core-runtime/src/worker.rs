@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use tokio::task::LocalSet;
 
+use crate::WorkerId;
 use crate::builder::{BuildError, Hooks};
+use crate::inbox::Phase;
 use crate::inbox::{Inbox, Take};
-use crate::loom::{Arc, AtomicU64, Ordering};
+use crate::loom::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::metrics::WorkerMetrics;
 use crate::runtime::Handle;
 use crate::task::{Ended, Registry, TaskRef};
-use crate::WorkerId;
 
 /// How many tasks the loop polls before it yields to tokio, so that the I/O
 /// driver, timers and tokio's own tasks get their turn (tokio's own
@@ -46,6 +47,8 @@ pub(crate) struct WorkerShared {
     pub(crate) index: usize,
     pub(crate) inbox: CachePadded<Inbox>,
     pub(crate) counters: CachePadded<Counters>,
+    /// Set at the shutdown deadline: the loop stops between two polls.
+    cancelling: AtomicBool,
     thread: OnceLock<ThreadId>,
 }
 
@@ -55,8 +58,24 @@ impl WorkerShared {
             index,
             inbox: CachePadded(Inbox::new()),
             counters: CachePadded(Counters::default()),
+            cancelling: AtomicBool::new(false),
             thread: OnceLock::new(),
         }
+    }
+
+    /// Shutdown: stop taking new tasks and run the accepted ones to the end.
+    pub(crate) fn drain(&self) {
+        self.inbox.close(Phase::Draining);
+    }
+
+    /// Shutdown deadline: cancel every task now (between two polls).
+    pub(crate) fn cancel_all(&self) {
+        self.cancelling.store(true, Ordering::Relaxed);
+        self.inbox.close(Phase::Cancelling);
+    }
+
+    fn is_cancelling(&self) -> bool {
+        self.cancelling.load(Ordering::Relaxed)
     }
 
     /// Records the calling thread as this worker's.
@@ -65,6 +84,7 @@ impl WorkerShared {
     }
 
     /// Whether the calling thread is this worker's thread.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn is_current_thread(&self) -> bool {
         self.thread.get() == Some(&std::thread::current().id())
     }
@@ -158,30 +178,42 @@ pub(crate) fn current_index() -> Option<usize> {
 
 /// The loop that runs a worker's tasks, as a task of the worker's tokio
 /// runtime (so that wakes from the runtime's own thread cost no syscall).
-struct WorkerLoop {
+pub(crate) struct WorkerLoop {
     shared: Arc<WorkerShared>,
     registry: Registry,
     batch: VecDeque<TaskRef>,
 }
 
 impl WorkerLoop {
+    pub(crate) fn new(shared: Arc<WorkerShared>) -> Self {
+        WorkerLoop {
+            shared,
+            registry: Registry::default(),
+            batch: VecDeque::new(),
+        }
+    }
+
+    /// Waits for work: `Ready(true)` when the batch holds tasks,
+    /// `Ready(false)` when the worker must stop.
+    pub(crate) fn poll_take(&mut self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+        let idle = self.registry.len() == 0;
+        match self.shared.inbox.take(&mut self.batch, cx.waker(), idle) {
+            Take::Work => Poll::Ready(true),
+            Take::Stop => Poll::Ready(false),
+            Take::Park => Poll::Pending,
+        }
+    }
+
     async fn run(mut self) {
         loop {
-            if self.batch.is_empty() {
-                let work = poll_fn(|cx| {
-                    let idle = self.registry.len() == 0;
-                    match self.shared.inbox.take(&mut self.batch, cx.waker(), idle) {
-                        Take::Work => Poll::Ready(true),
-                        Take::Stop => Poll::Ready(false),
-                        Take::Park => Poll::Pending,
-                    }
-                })
-                .await;
-                if !work {
-                    break;
-                }
+            if self.batch.is_empty() && !poll_fn(|cx| self.poll_take(cx)).await {
+                break;
             }
-            if self.tick() {
+            let yield_now = self.tick();
+            if self.shared.is_cancelling() {
+                break;
+            }
+            if yield_now {
                 tokio::task::yield_now().await;
             }
         }
@@ -189,7 +221,7 @@ impl WorkerLoop {
     }
 
     /// Polls tasks from the batch; returns whether to yield to tokio.
-    fn tick(&mut self) -> bool {
+    pub(crate) fn tick(&mut self) -> bool {
         let start = Instant::now();
         let mut polls = 0;
         let mut yield_now = false;
@@ -202,6 +234,9 @@ impl WorkerLoop {
                 yield_now = true;
                 break;
             }
+            if self.shared.is_cancelling() {
+                break;
+            }
         }
         self.shared.counters.add_busy(start.elapsed());
         yield_now
@@ -209,7 +244,7 @@ impl WorkerLoop {
 
     /// Cancels every task that has not ended, on this thread, inside the
     /// runtime. Idempotent.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let queued = self.shared.inbox.exit();
         for task in self
             .registry
@@ -282,11 +317,7 @@ pub(crate) fn main(start: WorkerStart) {
     drop(ready);
     {
         let _local = local.enter();
-        let worker_loop = WorkerLoop {
-            shared: shared.clone(),
-            registry: Registry::default(),
-            batch: VecDeque::new(),
-        };
+        let worker_loop = WorkerLoop::new(shared.clone());
         runtime.block_on(local.run_until(async move {
             // If the loop panics, its `Drop` has cancelled every task.
             let _ = tokio::spawn(worker_loop.run()).await;
@@ -328,12 +359,10 @@ fn prepare(
         catch_unwind(AssertUnwindSafe(|| configure(id, &mut builder)))
             .map_err(|payload| BuildError::hook_panicked(index, "configure_runtime", &payload))?;
     }
-    let runtime = builder
-        .build()
-        .map_err(|source| BuildError::Runtime {
-            worker: index,
-            source,
-        })?;
+    let runtime = builder.build().map_err(|source| BuildError::Runtime {
+        worker: index,
+        source,
+    })?;
     let local = LocalSet::new();
     if let Some(on_start) = &hooks.on_start {
         let _runtime = runtime.enter();
