@@ -110,12 +110,12 @@ async fn pong(mut rx: mpsc::Receiver<()>, tx: mpsc::Sender<()>) {
     }
 }
 
-/// One exchange of `n` round trips between worker 0 and worker 1.
-fn ping_pong_ours(rt: &PerCoreRuntime, n: usize) -> Vec<Duration> {
+/// One exchange of `n` round trips between worker 0 and worker `other`.
+fn ping_pong_ours(rt: &PerCoreRuntime, other: usize, n: usize) -> Vec<Duration> {
     let (ping_tx, ping_rx) = mpsc::channel(1);
     let (pong_tx, pong_rx) = mpsc::channel(1);
     let ponger = rt
-        .spawn_on(1 % rt.workers(), move || pong(ping_rx, pong_tx))
+        .spawn_on(other, move || pong(ping_rx, pong_tx))
         .expect("running");
     let round_trips = rt
         .block_on(0, move || ping(ping_tx, pong_rx, n))
@@ -152,7 +152,10 @@ fn ping_pong(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
     group.bench_function("ours", |b| {
-        b.iter(|| black_box(ping_pong_ours(&ours, ROUND_TRIPS)))
+        b.iter(|| black_box(ping_pong_ours(&ours, 1, ROUND_TRIPS)))
+    });
+    group.bench_function("ours:same-worker", |b| {
+        b.iter(|| black_box(ping_pong_ours(&ours, 0, ROUND_TRIPS)))
     });
     group.bench_function("tokio multi-thread", |b| {
         b.iter(|| black_box(ping_pong_tokio(&tokio_rt, ROUND_TRIPS)))
@@ -164,7 +167,13 @@ fn ping_pong(c: &mut Criterion) {
         "per_core_runtime/ping_pong",
         "ours",
         "round trip",
-        ping_pong_ours(&ours, n),
+        ping_pong_ours(&ours, 1, n),
+    );
+    record_latencies(
+        "per_core_runtime/ping_pong",
+        "ours:same-worker",
+        "round trip",
+        ping_pong_ours(&ours, 0, n),
     );
     record_latencies(
         "per_core_runtime/ping_pong",

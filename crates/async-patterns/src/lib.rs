@@ -14,6 +14,7 @@
 //! | feature / module | crate | pattern |
 //! |---|---|---|
 //! | (always) [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, config errors |
+//! | `per-core-runtime` / `per_core_runtime` | `async-patterns-per-core-runtime` | one pinned single-thread runtime per core: spawn `!Send` tasks on a core from anywhere, join them, shut down gracefully |
 //!
 //! # When to use it, and when not
 //!
@@ -43,3 +44,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use async_patterns_core as core;
+
+#[cfg(feature = "per-core-runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "per-core-runtime")))]
+pub use async_patterns_per_core_runtime as per_core_runtime;

@@ -110,6 +110,9 @@ mod cookbook {
 
     #[doc = include_str!("../../../docs/outcome-streams.md")]
     struct OutcomeStreams;
+
+    #[doc = include_str!("../../../docs/per-core-runtime.md")]
+    struct PerCoreRuntime;
 }
 
 #[cfg(test)]

@@ -340,18 +340,18 @@ impl Builder {
             (None, None, _) => CpuBudget::detect().workers(),
         };
         ConfigError::at_least("workers", workers, 1)?;
-        if let Some(cpus) = &cpus {
-            if workers > cpus.len() {
-                return Err(ConfigError::new(
-                    "workers",
-                    workers,
-                    format!(
-                        "at most {} when pinning (one worker per CPU to pin to)",
-                        cpus.len()
-                    ),
-                )
-                .into());
-            }
+        if let Some(cpus) = &cpus
+            && workers > cpus.len()
+        {
+            return Err(ConfigError::new(
+                "workers",
+                workers,
+                format!(
+                    "at most {} when pinning (one worker per CPU to pin to)",
+                    cpus.len()
+                ),
+            )
+            .into());
         }
         PerCoreRuntime::start(crate::runtime::StartConfig {
             workers,

@@ -234,10 +234,10 @@ fn cgroup_dir(
             continue;
         }
         let super_opts = after.nth(1).unwrap_or("");
-        if let Some(c) = controller {
-            if !super_opts.split(',').any(|o| o == c) {
-                continue;
-            }
+        if let Some(c) = controller
+            && !super_opts.split(',').any(|o| o == c)
+        {
+            continue;
         }
         let fields: Vec<&str> = before.split_whitespace().collect();
         let (Some(mount_root), Some(mount_point)) = (fields.get(3), fields.get(4)) else {

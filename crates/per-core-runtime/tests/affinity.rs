@@ -137,13 +137,13 @@ fn more_pinned_workers_than_cpus_is_a_config_error() {
 const CHILD: &str = "PER_CORE_RUNTIME_TASKSET_CPU";
 
 fn taskset() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
+    let candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|path| {
             std::env::split_paths(&path)
                 .map(|d| d.join("taskset"))
                 .collect()
         })
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     candidates
         .into_iter()
         .chain([PathBuf::from("/usr/bin/taskset")])

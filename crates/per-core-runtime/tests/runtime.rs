@@ -408,17 +408,14 @@ fn least_loaded_picks_the_worker_with_fewest_live_tasks() {
         .unwrap();
     let mut waiting = Vec::new();
     for worker in [0, 0, 1] {
-        waiting.push(
-            rt.spawn_on(worker, || std::future::pending::<()>())
-                .unwrap(),
-        );
+        waiting.push(rt.spawn_on(worker, std::future::pending::<()>).unwrap());
     }
     // 0 has two live tasks, 1 has one, 2 none.
-    let first = rt.spawn(|| std::future::pending::<()>()).unwrap();
+    let first = rt.spawn(std::future::pending::<()>).unwrap();
     assert_eq!(first.worker().index(), 2);
     // Now 1 and 2 tie with one each: the lower index wins.
     assert_eq!(
-        rt.spawn(|| std::future::pending::<()>())
+        rt.spawn(std::future::pending::<()>)
             .unwrap()
             .worker()
             .index(),
@@ -486,7 +483,7 @@ fn metrics_count_spawned_completed_live_and_busy_time() {
         })
         .unwrap();
     join_within(spin).unwrap();
-    let waiting = rt.spawn_on(1, || std::future::pending::<()>()).unwrap();
+    let waiting = rt.spawn_on(1, std::future::pending::<()>).unwrap();
     // A task submitted after the spin ends runs in a later tick, after the
     // spin's busy time was added.
     rt.block_on(1, || async {}).unwrap();

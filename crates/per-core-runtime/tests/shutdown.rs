@@ -478,7 +478,7 @@ fn on_worker_stop_runs_after_the_workers_tasks_have_ended() {
         })
         .build()
         .unwrap();
-    let _stuck = rt.spawn_on(0, || std::future::pending::<()>()).unwrap();
+    let _stuck = rt.spawn_on(0, std::future::pending::<()>).unwrap();
     shutdown_within(rt, Duration::ZERO);
     let mut seen = seen.lock().unwrap().clone();
     seen.sort_unstable();
@@ -488,7 +488,7 @@ fn on_worker_stop_runs_after_the_workers_tasks_have_ended() {
 #[test]
 fn a_handle_awaited_on_another_runtime_wakes_when_shutdown_cancels_its_task() {
     let rt = PerCoreRuntime::builder().workers(1).build().unwrap();
-    let handle = rt.spawn_on(0, || std::future::pending::<u8>()).unwrap();
+    let handle = rt.spawn_on(0, std::future::pending::<u8>).unwrap();
     let waiter = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
