@@ -230,6 +230,12 @@ fn tcp_echo(c: &mut Criterion) {
         .build()
         .expect("per-core runtime");
     let (ours_addr, _accept_loops) = echo::serve_per_core(&ours, any_port).expect("server");
+    let unpinned = PerCoreRuntime::builder()
+        .workers(workers)
+        .build()
+        .expect("per-core runtime");
+    let (unpinned_addr, _unpinned_accept_loops) =
+        echo::serve_per_core(&unpinned, any_port).expect("server");
     let tokio_rt = multi_thread(workers);
     let (tokio_addr, tokio_accept) = tokio_rt
         .block_on(echo::serve_multi_thread(any_port))
@@ -241,13 +247,20 @@ fn tcp_echo(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
     group.bench_function("ours", |b| b.iter(|| load(&client, ours_addr, 1)));
+    group.bench_function("ours:unpinned", |b| {
+        b.iter(|| load(&client, unpinned_addr, 1))
+    });
     group.bench_function("tokio multi-thread", |b| {
         b.iter(|| load(&client, tokio_addr, 1))
     });
     group.finish();
 
     let rounds = if test_mode() { 1 } else { 10 };
-    for (implementation, addr) in [("ours", ours_addr), ("tokio multi-thread", tokio_addr)] {
+    for (implementation, addr) in [
+        ("ours", ours_addr),
+        ("ours:unpinned", unpinned_addr),
+        ("tokio multi-thread", tokio_addr),
+    ] {
         let (latencies, elapsed) = load(&client, addr, rounds);
         record_metric(Metric {
             group: "per_core_runtime/tcp_echo",
@@ -265,7 +278,8 @@ fn tcp_echo(c: &mut Criterion) {
         );
     }
     tokio_accept.abort();
-    ours.shutdown(Duration::from_millis(100));
+    ours.shutdown(Duration::from_secs(5));
+    unpinned.shutdown(Duration::from_secs(5));
 }
 
 criterion_group!(benches, spawn_join, ping_pong, tcp_echo);

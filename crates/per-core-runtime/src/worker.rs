@@ -168,12 +168,17 @@ thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
+/// The worker this thread is (`None` elsewhere, and while the thread's
+/// locals are being torn down).
 pub(crate) fn current() -> Option<Current> {
-    CURRENT.with(|c| c.borrow().clone())
+    CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
 }
 
 pub(crate) fn current_index() -> Option<usize> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.worker.index))
+    CURRENT
+        .try_with(|c| c.borrow().as_ref().map(|c| c.worker.index))
+        .ok()
+        .flatten()
 }
 
 /// The loop that runs a worker's tasks, as a task of the worker's tokio
