@@ -106,6 +106,10 @@ impl Builder {
     /// that a worker's runtime starts for `spawn_blocking` inherit the
     /// worker's pinning.
     ///
+    /// Pin when the workers have their CPUs to themselves: a pinned worker
+    /// keeps its cache warm, but cannot move away from another busy thread
+    /// on its CPU, which lengthens tail latency on an oversubscribed machine.
+    ///
     /// # Examples
     ///
     /// ```
