@@ -6,7 +6,8 @@
 use std::future::poll_fn;
 use std::task::Poll;
 
-use async_patterns_per_core_runtime::loom_model::{self, ModelWorker};
+use async_patterns_per_core_runtime::JoinHandle;
+use async_patterns_per_core_runtime::loom_model::{self, ModelInbox, ModelWorker};
 use loom::future::{AtomicWaker, block_on};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
@@ -71,38 +72,42 @@ fn abort_racing_with_completion_ends_the_task_exactly_once() {
     });
 }
 
-/// A future that waits for a flag set by another thread.
-fn wait_for(
-    flag: Arc<AtomicBool>,
-    waker: Arc<AtomicWaker>,
-) -> impl std::future::Future<Output = ()> {
-    poll_fn(move |cx| {
-        if flag.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        waker.register_by_ref(cx.waker());
-        if flag.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
+/// Spawns a task that waits for a flag; returns its handle and the function
+/// that sets the flag and wakes the task, for another thread to call.
+fn spawn_waiting(inbox: &ModelInbox) -> (JoinHandle<()>, impl FnOnce() + Send + 'static) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let waker = Arc::new(AtomicWaker::new());
+    let handle = {
+        let (flag, waker) = (flag.clone(), waker.clone());
+        inbox
+            .spawn(move || {
+                poll_fn(move |cx| {
+                    if flag.load(Ordering::Acquire) {
+                        return Poll::Ready(());
+                    }
+                    waker.register_by_ref(cx.waker());
+                    if flag.load(Ordering::Acquire) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+            })
+            .unwrap()
+    };
+    let set = move || {
+        flag.store(true, Ordering::Release);
+        waker.wake();
+    };
+    (handle, set)
 }
 
 #[test]
 fn a_wake_from_another_thread_runs_the_task_again() {
     loom::model(|| {
         let (inbox, mut worker) = loom_model::worker();
-        let flag = Arc::new(AtomicBool::new(false));
-        let waker = Arc::new(AtomicWaker::new());
-        let handle = {
-            let (flag, waker) = (flag.clone(), waker.clone());
-            inbox.spawn(move || wait_for(flag, waker)).unwrap()
-        };
-        let setter = thread::spawn(move || {
-            flag.store(true, Ordering::Release);
-            waker.wake();
-        });
+        let (handle, set) = spawn_waiting(&inbox);
+        let setter = thread::spawn(set);
         while !handle.is_finished() {
             assert!(take(&mut worker));
             worker.tick();
@@ -117,18 +122,10 @@ fn a_wake_from_another_thread_runs_the_task_again() {
 fn cancelling_at_shutdown_while_a_wake_arrives_ends_the_task_once() {
     loom::model(|| {
         let (inbox, mut worker) = loom_model::worker();
-        let flag = Arc::new(AtomicBool::new(false));
-        let waker = Arc::new(AtomicWaker::new());
-        let handle = {
-            let (flag, waker) = (flag.clone(), waker.clone());
-            inbox.spawn(move || wait_for(flag, waker)).unwrap()
-        };
+        let (handle, set) = spawn_waiting(&inbox);
         assert!(take(&mut worker));
         worker.tick();
-        let setter = thread::spawn(move || {
-            flag.store(true, Ordering::Release);
-            waker.wake();
-        });
+        let setter = thread::spawn(set);
         inbox.cancel_all();
         // The loop sees the deadline and stops; the task ends once, either
         // way, and a late wake is dropped, not queued.
