@@ -11,10 +11,11 @@
 //! async-patterns = { version = "0.1", features = ["full"] }
 //! ```
 //!
-//! | feature / module | crate | pattern |
-//! |---|---|---|
-//! | (always) [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, config errors |
-//! | `txn-channel` / `txn_channel` | `async-patterns-txn-channel` | transactional receive: peek, process, commit — or the item comes back; attempts counted, poison items dead-lettered |
+//! | feature | module | crate | pattern |
+//! |---|---|---|---|
+//! | (always) | [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, streams with a return value, config errors |
+//! | `txn-channel` | `txn_channel` | `async-patterns-txn-channel` | transactional receive: peek, process, commit — or the item comes back; attempts counted, poison items dead-lettered |
+//! | `per-core-runtime` | `per_core_runtime` | `async-patterns-per-core-runtime` | one pinned single-thread runtime per core: spawn `!Send` tasks on a core from anywhere, join them, shut down gracefully |
 //!
 //! # When to use it, and when not
 //!
@@ -45,6 +46,9 @@
 
 pub use async_patterns_core as core;
 
+#[cfg(feature = "per-core-runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "per-core-runtime")))]
+pub use async_patterns_per_core_runtime as per_core_runtime;
 #[cfg(feature = "txn-channel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "txn-channel")))]
 pub use async_patterns_txn_channel as txn_channel;

@@ -113,6 +113,9 @@ mod cookbook {
 
     #[doc = include_str!("../../../docs/txn-channel.md")]
     struct TxnChannel;
+
+    #[doc = include_str!("../../../docs/per-core-runtime.md")]
+    struct PerCoreRuntime;
 }
 
 #[cfg(test)]

@@ -1,0 +1,155 @@
+//! What the runtime tells about its workers: [`WorkerMetrics`] (a snapshot
+//! at any time) and the [`ShutdownReport`] (the final counts).
+
+use std::time::Duration;
+
+use crate::WorkerId;
+
+/// A snapshot of one worker's counters, from
+/// [`PerCoreRuntime::metrics`](crate::PerCoreRuntime::metrics) or in the
+/// [`ShutdownReport`].
+///
+/// Counts cover the tasks spawned through this crate (`spawn*`,
+/// `block_on`, [`spawn_local`](crate::PerCoreRuntime::spawn_local)); tasks
+/// started with tokio's own `spawn` or `spawn_local` on a worker are not
+/// counted. Every accepted task ends exactly once, as completed, panicked,
+/// aborted or cancelled, so `spawned` equals the sum of the four plus
+/// `live_tasks`.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_per_core_runtime::PerCoreRuntime;
+///
+/// let rt = PerCoreRuntime::builder().workers(1).build()?;
+/// rt.block_on(0, || async {})?;
+/// let m = &rt.metrics()[0];
+/// assert_eq!((m.spawned, m.completed, m.live_tasks), (1, 1, 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerMetrics {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Tasks accepted by this worker.
+    pub spawned: u64,
+    /// Tasks that ran to completion (their output went to the join handle).
+    pub completed: u64,
+    /// Tasks that panicked (building or polling the future).
+    pub panicked: u64,
+    /// Tasks cancelled by [`JoinHandle::abort`](crate::JoinHandle::abort).
+    pub aborted: u64,
+    /// Tasks cancelled by shutdown, started or not.
+    pub cancelled: u64,
+    /// Tasks accepted and not ended yet: queued, running or waiting.
+    pub live_tasks: u64,
+    /// Time the worker spent polling its tasks (not waiting for work, not
+    /// in tokio's I/O driver).
+    pub busy_time: Duration,
+}
+
+/// What [`PerCoreRuntime::shutdown`](crate::PerCoreRuntime::shutdown)
+/// found: each worker's final counts, and whether the deadline cut the
+/// drain short.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_per_core_runtime::PerCoreRuntime;
+/// use std::time::Duration;
+///
+/// let rt = PerCoreRuntime::builder().workers(2).build()?;
+/// let quick = rt.spawn_on(0, || async { 1 })?;
+/// assert_eq!(quick.join()?, 1);
+/// let stuck = rt.spawn_on(1, || std::future::pending::<u32>())?;
+/// let report = rt.shutdown(Duration::from_millis(50));
+/// assert!(report.deadline_reached);
+/// assert_eq!(report.completed(), 1);
+/// assert_eq!(report.cancelled(), 1);
+/// assert_eq!(report.workers[1].cancelled, 1);
+/// assert!(stuck.join().unwrap_err().is_cancelled());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Each worker's final counts, in worker order.
+    pub workers: Vec<WorkerMetrics>,
+    /// Whether some tasks were still running at the deadline and were
+    /// cancelled.
+    pub deadline_reached: bool,
+}
+
+impl ShutdownReport {
+    /// Tasks that ran to completion, over all workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    /// use std::time::Duration;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// rt.block_on(0, || async {})?;
+    /// assert_eq!(rt.shutdown(Duration::from_secs(1)).completed(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn completed(&self) -> u64 {
+        self.workers.iter().map(|w| w.completed).sum()
+    }
+
+    /// Tasks cancelled by shutdown, over all workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    /// use std::time::Duration;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let _detached = rt.spawn_on(0, || std::future::pending::<()>())?;
+    /// assert_eq!(rt.shutdown(Duration::ZERO).cancelled(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancelled(&self) -> u64 {
+        self.workers.iter().map(|w| w.cancelled).sum()
+    }
+
+    /// Tasks that panicked, over all workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    /// use std::time::Duration;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let failed = rt.spawn_on(0, || async { panic!("boom") })?;
+    /// assert!(failed.join().unwrap_err().is_panic());
+    /// assert_eq!(rt.shutdown(Duration::ZERO).panicked(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn panicked(&self) -> u64 {
+        self.workers.iter().map(|w| w.panicked).sum()
+    }
+
+    /// Tasks aborted through their join handle, over all workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    /// use std::time::Duration;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let handle = rt.spawn_on(0, || std::future::pending::<()>())?;
+    /// handle.abort();
+    /// assert!(handle.join().unwrap_err().is_cancelled());
+    /// assert_eq!(rt.shutdown(Duration::ZERO).aborted(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn aborted(&self) -> u64 {
+        self.workers.iter().map(|w| w.aborted).sum()
+    }
+}

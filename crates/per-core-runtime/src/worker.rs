@@ -1,0 +1,379 @@
+//! A worker: its shared side (inbox, counters, thread identity), and its
+//! thread, which pins itself, builds a current-thread tokio runtime and a
+//! `LocalSet`, and runs — as a task of that runtime — the loop that polls the
+//! worker's tasks until shutdown, then cancels whatever is left.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::task::Poll;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use tokio::task::LocalSet;
+
+use crate::WorkerId;
+use crate::builder::{BuildError, Hooks};
+use crate::inbox::Phase;
+use crate::inbox::{Inbox, Take};
+use crate::loom::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::metrics::WorkerMetrics;
+use crate::runtime::Handle;
+use crate::task::{Ended, Registry, TaskRef};
+
+/// How many tasks the loop polls before it yields to tokio, so that the I/O
+/// driver, timers and tokio's own tasks get their turn (tokio's own
+/// schedulers check for I/O every 61 tasks by default).
+const POLLS_PER_TICK: usize = 61;
+
+/// Keeps what producers write (the inbox) and what the worker writes (the
+/// counters) on separate cache lines.
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(T);
+
+impl<T> Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The part of a worker that other threads see.
+pub(crate) struct WorkerShared {
+    pub(crate) index: usize,
+    pub(crate) inbox: CachePadded<Inbox>,
+    pub(crate) counters: CachePadded<Counters>,
+    /// Set at the shutdown deadline: the loop stops between two polls.
+    cancelling: AtomicBool,
+    thread: OnceLock<ThreadId>,
+}
+
+impl WorkerShared {
+    pub(crate) fn new(index: usize) -> Self {
+        WorkerShared {
+            index,
+            inbox: CachePadded(Inbox::new()),
+            counters: CachePadded(Counters::default()),
+            cancelling: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// Shutdown: stop taking new tasks and run the accepted ones to the end.
+    pub(crate) fn drain(&self) {
+        self.inbox.close(Phase::Draining);
+    }
+
+    /// Shutdown deadline: cancel every task now (between two polls).
+    pub(crate) fn cancel_all(&self) {
+        self.cancelling.store(true, Ordering::Relaxed);
+        self.inbox.close(Phase::Cancelling);
+    }
+
+    fn is_cancelling(&self) -> bool {
+        self.cancelling.load(Ordering::Relaxed)
+    }
+
+    /// Records the calling thread as this worker's.
+    pub(crate) fn mark_current_thread(&self) {
+        let _ = self.thread.set(std::thread::current().id());
+    }
+
+    /// Whether the calling thread is this worker's thread.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn is_current_thread(&self) -> bool {
+        self.thread.get() == Some(&std::thread::current().id())
+    }
+
+    /// Tasks accepted and not ended.
+    pub(crate) fn live_tasks(&self) -> u64 {
+        // Ended first: it never runs ahead of accepted, so the difference
+        // does not underflow (saturating anyway, for stale reads).
+        let ended = self.counters.ended();
+        self.inbox.accepted().saturating_sub(ended)
+    }
+
+    pub(crate) fn metrics(&self) -> WorkerMetrics {
+        let c = &self.counters;
+        let (completed, panicked, aborted, cancelled) = (
+            c.completed.load(Ordering::Relaxed),
+            c.panicked.load(Ordering::Relaxed),
+            c.aborted.load(Ordering::Relaxed),
+            c.cancelled.load(Ordering::Relaxed),
+        );
+        let spawned = self.inbox.accepted();
+        WorkerMetrics {
+            worker: WorkerId(self.index),
+            spawned,
+            completed,
+            panicked,
+            aborted,
+            cancelled,
+            live_tasks: spawned.saturating_sub(completed + panicked + aborted + cancelled),
+            busy_time: Duration::from_nanos(c.busy_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A worker's counters. Only the worker thread writes them, so increments
+/// are a load and a store, not a locked read-modify-write.
+#[derive(Default)]
+pub(crate) struct Counters {
+    completed: AtomicU64,
+    panicked: AtomicU64,
+    aborted: AtomicU64,
+    cancelled: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a task's ending. Worker thread only.
+    pub(crate) fn record(&self, ended: Ended) {
+        let counter = match ended {
+            Ended::Completed => &self.completed,
+            Ended::Panicked => &self.panicked,
+            Ended::Aborted => &self.aborted,
+            Ended::Cancelled => &self.cancelled,
+        };
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    fn add_busy(&self, busy: Duration) {
+        let nanos = u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
+        let total = self.busy_nanos.load(Ordering::Relaxed);
+        self.busy_nanos
+            .store(total.saturating_add(nanos), Ordering::Relaxed);
+    }
+
+    fn ended(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+            + self.panicked.load(Ordering::Relaxed)
+            + self.aborted.load(Ordering::Relaxed)
+            + self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// The worker this thread is, if any.
+#[derive(Clone)]
+pub(crate) struct Current {
+    pub(crate) handle: Handle,
+    pub(crate) worker: Arc<WorkerShared>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+/// The worker this thread is (`None` elsewhere, and while the thread's
+/// locals are being torn down).
+pub(crate) fn current() -> Option<Current> {
+    CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+}
+
+pub(crate) fn current_index() -> Option<usize> {
+    CURRENT
+        .try_with(|c| c.borrow().as_ref().map(|c| c.worker.index))
+        .ok()
+        .flatten()
+}
+
+/// The loop that runs a worker's tasks, as a task of the worker's tokio
+/// runtime (so that wakes from the runtime's own thread cost no syscall).
+pub(crate) struct WorkerLoop {
+    shared: Arc<WorkerShared>,
+    registry: Registry,
+    batch: VecDeque<TaskRef>,
+}
+
+impl WorkerLoop {
+    pub(crate) fn new(shared: Arc<WorkerShared>) -> Self {
+        WorkerLoop {
+            shared,
+            registry: Registry::default(),
+            batch: VecDeque::new(),
+        }
+    }
+
+    /// Waits for work: `Ready(true)` when the batch holds tasks,
+    /// `Ready(false)` when the worker must stop.
+    pub(crate) fn poll_take(&mut self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+        let idle = self.registry.len() == 0;
+        match self.shared.inbox.take(&mut self.batch, cx.waker(), idle) {
+            Take::Work => Poll::Ready(true),
+            Take::Stop => Poll::Ready(false),
+            Take::Park => Poll::Pending,
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            if self.batch.is_empty() && !poll_fn(|cx| self.poll_take(cx)).await {
+                break;
+            }
+            let yield_now = self.tick();
+            if self.shared.is_cancelling() {
+                break;
+            }
+            if yield_now {
+                tokio::task::yield_now().await;
+            }
+        }
+        self.stop();
+    }
+
+    /// Polls tasks from the batch; returns whether to yield to tokio.
+    pub(crate) fn tick(&mut self) -> bool {
+        let start = Instant::now();
+        let mut polls = 0;
+        let mut yield_now = false;
+        while let Some(task) = self.batch.pop_front() {
+            task.run(&mut self.registry);
+            polls += 1;
+            // A task that used up tokio's cooperative budget (or many tasks
+            // that did together) makes the loop yield, as tokio would.
+            if polls == POLLS_PER_TICK || !tokio::task::coop::has_budget_remaining() {
+                yield_now = true;
+                break;
+            }
+            if self.shared.is_cancelling() {
+                break;
+            }
+        }
+        self.shared.counters.add_busy(start.elapsed());
+        yield_now
+    }
+
+    /// Cancels every task that has not ended, on this thread, inside the
+    /// runtime. Idempotent.
+    pub(crate) fn stop(&mut self) {
+        let queued = self.shared.inbox.exit();
+        for task in self
+            .registry
+            .take_all()
+            .into_iter()
+            .chain(self.batch.drain(..))
+            .chain(queued)
+        {
+            task.cancel();
+        }
+    }
+}
+
+impl Drop for WorkerLoop {
+    fn drop(&mut self) {
+        // Normally a no-op (`run` ended with `stop`); if the loop was dropped
+        // early (its runtime is going away), nothing is left behind.
+        self.stop();
+    }
+}
+
+/// Everything a worker thread needs to start.
+pub(crate) struct WorkerStart {
+    pub(crate) shared: Arc<WorkerShared>,
+    pub(crate) handle: Handle,
+    pub(crate) cpu: Option<usize>,
+    pub(crate) hooks: Hooks,
+    pub(crate) ready: mpsc::Sender<(usize, Result<(), BuildError>)>,
+    pub(crate) exited: mpsc::Sender<usize>,
+}
+
+/// Tells the runtime this worker thread is done, however it ends.
+struct ExitNotice(mpsc::Sender<usize>, usize);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+/// The body of a worker thread.
+pub(crate) fn main(start: WorkerStart) {
+    let WorkerStart {
+        shared,
+        handle,
+        cpu,
+        hooks,
+        ready,
+        exited,
+    } = start;
+    let index = shared.index;
+    let _exit = ExitNotice(exited, index);
+    shared.mark_current_thread();
+    CURRENT.with(|c| {
+        *c.borrow_mut() = Some(Current {
+            handle,
+            worker: shared.clone(),
+        })
+    });
+    let (runtime, local) = match prepare(index, cpu, &hooks) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            shared.inbox.exit();
+            let _ = ready.send((index, Err(error)));
+            CURRENT.with(|c| c.borrow_mut().take());
+            return;
+        }
+    };
+    let _ = ready.send((index, Ok(())));
+    drop(ready);
+    {
+        let _local = local.enter();
+        let worker_loop = WorkerLoop::new(shared.clone());
+        runtime.block_on(local.run_until(async move {
+            // If the loop panics, its `Drop` has cancelled every task.
+            let _ = tokio::spawn(worker_loop.run()).await;
+        }));
+        if let Some(on_stop) = &hooks.on_stop {
+            let _runtime = runtime.enter();
+            let _ = catch_unwind(AssertUnwindSafe(|| on_stop(WorkerId(index))));
+        }
+    }
+    {
+        // Tasks started with tokio's `spawn_local` are dropped here, in the
+        // runtime's context.
+        let _runtime = runtime.enter();
+        drop(local);
+    }
+    // Tasks started with `tokio::spawn` are dropped here; blocking tasks are
+    // waited for.
+    drop(runtime);
+    CURRENT.with(|c| c.borrow_mut().take());
+}
+
+/// Pins the thread, builds the runtime and runs `on_worker_start`.
+fn prepare(
+    index: usize,
+    cpu: Option<usize>,
+    hooks: &Hooks,
+) -> Result<(tokio::runtime::Runtime, LocalSet), BuildError> {
+    let id = WorkerId(index);
+    if let Some(cpu) = cpu {
+        crate::cpus::pin_current_thread(cpu).map_err(|source| BuildError::Pin {
+            worker: index,
+            cpu,
+            source,
+        })?;
+    }
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if let Some(configure) = &hooks.configure_runtime {
+        catch_unwind(AssertUnwindSafe(|| configure(id, &mut builder)))
+            .map_err(|payload| BuildError::hook_panicked(index, "configure_runtime", &payload))?;
+    }
+    let runtime = builder.build().map_err(|source| BuildError::Runtime {
+        worker: index,
+        source,
+    })?;
+    let local = LocalSet::new();
+    if let Some(on_start) = &hooks.on_start {
+        let _runtime = runtime.enter();
+        let _local = local.enter();
+        catch_unwind(AssertUnwindSafe(|| on_start(id)))
+            .map_err(|payload| BuildError::hook_panicked(index, "on_worker_start", &payload))?;
+    }
+    Ok((runtime, local))
+}
