@@ -16,7 +16,7 @@ use crate::loom::AtomicWaker;
 use crate::loom::sync::Arc;
 use crate::loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::loom::thread;
-use crate::ring::{MAX_CAPACITY, Pop, PushError, Ring, TxWait};
+use crate::ring::{MAX_CAPACITY, Pop, PushError, Ring, TxWait, Wakes};
 use crate::waiters::{WaiterId, Waiters, Wake};
 
 /// What a send does when the channel is full.
@@ -51,7 +51,9 @@ pub enum Overflow {
     /// Discard the new item and count it; sends never fail for lack of room.
     DropNewest,
     /// Discard the oldest buffered item to make room, and count it; sends
-    /// never fail for lack of room.
+    /// never fail for lack of room. (In the instant the oldest item is being
+    /// written or received, there is nothing to discard, and the new item is
+    /// discarded and counted instead.)
     DropOldest,
 }
 
@@ -216,14 +218,30 @@ impl<T> Shared<T> {
     #[inline]
     fn push(&self, value: T) -> Result<(), PushError<T>> {
         match self.ring.push(value) {
-            Ok(wake_receiver) => {
-                if wake_receiver {
-                    self.rx_waker.wake();
-                }
+            Ok(wakes) => {
+                self.notify(wakes);
                 Ok(())
             }
             Err(PushError::Full(value)) => self.overflow(value),
             Err(closed) => Err(closed),
+        }
+    }
+
+    /// Wakes whoever asked to be woken when a slot changed state.
+    #[inline]
+    fn notify(&self, wakes: Wakes) {
+        if wakes.any() {
+            self.notify_slow(wakes);
+        }
+    }
+
+    #[cold]
+    fn notify_slow(&self, wakes: Wakes) {
+        if wakes.receiver() {
+            self.rx_waker.wake();
+        }
+        if wakes.senders() {
+            self.send_waiters.wake_all();
         }
     }
 
@@ -237,22 +255,28 @@ impl<T> Shared<T> {
                 Ok(())
             }
             Overflow::DropOldest => loop {
-                if let Pop::Item {
-                    value: oldest,
-                    wake_senders,
-                } = self.ring.pop()
-                {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    if wake_senders {
-                        self.send_waiters.wake_all();
+                match self.ring.pop() {
+                    Pop::Item {
+                        value: oldest,
+                        wakes,
+                    } => {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.notify(wakes);
+                        drop(oldest);
                     }
-                    drop(oldest);
+                    Pop::Empty { .. } => {
+                        // The oldest slot is in the middle of being written or
+                        // read: there is nothing to discard at this instant
+                        // and a lossy send never waits, so the new item goes.
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        drop(value);
+                        return Ok(());
+                    }
+                    Pop::Closed => return Err(PushError::Closed(value)),
                 }
                 match self.ring.push(value) {
-                    Ok(wake_receiver) => {
-                        if wake_receiver {
-                            self.rx_waker.wake();
-                        }
+                    Ok(wakes) => {
+                        self.notify(wakes);
                         return Ok(());
                     }
                     Err(PushError::Full(v)) => value = v,
@@ -799,19 +823,14 @@ impl<T> Receiver<T> {
         let shared = &*self.shared;
         loop {
             match shared.ring.pop() {
-                Pop::Item {
-                    value,
-                    wake_senders,
-                } => {
-                    if wake_senders {
-                        shared.send_waiters.wake_all();
-                    }
+                Pop::Item { value, wakes } => {
+                    shared.notify(wakes);
                     return Poll::Ready(Some(value));
                 }
                 Pop::Closed => return Poll::Ready(None),
-                Pop::Empty { pos } => {
+                Pop::Empty { pos, stamp } => {
                     shared.rx_waker.register(cx.waker());
-                    if !shared.ring.mark_rx_waiting(pos) {
+                    if !shared.ring.mark_rx_waiting(pos, stamp) {
                         continue; // written meanwhile
                     }
                     if shared.ring.is_drained_at(pos) {
@@ -858,13 +877,8 @@ impl<T> Receiver<T> {
         let mut added = 1;
         while added < limit {
             match self.shared.ring.pop() {
-                Pop::Item {
-                    value,
-                    wake_senders,
-                } => {
-                    if wake_senders {
-                        self.shared.send_waiters.wake_all();
-                    }
+                Pop::Item { value, wakes } => {
+                    self.shared.notify(wakes);
                     buffer.push(value);
                     added += 1;
                 }
@@ -895,13 +909,8 @@ impl<T> Receiver<T> {
     /// ```
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         match self.shared.ring.pop() {
-            Pop::Item {
-                value,
-                wake_senders,
-            } => {
-                if wake_senders {
-                    self.shared.send_waiters.wake_all();
-                }
+            Pop::Item { value, wakes } => {
+                self.shared.notify(wakes);
                 Ok(value)
             }
             Pop::Empty { .. } => Err(TryRecvError::Empty),

@@ -60,7 +60,24 @@ mod imp {
     }
 
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::future::AtomicWaker;
+
+    /// Loom's `AtomicWaker` behind the interface of `futures`'.
+    #[derive(Debug)]
+    pub(crate) struct AtomicWaker(loom::future::AtomicWaker);
+
+    impl AtomicWaker {
+        pub(crate) fn new() -> Self {
+            AtomicWaker(loom::future::AtomicWaker::new())
+        }
+
+        pub(crate) fn register(&self, waker: &std::task::Waker) {
+            self.0.register_by_ref(waker);
+        }
+
+        pub(crate) fn wake(&self) {
+            self.0.wake();
+        }
+    }
 }
 
 pub(crate) use imp::*;

@@ -9,14 +9,18 @@
 //! at (empty) or that position plus one `UNIT` (full), with three flag bits
 //! below:
 //!
-//! - `RX_WAITING`: the receiver found this (empty) slot at the head and sleeps
-//!   until it is written. The sender that writes it learns so from the same
-//!   atomic swap that publishes the value, so a sender wakes the receiver only
-//!   when it actually sleeps: no syscall, no extra atomic per item.
-//! - `TX_WAITING`: a sender found this (full) slot at the tail and sleeps
-//!   until it is read; the reader learns so from the swap that frees it.
+//! - `RX_WAITING`: the receiver found this slot at the head not yet readable
+//!   and sleeps until it changes.
+//! - `TX_WAITING`: a sender found this slot at the tail still taken by the
+//!   previous lap and sleeps until it changes.
 //! - `RX_GONE`: the receiver was dropped while a sender was writing this slot;
 //!   the sender takes its value back and reports the channel closed.
+//!
+//! Whoever next changes a slot's state (the writer publishing a value, the
+//! reader freeing the slot) does so with one atomic swap, which also returns
+//! the flags: it wakes the side that asked, and the flags are cleared. So a
+//! sender wakes the receiver only when it actually sleeps — no syscall and no
+//! extra atomic operation per item — and a woken side simply looks again.
 //!
 //! The tail carries a `CLOSED` bit: once set, no position is claimed any more.
 //! Both ends claim a position with a compare-and-swap, so a sender may also pop
@@ -48,13 +52,33 @@ pub(crate) enum PushError<T> {
     Closed(T),
 }
 
+/// Who must be woken after a slot changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(crate) struct Wakes(usize);
+
+impl Wakes {
+    #[inline]
+    pub(crate) fn any(self) -> bool {
+        self.0 & (RX_WAITING | TX_WAITING) != 0
+    }
+
+    pub(crate) fn receiver(self) -> bool {
+        self.0 & RX_WAITING != 0
+    }
+
+    pub(crate) fn senders(self) -> bool {
+        self.0 & TX_WAITING != 0
+    }
+}
+
 /// What a pop found.
 pub(crate) enum Pop<T> {
-    /// The oldest item; `wake_senders` if a sender sleeps until this slot is
-    /// free.
-    Item { value: T, wake_senders: bool },
-    /// Nothing to take yet: position `pos` is the next to be written.
-    Empty { pos: usize },
+    /// The oldest item, and who to wake now that its slot is free.
+    Item { value: T, wakes: Wakes },
+    /// Nothing to take yet at position `pos`, whose slot showed `stamp`
+    /// (for [`Ring::mark_rx_waiting`]).
+    Empty { pos: usize, stamp: usize },
     /// Closed, and every claimed position has been taken.
     Closed,
 }
@@ -139,10 +163,9 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Stores `value` at the tail. `Ok(true)` means the receiver sleeps
-    /// waiting for it and must be woken.
+    /// Stores `value` at the tail; returns who to wake.
     #[inline]
-    pub(crate) fn push(&self, value: T) -> Result<bool, PushError<T>> {
+    pub(crate) fn push(&self, value: T) -> Result<Wakes, PushError<T>> {
         let mut tail = self.tail.0.load(Ordering::Relaxed);
         loop {
             if tail & CLOSED != 0 {
@@ -155,14 +178,13 @@ impl<T> Ring<T> {
                 match self.tail.0.compare_exchange_weak(
                     tail,
                     self.next(tail),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) => return self.write(slot, tail, value),
                     Err(current) => tail = current,
                 }
-            } else if stamp.wrapping_add(self.one_lap) == tail.wrapping_add(UNIT) {
-                // The slot still holds the item of the previous lap.
+            } else if self.held_by_previous_lap(stamp, tail) {
                 return Err(PushError::Full(value));
             } else {
                 // Another sender claimed this position: our tail is stale.
@@ -171,8 +193,16 @@ impl<T> Ring<T> {
         }
     }
 
+    /// Whether a slot whose stamp (without flags) is `stamp` still belongs to
+    /// the lap before `pos`: full, being written, or being read.
     #[inline]
-    fn write(&self, slot: &Slot<T>, pos: usize, value: T) -> Result<bool, PushError<T>> {
+    fn held_by_previous_lap(&self, stamp: usize, pos: usize) -> bool {
+        let previous = pos.wrapping_sub(self.one_lap);
+        stamp == previous || stamp == previous.wrapping_add(UNIT)
+    }
+
+    #[inline]
+    fn write(&self, slot: &Slot<T>, pos: usize, value: T) -> Result<Wakes, PushError<T>> {
         // SAFETY: the successful claim of `pos` gives this thread the slot
         // until it publishes the new stamp: the stamp said "empty at `pos`"
         // (acquired, so the previous reader is done with it) and no one else
@@ -190,7 +220,7 @@ impl<T> Ring<T> {
             slot.stamp.store(pos | RX_GONE, Ordering::Release);
             return Err(PushError::Closed(value));
         }
-        Ok(previous & RX_WAITING != 0)
+        Ok(Wakes(previous))
     }
 
     /// Takes the oldest item.
@@ -204,8 +234,8 @@ impl<T> Ring<T> {
                 match self.head.0.compare_exchange_weak(
                     head,
                     self.next(head),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) => {
                         // SAFETY: the stamp said "full at `head`" (acquired,
@@ -217,31 +247,29 @@ impl<T> Ring<T> {
                             .swap(head.wrapping_add(self.one_lap), Ordering::AcqRel);
                         return Pop::Item {
                             value,
-                            wake_senders: previous & TX_WAITING != 0,
+                            wakes: Wakes(previous),
                         };
                     }
                     Err(current) => head = current,
                 }
-            } else if stamp == head {
-                // Not written yet. Closed and drained, or a sender is (or will
-                // be) writing it.
-                let tail = self.tail.0.load(Ordering::Acquire);
-                return if tail == head | CLOSED {
-                    Pop::Closed
-                } else {
-                    Pop::Empty { pos: head }
-                };
+            } else if self.tail.0.load(Ordering::Acquire) == head | CLOSED {
+                return Pop::Closed;
+            } else if stamp == head || self.held_by_previous_lap(stamp, head) {
+                // Not written yet (a sender is writing it, or will), or the
+                // previous lap's item is still being read by another popper.
+                return Pop::Empty { pos: head, stamp };
             } else {
                 // Another popper took this position: our head is stale.
-                head = self.head.0.load(Ordering::Relaxed);
+                head = self.head.0.load(Ordering::Acquire);
             }
         }
     }
 
-    /// Marks the empty slot at `pos` so that its writer wakes the receiver.
-    /// `false` if the slot was written meanwhile (pop again).
-    pub(crate) fn mark_rx_waiting(&self, pos: usize) -> bool {
-        self.mark(pos, pos, RX_WAITING)
+    /// Marks the slot of `pos`, found by [`pop`](Self::pop) showing `stamp`,
+    /// so that whoever changes it next wakes the receiver. `false` if it
+    /// changed meanwhile (pop again).
+    pub(crate) fn mark_rx_waiting(&self, pos: usize, stamp: usize) -> bool {
+        self.mark(pos, stamp, RX_WAITING)
     }
 
     /// Sets `flag` on the slot of `pos` if its stamp (without flags) is still
@@ -265,17 +293,16 @@ impl<T> Ring<T> {
         }
     }
 
-    /// For a sender that found the ring full: marks the full slot at the tail
-    /// so that the reader who frees it wakes the waiting senders. Call it
-    /// after registering as a waiter.
+    /// For a sender that found the ring full: marks the slot at the tail,
+    /// still held by the previous lap, so that whoever changes it next wakes
+    /// the waiting senders. Call it after registering as a waiter.
     pub(crate) fn mark_tx_waiting(&self) -> TxWait {
         let tail = self.tail.0.load(Ordering::Acquire);
         if tail & CLOSED != 0 {
             return TxWait::Closed;
         }
-        // The slot is full when it holds the item of `tail - one_lap`.
-        let full = tail.wrapping_add(UNIT).wrapping_sub(self.one_lap);
-        if self.mark(tail, full, TX_WAITING) {
+        let stamp = self.slot(tail).stamp.load(Ordering::Acquire) & !FLAGS;
+        if self.held_by_previous_lap(stamp, tail) && self.mark(tail, stamp, TX_WAITING) {
             TxWait::Marked
         } else {
             TxWait::Retry
@@ -331,17 +358,20 @@ impl<T> Ring<T> {
                     drop(value);
                 }
                 Pop::Closed => return dropped,
-                Pop::Empty { pos } => {
+                Pop::Empty { pos, stamp } => {
                     // A sender claimed `pos` before the close and is writing
                     // it. Mark the slot gone (the sender then takes its value
                     // back) and move past it; if it was written meanwhile,
-                    // pop it on the next turn.
-                    if self.mark(pos, pos, RX_GONE) {
+                    // pop it on the next turn. (A slot still being read by
+                    // another popper cannot be at the head here: nothing
+                    // after it could have been claimed, so the ring would
+                    // be drained.)
+                    if stamp == pos && self.mark(pos, pos, RX_GONE) {
                         let _ = self.head.0.compare_exchange(
                             pos,
                             self.next(pos),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
                         );
                     }
                 }

@@ -120,6 +120,7 @@ impl ServiceBuilder {
     /// let err = ServiceBuilder::new(0).build::<(), ()>().unwrap_err();
     /// assert_eq!(err.field(), "capacity");
     /// ```
+    #[allow(clippy::type_complexity)] // the pair, spelled out, reads best in the docs
     pub fn build<Req, Resp>(
         self,
     ) -> Result<(SyncClient<Req, Resp>, ServiceReceiver<Req, Resp>), ConfigError> {

@@ -65,11 +65,11 @@ impl Waiters {
     /// was woken meanwhile.
     pub(crate) fn reregister(&self, id: Option<WaiterId>, waker: &Waker) -> WaiterId {
         let mut list = self.lock();
-        if let Some(id) = id {
-            if let Some((_, Wake::Task(w))) = list.entries.iter_mut().find(|(i, _)| *i == id) {
-                w.clone_from(waker);
-                return id;
-            }
+        if let Some(id) = id
+            && let Some((_, Wake::Task(w))) = list.entries.iter_mut().find(|(i, _)| *i == id)
+        {
+            w.clone_from(waker);
+            return id;
         }
         let id = WaiterId(list.next_id);
         list.next_id += 1;
