@@ -14,6 +14,7 @@
 //! | feature / module | crate | pattern |
 //! |---|---|---|
 //! | (always) [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, config errors |
+//! | `bridge` | `async-patterns-bridge` | sync code inside async code: hand work over, call and wait, `block_on` — in any tokio context |
 //!
 //! # When to use it, and when not
 //!
@@ -43,3 +44,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use async_patterns_core as core;
+
+#[cfg(feature = "bridge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bridge")))]
+pub use async_patterns_bridge as bridge;

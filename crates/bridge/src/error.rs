@@ -177,32 +177,85 @@ pub enum CallError<Req> {
 /// ```
 pub struct BlockOnError<F>(pub F);
 
-macro_rules! into_inner {
-    ($ty:ident<$t:ident> { $($variant:ident),* }) => {
-        impl<$t> $ty<$t> {
-            /// The value that was not delivered.
-            pub fn into_inner(self) -> $t {
-                match self {
-                    $($ty::$variant(value) => value,)*
-                }
-            }
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::TrySendError;
+    ///
+    /// assert_eq!(TrySendError::Full(5).into_inner(), 5);
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(value) | TrySendError::Closed(value) => value,
         }
-    };
+    }
 }
 
-into_inner!(TrySendError<T> { Full, Closed });
-into_inner!(SendBlockingError<T> { Closed, WouldDeadlock });
-into_inner!(SendTimeoutError<T> { Timeout, Closed, WouldDeadlock });
-
 impl<T> SendError<T> {
-    /// The value that was not delivered.
+    /// The value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::SendError;
+    ///
+    /// assert_eq!(SendError("x").into_inner(), "x");
+    /// ```
     pub fn into_inner(self) -> T {
         self.0
     }
 }
 
+impl<T> SendBlockingError<T> {
+    /// The value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::SendBlockingError;
+    ///
+    /// assert_eq!(SendBlockingError::WouldDeadlock(3).into_inner(), 3);
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            SendBlockingError::Closed(value) | SendBlockingError::WouldDeadlock(value) => value,
+        }
+    }
+}
+
+impl<T> SendTimeoutError<T> {
+    /// The value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::SendTimeoutError;
+    ///
+    /// assert_eq!(SendTimeoutError::Timeout('t').into_inner(), 't');
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            SendTimeoutError::Timeout(value)
+            | SendTimeoutError::Closed(value)
+            | SendTimeoutError::WouldDeadlock(value) => value,
+        }
+    }
+}
+
 impl<Req> CallError<Req> {
     /// The request, if the service never took it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::CallError;
+    ///
+    /// assert_eq!(CallError::WouldDeadlock(1).into_inner(), Some(1));
+    /// assert_eq!(CallError::<u8>::Closed(None).into_inner(), None);
+    /// ```
     pub fn into_inner(self) -> Option<Req> {
         match self {
             CallError::WouldDeadlock(req) => Some(req),
@@ -213,6 +266,15 @@ impl<Req> CallError<Req> {
 
 impl<F> BlockOnError<F> {
     /// The future, not polled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::BlockOnError;
+    ///
+    /// let future = BlockOnError(async { 1 }).into_inner();
+    /// assert_eq!(async_patterns_bridge::block_on(future), 1);
+    /// ```
     pub fn into_inner(self) -> F {
         self.0
     }

@@ -132,3 +132,8 @@ pub use error::{
     TrySendError,
 };
 pub use service::{ServiceBuilder, ServiceReceiver, SyncClient, service};
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -108,6 +108,10 @@ pub(crate) struct Ring<T> {
     slots: Box<[Slot<T>]>,
     capacity: usize,
     one_lap: usize,
+    /// Whether senders pop too (`DropOldest`). If not, the receiver is the
+    /// only thread that moves the head and may store it without a
+    /// compare-and-swap.
+    shared_head: bool,
 }
 
 // SAFETY: the ring hands each value from exactly one pusher to exactly one
@@ -119,8 +123,8 @@ unsafe impl<T: Send> Sync for Ring<T> {}
 
 impl<T> Ring<T> {
     /// A ring of `capacity` slots, `1 <= capacity <= MAX_CAPACITY` (checked by
-    /// the builders).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// the builders). `shared_head` if more than one thread may pop.
+    pub(crate) fn new(capacity: usize, shared_head: bool) -> Self {
         debug_assert!((1..=MAX_CAPACITY).contains(&capacity));
         let one_lap = (capacity + 1).next_power_of_two() << SHIFT;
         let slots = (0..capacity)
@@ -135,6 +139,7 @@ impl<T> Ring<T> {
             slots,
             capacity,
             one_lap,
+            shared_head,
         }
     }
 
@@ -231,12 +236,19 @@ impl<T> Ring<T> {
             let slot = self.slot(head);
             let stamp = slot.stamp.load(Ordering::Acquire) & !FLAGS;
             if stamp == head.wrapping_add(UNIT) {
-                match self.head.0.compare_exchange_weak(
-                    head,
-                    self.next(head),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
+                let claimed = if self.shared_head {
+                    self.head.0.compare_exchange_weak(
+                        head,
+                        self.next(head),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                } else {
+                    // The only popper: nobody else can move the head.
+                    self.head.0.store(self.next(head), Ordering::Release);
+                    Ok(head)
+                };
+                match claimed {
                     Ok(_) => {
                         // SAFETY: the stamp said "full at `head`" (acquired,
                         // so the write is visible) and the claim of `head`

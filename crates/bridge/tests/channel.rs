@@ -403,3 +403,74 @@ fn handles_are_send_sync_and_debug_without_t_debug() {
     assert!(format!("{rx:?}").contains("Receiver"));
     assert_eq!(format!("{:?}", TrySendError::Full(Opaque)), "Full(..)");
 }
+
+#[test]
+fn a_consumer_that_always_finds_items_still_lets_other_tasks_run() {
+    within(|| {
+        common::current_thread().block_on(async {
+            const ITEMS: u32 = 20_000;
+            let (tx, mut rx) = channel::<u32>(ITEMS as usize);
+            for i in 0..ITEMS {
+                tx.try_send(i).unwrap();
+            }
+            drop(tx);
+            let seen_by_other_task = Arc::new(AtomicUsize::new(usize::MAX));
+            let received = Arc::new(AtomicUsize::new(0));
+            let (seen, count) = (seen_by_other_task.clone(), received.clone());
+            let other = tokio::spawn(async move {
+                seen.store(count.load(Ordering::SeqCst), Ordering::SeqCst);
+            });
+            while rx.recv().await.is_some() {
+                received.fetch_add(1, Ordering::SeqCst);
+            }
+            other.await.unwrap();
+            // Tokio's budget made the consumer yield long before the end.
+            let at = seen_by_other_task.load(Ordering::SeqCst);
+            assert!(
+                at < ITEMS as usize / 2,
+                "the other task ran only after {at} items"
+            );
+        });
+    });
+}
+
+/// CPU time (user + system) the calling thread has used, in clock ticks.
+#[cfg(target_os = "linux")]
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the command name (which is in parentheses): utime is the
+    // 12th and stime the 13th of them.
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_blocked_sender_sleeps_instead_of_spinning() {
+    within(|| {
+        let (tx, _rx) = channel::<u32>(1);
+        tx.try_send(0).unwrap();
+        let before = thread_cpu_ticks();
+        let err = tx.send_timeout(1, Duration::from_millis(500)).unwrap_err();
+        let used = thread_cpu_ticks() - before;
+        assert_eq!(err, SendTimeoutError::Timeout(1));
+        // A spinning thread would use ~50 ticks (10 ms each) in 500 ms.
+        assert!(used < 20, "the blocked sender used {used} ticks of CPU");
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_waiting_receiver_sleeps_instead_of_spinning() {
+    within(|| {
+        let (_tx, mut rx) = channel::<u32>(1);
+        let rt = common::current_thread();
+        let before = thread_cpu_ticks();
+        let got = rt
+            .block_on(async { tokio::time::timeout(Duration::from_millis(500), rx.recv()).await });
+        let used = thread_cpu_ticks() - before;
+        assert!(got.is_err(), "nothing was sent");
+        assert!(used < 20, "the waiting receiver used {used} ticks of CPU");
+    });
+}

@@ -110,6 +110,9 @@ mod cookbook {
 
     #[doc = include_str!("../../../docs/outcome-streams.md")]
     struct OutcomeStreams;
+
+    #[doc = include_str!("../../../docs/bridge.md")]
+    struct Bridge;
 }
 
 #[cfg(test)]
