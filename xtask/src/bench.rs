@@ -106,10 +106,20 @@ fn bench_targets() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Absolute, because the bench binaries run in `benches/`, not in the
+/// workspace root, and must find the metrics file named in
+/// `ASYNC_PATTERNS_METRICS`.
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
+        .unwrap_or_else(|| PathBuf::from("target"));
+    if dir.is_absolute() {
+        dir
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(&dir))
+            .unwrap_or(dir)
+    }
 }
 
 /// `{ "<file stem>": <contents> }` for every JSON file in `dir`.
