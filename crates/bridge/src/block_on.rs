@@ -30,6 +30,11 @@ use crate::error::BlockOnError;
 /// one of its tasks), or the wait never ends. For `!Send` futures use
 /// [`block_on_local`], which refuses that context instead.
 ///
+/// In the second row the future's timers and sockets belong to the current
+/// runtime, which must be running meanwhile: a multi-thread runtime always
+/// is; a current-thread runtime only while its own thread is inside its
+/// `block_on` (as it is while it awaits a `spawn_blocking` task).
+///
 /// # Examples
 ///
 /// ```

@@ -465,7 +465,9 @@ impl<Req, Resp> ServiceReceiver<Req, Resp> {
     ///
     /// A panic in `handler` or its future propagates out of `serve`; the
     /// calls it leaves behind end with [`CallError::Closed`]. Dropping the
-    /// `serve` future (cancellation, task abort) does the same.
+    /// `serve` future (cancellation, task abort) does the same. A handler
+    /// must not [`call`](SyncClient::call) its own service: with no free
+    /// concurrency slot, it would wait for itself.
     ///
     /// # Examples
     ///
