@@ -618,7 +618,9 @@ impl<T> SyncSender<T> {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// The channel's capacity.
+    /// The channel's capacity: how many slots it has. A slot is free again
+    /// once the receiver has finished taking its item, so in the instant an
+    /// item is being taken from a full channel, a send still finds it full.
     ///
     /// # Examples
     ///
