@@ -237,6 +237,11 @@ impl<Req, Resp> Drop for Responder<Req, Resp> {
 /// | multi-thread runtime worker | parks inside [`block_in_place`](tokio::task::block_in_place); the worker's other tasks move to another thread |
 /// | thread driving a current-thread runtime | [`CallError::WouldDeadlock`] at once, request handed back |
 ///
+/// The last row holds even when the service runs on another runtime: a
+/// thread that drives a current-thread runtime never waits, since every task
+/// of that runtime would stand still meanwhile (and the service may be one of
+/// them).
+///
 /// # Examples
 ///
 /// ```
