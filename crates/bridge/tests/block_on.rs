@@ -56,7 +56,7 @@ fn a_panicking_future_propagates_on_a_worker_and_a_blocking_thread() {
 #[test]
 fn block_on_borrows_from_the_caller_even_on_the_helper_thread() {
     within(|| {
-        let words = vec!["a".to_string(), "bc".to_string()];
+        let words = ["a".to_string(), "bc".to_string()];
         let total = current_thread().block_on(async {
             // Not `'static`: the future borrows `words` from this stack frame.
             block_on(async { words.iter().map(String::len).sum::<usize>() })
