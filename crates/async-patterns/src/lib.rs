@@ -14,6 +14,7 @@
 //! | feature | module | crate | pattern |
 //! |---|---|---|---|
 //! | (always) | [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, streams with a return value, config errors |
+//! | `bridge` | `bridge` | `async-patterns-bridge` | sync code inside async code: hand work over, call async code and wait, `block_on` — in any tokio context, never a panic or a deadlock |
 //! | `txn-channel` | `txn_channel` | `async-patterns-txn-channel` | transactional receive: peek, process, commit — or the item comes back; attempts counted, poison items dead-lettered |
 //! | `per-core-runtime` | `per_core_runtime` | `async-patterns-per-core-runtime` | one pinned single-thread runtime per core: spawn `!Send` tasks on a core from anywhere, join them, shut down gracefully |
 //!
@@ -46,9 +47,14 @@
 
 pub use async_patterns_core as core;
 
-#[cfg(feature = "per-core-runtime")]
-#[cfg_attr(docsrs, doc(cfg(feature = "per-core-runtime")))]
-pub use async_patterns_per_core_runtime as per_core_runtime;
+#[cfg(feature = "bridge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bridge")))]
+pub use async_patterns_bridge as bridge;
+
 #[cfg(feature = "txn-channel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "txn-channel")))]
 pub use async_patterns_txn_channel as txn_channel;
+
+#[cfg(feature = "per-core-runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "per-core-runtime")))]
+pub use async_patterns_per_core_runtime as per_core_runtime;

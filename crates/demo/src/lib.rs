@@ -111,6 +111,9 @@ mod cookbook {
     #[doc = include_str!("../../../docs/outcome-streams.md")]
     struct OutcomeStreams;
 
+    #[doc = include_str!("../../../docs/bridge.md")]
+    struct Bridge;
+
     #[doc = include_str!("../../../docs/txn-channel.md")]
     struct TxnChannel;
 

@@ -1,0 +1,414 @@
+//! The errors of the bridge's tools. Each failed send or call hands back the
+//! value it could not deliver.
+
+use std::fmt;
+
+/// [`SyncSender::try_send`](crate::SyncSender::try_send) failed; the value is
+/// handed back.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::{channel, TrySendError};
+///
+/// let (tx, rx) = channel::<u32>(1);
+/// tx.try_send(1).unwrap();
+/// assert_eq!(tx.try_send(2), Err(TrySendError::Full(2)));
+/// drop(rx);
+/// let err = tx.try_send(3).unwrap_err();
+/// assert_eq!(err.to_string(), "channel closed");
+/// assert_eq!(err.into_inner(), 3);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrySendError<T> {
+    /// The channel is full (with the [`Reject`](crate::Overflow::Reject)
+    /// policy).
+    Full(T),
+    /// The receiver was closed or dropped.
+    Closed(T),
+}
+
+/// [`SyncSender::send`](crate::SyncSender::send) failed because the receiver
+/// was closed or dropped; the value is handed back.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::{channel, SendError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, rx) = channel::<&str>(4);
+/// drop(rx);
+/// let err = tx.send("late").await.unwrap_err();
+/// assert_eq!(err, SendError("late"));
+/// assert_eq!(err.to_string(), "channel closed");
+/// # }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SendError<T>(pub T);
+
+/// [`SyncSender::send_blocking`](crate::SyncSender::send_blocking) failed;
+/// the value is handed back.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::{channel, SendBlockingError};
+///
+/// let (tx, _rx) = channel::<u32>(1);
+/// tx.send_blocking(1).unwrap(); // room: sent at once, in any context
+///
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let err = rt.block_on(async { tx.send_blocking(2) }).unwrap_err();
+/// assert_eq!(err, SendBlockingError::WouldDeadlock(2));
+/// assert!(err.to_string().starts_with("waiting for room would deadlock"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendBlockingError<T> {
+    /// The receiver was closed or dropped.
+    Closed(T),
+    /// The channel is full and the calling thread drives a current-thread
+    /// runtime: waiting for room would stop the receiver from ever making
+    /// it.
+    WouldDeadlock(T),
+}
+
+/// [`SyncSender::send_timeout`](crate::SyncSender::send_timeout) failed; the
+/// value is handed back.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use async_patterns_bridge::{channel, SendTimeoutError};
+///
+/// let (tx, _rx) = channel::<u32>(1);
+/// tx.try_send(1).unwrap();
+/// let err = tx.send_timeout(2, Duration::from_millis(10)).unwrap_err();
+/// assert_eq!(err, SendTimeoutError::Timeout(2));
+/// assert_eq!(err.to_string(), "timed out waiting for room in the channel");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendTimeoutError<T> {
+    /// The channel stayed full until the deadline.
+    Timeout(T),
+    /// The receiver was closed or dropped.
+    Closed(T),
+    /// The channel is full and the calling thread drives a current-thread
+    /// runtime; see [`SendBlockingError::WouldDeadlock`].
+    WouldDeadlock(T),
+}
+
+/// [`Receiver::try_recv`](crate::Receiver::try_recv) found nothing to take.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::{channel, TryRecvError};
+///
+/// let (tx, mut rx) = channel::<u32>(1);
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+/// assert_eq!(TryRecvError::Closed.to_string(), "channel closed and empty");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// Nothing is buffered now; more may come.
+    Empty,
+    /// Nothing is buffered and nothing more will come: every sender is gone
+    /// or the receiver was closed.
+    Closed,
+}
+
+/// [`SyncClient::call`](crate::SyncClient::call) or
+/// [`call_timeout`](crate::SyncClient::call_timeout) got no response. The
+/// request is handed back whenever the service never took it.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::{service, CallError};
+///
+/// let (client, server) = service::<u32, u32>(4);
+/// drop(server);
+/// let err = client.call(7).unwrap_err();
+/// assert_eq!(err, CallError::Closed(Some(7)));
+/// assert_eq!(err.to_string(), "the service is closed");
+/// assert_eq!(err.into_inner(), Some(7));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError<Req> {
+    /// Refused at once: the calling thread drives a current-thread runtime,
+    /// so it cannot wait for the service. Nothing was sent.
+    WouldDeadlock(Req),
+    /// The service ended (closed, dropped, or its task panicked or was
+    /// cancelled) before answering. `Some(request)` if it never took the
+    /// request, `None` if it dropped it after taking it.
+    Closed(Option<Req>),
+    /// The deadline of [`call_timeout`](crate::SyncClient::call_timeout)
+    /// passed. `Some(request)` if the service had not taken the request yet
+    /// (it is withdrawn and will not be served), `None` if it was being
+    /// served (its response will be discarded).
+    Timeout(Option<Req>),
+}
+
+/// [`block_on_local`](crate::block_on_local) was called on a thread that
+/// drives a current-thread runtime, where a future that is not `Send` cannot
+/// run to completion without stalling that runtime; the future is handed
+/// back, not polled.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::block_on_local;
+///
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let err = rt.block_on(async { block_on_local(async { 1 }) }).unwrap_err();
+/// assert!(err.to_string().starts_with("cannot block on a future here"));
+/// let future = err.into_inner();
+/// assert_eq!(block_on_local(future).ok(), Some(1)); // outside any runtime
+/// ```
+pub struct BlockOnError<F>(pub F);
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::TrySendError;
+    ///
+    /// assert_eq!(TrySendError::Full(5).into_inner(), 5);
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(value) | TrySendError::Closed(value) => value,
+        }
+    }
+}
+
+impl<T> SendError<T> {
+    /// The value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::SendError;
+    ///
+    /// assert_eq!(SendError("x").into_inner(), "x");
+    /// ```
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> SendBlockingError<T> {
+    /// The value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::SendBlockingError;
+    ///
+    /// assert_eq!(SendBlockingError::WouldDeadlock(3).into_inner(), 3);
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            SendBlockingError::Closed(value) | SendBlockingError::WouldDeadlock(value) => value,
+        }
+    }
+}
+
+impl<T> SendTimeoutError<T> {
+    /// The value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::SendTimeoutError;
+    ///
+    /// assert_eq!(SendTimeoutError::Timeout('t').into_inner(), 't');
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            SendTimeoutError::Timeout(value)
+            | SendTimeoutError::Closed(value)
+            | SendTimeoutError::WouldDeadlock(value) => value,
+        }
+    }
+}
+
+impl<Req> CallError<Req> {
+    /// The request, if the service never took it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::CallError;
+    ///
+    /// assert_eq!(CallError::WouldDeadlock(1).into_inner(), Some(1));
+    /// assert_eq!(CallError::<u8>::Closed(None).into_inner(), None);
+    /// ```
+    pub fn into_inner(self) -> Option<Req> {
+        match self {
+            CallError::WouldDeadlock(req) => Some(req),
+            CallError::Closed(req) | CallError::Timeout(req) => req,
+        }
+    }
+}
+
+impl<F> BlockOnError<F> {
+    /// The future, not polled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::BlockOnError;
+    ///
+    /// let future = BlockOnError(async { 1 }).into_inner();
+    /// assert_eq!(async_patterns_bridge::block_on(future), 1);
+    /// ```
+    pub fn into_inner(self) -> F {
+        self.0
+    }
+}
+
+const CLOSED: &str = "channel closed";
+const WOULD_DEADLOCK: &str =
+    "waiting for room would deadlock: this thread drives a current-thread tokio runtime";
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full(_) => "channel full",
+            TrySendError::Closed(_) => CLOSED,
+        })
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full(_) => "Full(..)",
+            TrySendError::Closed(_) => "Closed(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(CLOSED)
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendBlockingError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendBlockingError::Closed(_) => CLOSED,
+            SendBlockingError::WouldDeadlock(_) => WOULD_DEADLOCK,
+        })
+    }
+}
+
+impl<T> fmt::Debug for SendBlockingError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendBlockingError::Closed(_) => "Closed(..)",
+            SendBlockingError::WouldDeadlock(_) => "WouldDeadlock(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendTimeoutError::Timeout(_) => "timed out waiting for room in the channel",
+            SendTimeoutError::Closed(_) => CLOSED,
+            SendTimeoutError::WouldDeadlock(_) => WOULD_DEADLOCK,
+        })
+    }
+}
+
+impl<T> fmt::Debug for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendTimeoutError::Timeout(_) => "Timeout(..)",
+            SendTimeoutError::Closed(_) => "Closed(..)",
+            SendTimeoutError::WouldDeadlock(_) => "WouldDeadlock(..)",
+        })
+    }
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TryRecvError::Empty => "channel empty",
+            TryRecvError::Closed => "channel closed and empty",
+        })
+    }
+}
+
+impl<Req> fmt::Display for CallError<Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CallError::WouldDeadlock(_) => {
+                "calling would deadlock: this thread drives a current-thread tokio runtime"
+            }
+            CallError::Closed(_) => "the service is closed",
+            CallError::Timeout(_) => "timed out waiting for the service",
+        })
+    }
+}
+
+impl<Req> fmt::Debug for CallError<Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let taken = |req: &Option<Req>| {
+            if req.is_some() {
+                "(Some(..))"
+            } else {
+                "(None)"
+            }
+        };
+        match self {
+            CallError::WouldDeadlock(_) => f.write_str("WouldDeadlock(..)"),
+            CallError::Closed(req) => write!(f, "Closed{}", taken(req)),
+            CallError::Timeout(req) => write!(f, "Timeout{}", taken(req)),
+        }
+    }
+}
+
+impl<F> fmt::Display for BlockOnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "cannot block on a future here: this thread drives a current-thread tokio runtime \
+             and the future is not `Send`, so it cannot move to a helper thread",
+        )
+    }
+}
+
+impl<F> fmt::Debug for BlockOnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BlockOnError(..)")
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+impl<T> std::error::Error for SendError<T> {}
+impl<T> std::error::Error for SendBlockingError<T> {}
+impl<T> std::error::Error for SendTimeoutError<T> {}
+impl std::error::Error for TryRecvError {}
+impl<Req> std::error::Error for CallError<Req> {}
+impl<F> std::error::Error for BlockOnError<F> {}

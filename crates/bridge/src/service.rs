@@ -1,0 +1,572 @@
+//! Sync → async calls: a [`SyncClient`] that sync code calls and waits on,
+//! and the [`ServiceReceiver`] whose [`serve`](ServiceReceiver::serve) answers
+//! the calls with an async handler. Requests travel through the bridge's
+//! [`channel`](crate::channel); each call's outcome comes back through a
+//! [`CallSlot`] that the caller parks on.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use async_patterns_core::{BlockingStrategy, ConfigError, RuntimeContext};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::channel::{ChannelBuilder, Receiver, SyncSender, WaitError, check_capacity};
+use crate::error::CallError;
+use crate::loom::sync::{Arc, Mutex, MutexGuard};
+use crate::loom::thread::{self, Thread};
+
+/// Creates a service that sync code can call: a [`SyncClient`] and the
+/// [`ServiceReceiver`] that answers its calls, with room for `capacity`
+/// queued calls and one call served at a time.
+///
+/// Use [`ServiceBuilder`] to serve calls concurrently or to get a
+/// [`ConfigError`] instead of a panic.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::service;
+///
+/// let rt = tokio::runtime::Runtime::new().unwrap();
+/// let (client, server) = service::<u32, u32>(16);
+/// rt.spawn(server.serve(|n| async move { n * 2 }));
+///
+/// // Sync code, here a plain thread, calls and waits for the answer.
+/// assert_eq!(client.call(21), Ok(42));
+/// ```
+///
+/// # Panics
+///
+/// If `capacity` is 0 or above 16,777,216 (2^24).
+pub fn service<Req, Resp>(capacity: usize) -> (SyncClient<Req, Resp>, ServiceReceiver<Req, Resp>) {
+    ServiceBuilder::new(capacity)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Configures a [`service`]: how many calls may wait in its queue, and how
+/// many [`serve`](ServiceReceiver::serve) handles at once.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::ServiceBuilder;
+///
+/// let (client, server) = ServiceBuilder::new(64).concurrency(8).build::<u64, u64>()?;
+/// # drop((client, server));
+///
+/// let err = ServiceBuilder::new(64).concurrency(0).build::<u64, u64>().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid `concurrency`: got 0, expected at least 1");
+/// # Ok::<(), async_patterns_core::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServiceBuilder {
+    capacity: usize,
+    concurrency: usize,
+}
+
+impl ServiceBuilder {
+    /// A builder for a service with room for `capacity` queued calls
+    /// (validated by [`build`](Self::build)), serving one call at a time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::ServiceBuilder;
+    ///
+    /// let (client, _server) = ServiceBuilder::new(4).build::<(), ()>()?;
+    /// assert_eq!(client.capacity(), 4);
+    /// # Ok::<(), async_patterns_core::ConfigError>(())
+    /// ```
+    pub fn new(capacity: usize) -> Self {
+        ServiceBuilder {
+            capacity,
+            concurrency: 1,
+        }
+    }
+
+    /// How many calls [`serve`](ServiceReceiver::serve) handles at once (at
+    /// least 1). With more than one, responses may complete out of order;
+    /// each still goes to its own caller.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::ServiceBuilder;
+    ///
+    /// let (_client, server) = ServiceBuilder::new(4).concurrency(2).build::<(), ()>()?;
+    /// assert_eq!(server.concurrency(), 2);
+    /// # Ok::<(), async_patterns_core::ConfigError>(())
+    /// ```
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Validates the settings and creates the service.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `capacity` (0 or above 2^24) or `concurrency`
+    /// (0).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::ServiceBuilder;
+    ///
+    /// let err = ServiceBuilder::new(0).build::<(), ()>().unwrap_err();
+    /// assert_eq!(err.field(), "capacity");
+    /// ```
+    #[allow(clippy::type_complexity)] // the pair, spelled out, reads best in the docs
+    pub fn build<Req, Resp>(
+        self,
+    ) -> Result<(SyncClient<Req, Resp>, ServiceReceiver<Req, Resp>), ConfigError> {
+        let capacity = check_capacity(self.capacity)?;
+        let concurrency = ConfigError::at_least("concurrency", self.concurrency, 1)?;
+        let (calls, rx) = ChannelBuilder::new(capacity).build()?;
+        Ok((SyncClient { calls }, ServiceReceiver { rx, concurrency }))
+    }
+}
+
+/// What became of one call, shared by the caller and the service.
+enum CallState<Req, Resp> {
+    /// Waiting in the queue; the caller may still withdraw it.
+    Queued(Req),
+    /// The service took the request and is handling it.
+    Taken,
+    /// The service answered.
+    Answered(Resp),
+    /// The service ended without taking the request: it goes back.
+    Returned(Req),
+    /// The service dropped the request after taking it.
+    Unanswered,
+    /// The caller has finished with the call (answered, timed out or
+    /// withdrawn); anything that arrives now is dropped.
+    Finished,
+}
+
+/// One call's hand-off point: the service settles it and unparks the caller.
+struct CallSlot<Req, Resp> {
+    state: Mutex<CallState<Req, Resp>>,
+    caller: Thread,
+}
+
+impl<Req, Resp> CallSlot<Req, Resp> {
+    fn lock(&self) -> MutexGuard<'_, CallState<Req, Resp>> {
+        // Every transition is a single assignment: a panic cannot leave the
+        // state half-written, so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves a call that is still `from` (as `is_from` tells) to `to`, and
+    /// wakes the caller.
+    fn settle(&self, is_from: impl Fn(&CallState<Req, Resp>) -> bool, to: CallState<Req, Resp>) {
+        let mut state = self.lock();
+        if is_from(&state) {
+            *state = to;
+            drop(state);
+            self.caller.unpark();
+        }
+    }
+}
+
+/// A queued call, as the service's channel carries it. Dropped untaken (the
+/// service closed or went away), it returns the request to its caller.
+struct Call<Req, Resp>(Arc<CallSlot<Req, Resp>>);
+
+impl<Req, Resp> Call<Req, Resp> {
+    /// Takes the request for serving; `None` if the caller withdrew it.
+    fn take(self) -> Option<(Req, Responder<Req, Resp>)> {
+        let mut state = self.0.lock();
+        match std::mem::replace(&mut *state, CallState::Taken) {
+            CallState::Queued(req) => {
+                drop(state);
+                Some((req, Responder(Some(self.0.clone()))))
+            }
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+}
+
+impl<Req, Resp> Drop for Call<Req, Resp> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        match std::mem::replace(&mut *state, CallState::Finished) {
+            CallState::Queued(req) => {
+                *state = CallState::Returned(req);
+                drop(state);
+                self.0.caller.unpark();
+            }
+            other => *state = other,
+        }
+    }
+}
+
+/// The service's obligation to answer one taken call. Dropped without an
+/// answer (the handler panicked or was cancelled), it tells the caller so.
+struct Responder<Req, Resp>(Option<Arc<CallSlot<Req, Resp>>>);
+
+impl<Req, Resp> Responder<Req, Resp> {
+    fn respond(mut self, resp: Resp) {
+        if let Some(slot) = self.0.take() {
+            slot.settle(|s| matches!(s, CallState::Taken), CallState::Answered(resp));
+        }
+    }
+}
+
+impl<Req, Resp> Drop for Responder<Req, Resp> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.settle(|s| matches!(s, CallState::Taken), CallState::Unanswered);
+        }
+    }
+}
+
+/// The calling side of a [`service`]: `Clone + Send + Sync`; sync code calls
+/// [`call`](Self::call) and waits for the async service's answer.
+///
+/// | calling thread | `call` |
+/// |---|---|
+/// | outside any runtime, `spawn_blocking` thread | parks until answered |
+/// | multi-thread runtime worker | parks inside [`block_in_place`](tokio::task::block_in_place); the worker's other tasks move to another thread |
+/// | thread driving a current-thread runtime | [`CallError::WouldDeadlock`] at once, request handed back |
+///
+/// The last row holds even when the service runs on another runtime: a
+/// thread that drives a current-thread runtime never waits, since every task
+/// of that runtime would stand still meanwhile (and the service may be one of
+/// them).
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::service;
+///
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() {
+/// let (client, server) = service::<String, usize>(8);
+/// tokio::spawn(server.serve(|s| async move { s.len() }));
+///
+/// // A sync callback running inside a task on a multi-thread runtime.
+/// fn on_event(client: &async_patterns_bridge::SyncClient<String, usize>) -> usize {
+///     client.call("hello".to_string()).unwrap()
+/// }
+/// let n = tokio::spawn(async move { on_event(&client) }).await.unwrap();
+/// assert_eq!(n, 5);
+/// # }
+/// ```
+pub struct SyncClient<Req, Resp> {
+    calls: SyncSender<Call<Req, Resp>>,
+}
+
+impl<Req, Resp> SyncClient<Req, Resp> {
+    /// Sends `req` to the service and waits for its response, in the way the
+    /// calling thread's [`RuntimeContext`] allows (see the table on
+    /// [`SyncClient`]). Waits for room first if the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`WouldDeadlock`](CallError::WouldDeadlock) on a thread that drives a
+    /// current-thread runtime; [`Closed`](CallError::Closed) if the service
+    /// is gone or ends before answering (its task panicked, was aborted, or
+    /// its receiver was dropped) — never a hang.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::{service, CallError};
+    ///
+    /// let rt = tokio::runtime::Runtime::new().unwrap();
+    /// let (client, server) = service::<u32, u32>(4);
+    /// let task = rt.spawn(server.serve(|n| async move {
+    ///     assert!(n < 10, "too big");
+    ///     n + 1
+    /// }));
+    /// assert_eq!(client.call(1), Ok(2));
+    /// // The handler panics: the call fails instead of hanging.
+    /// assert_eq!(client.call(10), Err(CallError::Closed(None)));
+    /// assert!(rt.block_on(task).unwrap_err().is_panic());
+    /// assert_eq!(client.call(3), Err(CallError::Closed(Some(3))));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Inside a [`LocalSet`](tokio::task::LocalSet) polled by a multi-thread
+    /// worker (see [`RuntimeContext`]'s limits).
+    pub fn call(&self, req: Req) -> Result<Resp, CallError<Req>> {
+        self.call_until(req, None)
+    }
+
+    /// Like [`call`](Self::call), giving up after `timeout`. A request still
+    /// queued at the deadline is withdrawn and handed back; one the service
+    /// is already handling runs on and its response is dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call), plus [`Timeout`](CallError::Timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_patterns_bridge::{service, CallError};
+    ///
+    /// let (client, _server) = service::<u32, u32>(4); // never served
+    /// let err = client.call_timeout(1, Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err, CallError::Timeout(Some(1)));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    pub fn call_timeout(&self, req: Req, timeout: Duration) -> Result<Resp, CallError<Req>> {
+        self.call_until(req, Instant::now().checked_add(timeout))
+    }
+
+    fn call_until(&self, req: Req, deadline: Option<Instant>) -> Result<Resp, CallError<Req>> {
+        match RuntimeContext::current().blocking_strategy() {
+            BlockingStrategy::Direct => self.call_blocking(req, deadline),
+            BlockingStrategy::BlockInPlace => {
+                tokio::task::block_in_place(|| self.call_blocking(req, deadline))
+            }
+            _ => Err(CallError::WouldDeadlock(req)),
+        }
+    }
+
+    /// The call itself, on a thread that may park.
+    fn call_blocking(&self, req: Req, deadline: Option<Instant>) -> Result<Resp, CallError<Req>> {
+        let slot = Arc::new(CallSlot {
+            state: Mutex::new(CallState::Queued(req)),
+            caller: thread::current(),
+        });
+        if let Err(e) = self.calls.push_waiting(Call(slot.clone()), deadline) {
+            let (call, timed_out) = match e {
+                WaitError::Closed(call) => (call, false),
+                WaitError::Timeout(call) => (call, true),
+            };
+            drop(call); // settles the slot as `Returned`
+            let req = match std::mem::replace(&mut *slot.lock(), CallState::Finished) {
+                CallState::Returned(req) => Some(req),
+                _ => None,
+            };
+            return Err(if timed_out {
+                CallError::Timeout(req)
+            } else {
+                CallError::Closed(req)
+            });
+        }
+        loop {
+            let mut state = slot.lock();
+            match std::mem::replace(&mut *state, CallState::Finished) {
+                CallState::Answered(resp) => return Ok(resp),
+                CallState::Returned(req) => return Err(CallError::Closed(Some(req))),
+                CallState::Unanswered => return Err(CallError::Closed(None)),
+                pending => {
+                    let left = match deadline {
+                        None => None,
+                        Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                            Some(left) if !left.is_zero() => Some(left),
+                            // Withdraw: the state stays `Finished`, so the
+                            // service skips a queued call and drops the
+                            // response of a taken one.
+                            _ => {
+                                return Err(CallError::Timeout(match pending {
+                                    CallState::Queued(req) => Some(req),
+                                    _ => None,
+                                }));
+                            }
+                        },
+                    };
+                    *state = pending;
+                    drop(state);
+                    match left {
+                        None => thread::park(),
+                        Some(left) => thread::park_timeout(left),
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many calls may wait in the queue.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (client, _server) = async_patterns_bridge::service::<(), ()>(5);
+    /// assert_eq!(client.capacity(), 5);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.calls.capacity()
+    }
+
+    /// Whether the service is gone: every call fails from now on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (client, server) = async_patterns_bridge::service::<(), ()>(5);
+    /// assert!(!client.is_closed());
+    /// drop(server);
+    /// assert!(client.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.calls.is_closed()
+    }
+}
+
+impl<Req, Resp> Clone for SyncClient<Req, Resp> {
+    fn clone(&self) -> Self {
+        SyncClient {
+            calls: self.calls.clone(),
+        }
+    }
+}
+
+impl<Req, Resp> fmt::Debug for SyncClient<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncClient")
+            .field("capacity", &self.capacity())
+            .field("queued", &self.calls.len())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// The async side of a [`service`]: [`serve`](Self::serve) answers its calls.
+///
+/// If it is dropped, or the task running `serve` panics or is aborted, every
+/// pending call ends with [`CallError::Closed`]: queued requests are handed
+/// back, taken ones report `Closed(None)`.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_bridge::service;
+///
+/// let rt = tokio::runtime::Runtime::new().unwrap();
+/// let (client, server) = service::<&str, String>(4);
+/// let served = rt.spawn(server.serve(|name| async move { format!("hello, {name}") }));
+/// assert_eq!(client.call("bridge").unwrap(), "hello, bridge");
+/// drop(client); // the last client leaves: `serve` returns
+/// rt.block_on(served).unwrap();
+/// ```
+pub struct ServiceReceiver<Req, Resp> {
+    rx: Receiver<Call<Req, Resp>>,
+    concurrency: usize,
+}
+
+impl<Req, Resp> ServiceReceiver<Req, Resp> {
+    /// Answers calls with `handler` until every [`SyncClient`] is dropped
+    /// and the queue is empty, handling up to
+    /// [`concurrency`](ServiceBuilder::concurrency) calls at once within
+    /// this one future (no task is spawned, so neither the handler nor its
+    /// futures need to be `Send` unless the `serve` future must be).
+    ///
+    /// A panic in `handler` or its future propagates out of `serve`; the
+    /// calls it leaves behind end with [`CallError::Closed`]. Dropping the
+    /// `serve` future (cancellation, task abort) does the same. A handler
+    /// must not [`call`](SyncClient::call) its own service: with no free
+    /// concurrency slot, it would wait for itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_patterns_bridge::ServiceBuilder;
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() {
+    /// let (client, server) = ServiceBuilder::new(16).concurrency(4).build::<u64, u64>().unwrap();
+    /// tokio::spawn(server.serve(|ms| async move {
+    ///     tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///     ms
+    /// }));
+    /// let answers = tokio::task::spawn_blocking(move || {
+    ///     let calls: Vec<_> = (1..=4)
+    ///         .map(|i| {
+    ///             let client = client.clone();
+    ///             std::thread::spawn(move || client.call(i * 10).unwrap())
+    ///         })
+    ///         .collect();
+    ///     calls.into_iter().map(|c| c.join().unwrap()).sum::<u64>()
+    /// });
+    /// assert_eq!(answers.await.unwrap(), 100);
+    /// # }
+    /// ```
+    pub async fn serve<F, Fut>(self, mut handler: F)
+    where
+        F: FnMut(Req) -> Fut,
+        Fut: Future<Output = Resp>,
+    {
+        let ServiceReceiver {
+            mut rx,
+            concurrency,
+        } = self;
+        if concurrency == 1 {
+            while let Some(call) = rx.recv().await {
+                if let Some((req, responder)) = call.take() {
+                    responder.respond(handler(req).await);
+                }
+            }
+            return;
+        }
+        let mut in_flight = FuturesUnordered::new();
+        let mut open = true;
+        poll_fn(|cx| {
+            loop {
+                let mut progress = false;
+                while open && in_flight.len() < concurrency {
+                    match rx.poll_recv(cx) {
+                        Poll::Ready(Some(call)) => {
+                            if let Some((req, responder)) = call.take() {
+                                let response = handler(req);
+                                in_flight.push(async move { responder.respond(response.await) });
+                            }
+                            progress = true;
+                        }
+                        Poll::Ready(None) => open = false,
+                        Poll::Pending => break,
+                    }
+                }
+                while let Poll::Ready(Some(())) = in_flight.poll_next_unpin(cx) {
+                    progress = true;
+                }
+                if !open && in_flight.is_empty() {
+                    return Poll::Ready(());
+                }
+                if !progress {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// How many calls [`serve`](Self::serve) handles at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_client, server) = async_patterns_bridge::service::<(), ()>(5);
+    /// assert_eq!(server.concurrency(), 1);
+    /// ```
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+}
+
+impl<Req, Resp> fmt::Debug for ServiceReceiver<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceReceiver")
+            .field("capacity", &self.rx.capacity())
+            .field("queued", &self.rx.len())
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
