@@ -39,7 +39,7 @@
 //! | outside any runtime | never waits | parks | parks | runs on a lazily started helper runtime |
 //! | `spawn_blocking` thread | never waits | parks | parks | polls here, parked between polls |
 //! | multi-thread worker (task, sync callback, `Drop`) | never waits | parks in `block_in_place` | waits in `block_in_place` | `block_in_place` + `Handle::block_on` |
-//! | current-thread runtime (`block_on` or a task) | never waits | `WouldDeadlock(value)` at once | `WouldDeadlock(req)` at once | runs a `Send` future on a helper thread (costly; see [`block_on`]); [`block_on_local`] returns an error |
+//! | current-thread runtime (`block_on` or a task) | never waits | `WouldDeadlock(value)` at once | parks if another runtime serves the service (see [`SyncClient`]); otherwise `WouldDeadlock(req)` at once | runs a `Send` future on a helper thread (costly; see [`block_on`]); [`block_on_local`] returns an error |
 //!
 //! # Guarantees
 //!

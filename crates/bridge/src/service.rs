@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_patterns_core::{BlockingStrategy, ConfigError, RuntimeContext};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::runtime::Handle;
 
 use crate::channel::{ChannelBuilder, Receiver, SyncSender, WaitError, check_capacity};
 use crate::error::CallError;
@@ -127,7 +128,104 @@ impl ServiceBuilder {
         let capacity = check_capacity(self.capacity)?;
         let concurrency = ConfigError::at_least("concurrency", self.concurrency, 1)?;
         let (calls, rx) = ChannelBuilder::new(capacity).build()?;
-        Ok((SyncClient { calls }, ServiceReceiver { rx, concurrency }))
+        let home = Arc::new(std::sync::Mutex::new(Home::NotServing));
+        Ok((
+            SyncClient {
+                calls,
+                home: home.clone(),
+            },
+            ServiceReceiver {
+                rx,
+                concurrency,
+                home,
+            },
+        ))
+    }
+}
+
+/// Where [`ServiceReceiver::serve`] runs, so that a caller driving a
+/// current-thread runtime can tell whether its wait would stall the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Home {
+    /// `serve` is not running (not yet, or no more).
+    NotServing,
+    /// `serve` is polled by this runtime.
+    Runtime(tokio::runtime::Id),
+    /// `serve` is polled outside any runtime (e.g. by a plain executor).
+    NoRuntime,
+}
+
+type SharedHome = Arc<std::sync::Mutex<Home>>;
+
+fn read_home(home: &SharedHome) -> Home {
+    // A plain value behind the lock: a poisoned lock still holds a valid one.
+    *home.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_home(home: &SharedHome, value: Home) {
+    *home.lock().unwrap_or_else(|e| e.into_inner()) = value;
+}
+
+/// Marks the service as served from where `serve` is polled, and as not
+/// served when `serve` ends or is dropped.
+struct Serving(SharedHome);
+
+impl Serving {
+    fn start(home: SharedHome) -> Serving {
+        let here = match Handle::try_current() {
+            Ok(handle) => Home::Runtime(handle.id()),
+            Err(_) => Home::NoRuntime,
+        };
+        write_home(&home, here);
+        Serving(home)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        write_home(&self.0, Home::NotServing);
+    }
+}
+
+/// The current-thread runtimes whose driving thread is waiting in a call
+/// right now (a runtime appears once per waiting thread).
+///
+/// A call from such a thread may only wait for a service that runs on
+/// another runtime *whose thread is not itself waiting*: otherwise two
+/// runtimes could each wait for a service the other one must run. Checking
+/// the target and registering the caller under one lock makes the closing
+/// edge of any such cycle fail with `WouldDeadlock` instead.
+static WAITING_RUNTIMES: std::sync::Mutex<Vec<tokio::runtime::Id>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Registration of a current-thread runtime in [`WAITING_RUNTIMES`] for the
+/// length of one call.
+struct CrossRuntimeWait(tokio::runtime::Id);
+
+impl CrossRuntimeWait {
+    /// Registers `here` as waiting for a service served at `home`, or `None`
+    /// if that wait could deadlock.
+    fn enter(here: tokio::runtime::Id, home: Home) -> Option<CrossRuntimeWait> {
+        let mut waiting = WAITING_RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
+        let safe = match home {
+            Home::NotServing => false,
+            Home::NoRuntime => true,
+            Home::Runtime(there) => there != here && !waiting.contains(&there),
+        };
+        if !safe {
+            return None;
+        }
+        waiting.push(here);
+        Some(CrossRuntimeWait(here))
+    }
+}
+
+impl Drop for CrossRuntimeWait {
+    fn drop(&mut self) {
+        let mut waiting = WAITING_RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = waiting.iter().position(|id| *id == self.0) {
+            waiting.swap_remove(i);
+        }
     }
 }
 
@@ -235,12 +333,17 @@ impl<Req, Resp> Drop for Responder<Req, Resp> {
 /// |---|---|
 /// | outside any runtime, `spawn_blocking` thread | parks until answered |
 /// | multi-thread runtime worker | parks inside [`block_in_place`](tokio::task::block_in_place); the worker's other tasks move to another thread |
-/// | thread driving a current-thread runtime | [`CallError::WouldDeadlock`] at once, request handed back |
+/// | thread driving a current-thread runtime, service served by *another* runtime (or outside any) | parks; every task of the caller's runtime stands still meanwhile |
+/// | thread driving a current-thread runtime, service on the *same* runtime, not being served, or served by a runtime whose own thread is waiting in such a call | [`CallError::WouldDeadlock`] at once, request handed back |
 ///
-/// The last row holds even when the service runs on another runtime: a
-/// thread that drives a current-thread runtime never waits, since every task
-/// of that runtime would stand still meanwhile (and the service may be one of
-/// them).
+/// The third row is what a thread-per-core program needs (a sync callback on
+/// one core calling a service on another), and it costs what a lock held
+/// across cores costs: the caller's core runs nothing else until the answer
+/// comes. The fourth row is what keeps it deadlock-free: a runtime never
+/// waits for itself, and two current-thread runtimes never wait for each
+/// other. What the crate cannot see is a handler that itself waits for the
+/// caller's runtime (say, for a message only a task there would send); keep
+/// such handlers off the call path.
 ///
 /// # Examples
 ///
@@ -262,6 +365,7 @@ impl<Req, Resp> Drop for Responder<Req, Resp> {
 /// ```
 pub struct SyncClient<Req, Resp> {
     calls: SyncSender<Call<Req, Resp>>,
+    home: SharedHome,
 }
 
 impl<Req, Resp> SyncClient<Req, Resp> {
@@ -272,7 +376,8 @@ impl<Req, Resp> SyncClient<Req, Resp> {
     /// # Errors
     ///
     /// [`WouldDeadlock`](CallError::WouldDeadlock) on a thread that drives a
-    /// current-thread runtime; [`Closed`](CallError::Closed) if the service
+    /// current-thread runtime, unless the service is served elsewhere (see
+    /// the table on [`SyncClient`]); [`Closed`](CallError::Closed) if the service
     /// is gone or ends before answering (its task panicked, was aborted, or
     /// its receiver was dropped) — never a hang.
     ///
@@ -334,7 +439,19 @@ impl<Req, Resp> SyncClient<Req, Resp> {
             BlockingStrategy::BlockInPlace => {
                 tokio::task::block_in_place(|| self.call_blocking(req, deadline))
             }
-            _ => Err(CallError::WouldDeadlock(req)),
+            _ => {
+                // A current-thread runtime's own thread: wait only for a
+                // service that another, non-waiting runtime serves.
+                if self.is_closed() {
+                    // Fails at once with the request handed back.
+                    return self.call_blocking(req, deadline);
+                }
+                let here = Handle::current().id();
+                match CrossRuntimeWait::enter(here, read_home(&self.home)) {
+                    Some(_registered) => self.call_blocking(req, deadline),
+                    None => Err(CallError::WouldDeadlock(req)),
+                }
+            }
         }
     }
 
@@ -424,6 +541,7 @@ impl<Req, Resp> Clone for SyncClient<Req, Resp> {
     fn clone(&self) -> Self {
         SyncClient {
             calls: self.calls.clone(),
+            home: self.home.clone(),
         }
     }
 }
@@ -459,6 +577,7 @@ impl<Req, Resp> fmt::Debug for SyncClient<Req, Resp> {
 pub struct ServiceReceiver<Req, Resp> {
     rx: Receiver<Call<Req, Resp>>,
     concurrency: usize,
+    home: SharedHome,
 }
 
 impl<Req, Resp> ServiceReceiver<Req, Resp> {
@@ -507,7 +626,10 @@ impl<Req, Resp> ServiceReceiver<Req, Resp> {
         let ServiceReceiver {
             mut rx,
             concurrency,
+            home,
         } = self;
+        // Recorded when `serve` is first polled, which is where it runs.
+        let _serving = Serving::start(home);
         if concurrency == 1 {
             while let Some(call) = rx.recv().await {
                 if let Some((req, responder)) = call.take() {
