@@ -14,6 +14,7 @@
 //! | feature / module | crate | pattern |
 //! |---|---|---|
 //! | (always) [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, config errors |
+//! | `batching` | `async-patterns-batching` | channels and streams into batches by count, weight and time, losing nothing |
 //!
 //! # When to use it, and when not
 //!
@@ -43,3 +44,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use async_patterns_core as core;
+
+#[cfg(feature = "batching")]
+#[cfg_attr(docsrs, doc(cfg(feature = "batching")))]
+pub use async_patterns_batching as batching;

@@ -23,23 +23,6 @@ pub(crate) struct Open<T> {
     pub(crate) oldest: Option<Instant>,
 }
 
-/// What one item did to the open batch: it closed none, one or — an
-/// oversized item after a partial batch — two batches, in order.
-pub(crate) struct Pushed<T> {
-    pub(crate) first: Option<Sealed<T>>,
-    pub(crate) second: Option<Sealed<T>>,
-}
-
-impl<T> Pushed<T> {
-    fn add(&mut self, sealed: Sealed<T>) {
-        if self.first.is_none() {
-            self.first = Some(sealed);
-        } else {
-            self.second = Some(sealed);
-        }
-    }
-}
-
 impl<T> Open<T> {
     pub(crate) fn new() -> Self {
         Open {
@@ -101,7 +84,10 @@ impl<T> Open<T> {
         }
     }
 
-    /// Adds `item`, of weight `weight`, closing batches as the limits say.
+    /// Adds `item`, of weight `weight`, closing batches as the limits say;
+    /// each closed batch — none, one, or two when an oversized item follows
+    /// a partial batch — goes to `emit`, oldest first.
+    #[inline]
     pub(crate) fn push(
         &mut self,
         item: T,
@@ -109,15 +95,12 @@ impl<T> Open<T> {
         config: &BatchConfig<T>,
         pool: &Pool<T>,
         metrics: &mut BatchMetrics,
-    ) -> Pushed<T> {
-        let mut out = Pushed {
-            first: None,
-            second: None,
-        };
+        mut emit: impl FnMut(Sealed<T>),
+    ) {
         if let Some(limit) = config.max_weight {
             let over = self.weight.saturating_add(weight) > limit;
             if over && !self.is_empty() {
-                out.add(self.seal(FlushReason::Weight, metrics));
+                emit(self.seal(FlushReason::Weight, metrics));
             }
             if weight > limit {
                 // Too heavy for any batch: it goes out alone.
@@ -126,8 +109,8 @@ impl<T> Open<T> {
                 self.oldest = Some(Instant::now());
                 self.items.push(item);
                 self.weight = weight;
-                out.add(self.seal(FlushReason::Weight, metrics));
-                return out;
+                emit(self.seal(FlushReason::Weight, metrics));
+                return;
             }
         }
         if self.is_empty() {
@@ -137,11 +120,10 @@ impl<T> Open<T> {
         self.items.push(item);
         self.weight = self.weight.saturating_add(weight);
         if self.items.len() >= config.max_items {
-            out.add(self.seal(FlushReason::Full, metrics));
+            emit(self.seal(FlushReason::Full, metrics));
         } else if config.max_weight.is_some_and(|limit| self.weight >= limit) {
-            out.add(self.seal(FlushReason::Weight, metrics));
+            emit(self.seal(FlushReason::Weight, metrics));
         }
-        out
     }
 }
 
@@ -244,12 +226,20 @@ impl<T> Assembler<T> {
     /// Adds one item pulled from the input.
     pub(crate) fn push(&mut self, item: T) -> Option<Batch<T>> {
         let weight = self.config.weigh(&item);
-        let pushed = self
-            .open
-            .push(item, weight, &self.config, &self.pool, &mut self.metrics);
-        let first = pushed.first?;
-        self.ready = pushed.second;
-        Some(self.emit(first))
+        let mut first = None;
+        let ready = &mut self.ready;
+        self.open.push(
+            item,
+            weight,
+            &self.config,
+            &self.pool,
+            &mut self.metrics,
+            |sealed| match first {
+                None => first = Some(sealed),
+                Some(_) => *ready = Some(sealed),
+            },
+        );
+        first.map(|sealed| self.emit(sealed))
     }
 
     /// The input ended: the tail goes out with `Closed`, then the stream

@@ -71,6 +71,7 @@ pub fn channel<T>(config: BatchConfig<T>) -> (BatchSender<T>, BatchReceiver<T>) 
             senders: 1,
             rx_closed: false,
             rx_waker: None,
+            rx_timer: None,
             waiters: Waiters::default(),
             metrics: BatchMetrics::default(),
         }),
@@ -103,6 +104,10 @@ struct State<T> {
     senders: usize,
     rx_closed: bool,
     rx_waker: Option<Waker>,
+    /// When the parked receiver's timer fires, if one is running: a batch
+    /// that opens with a later deadline needs no wake-up, the receiver will
+    /// look at it then.
+    rx_timer: Option<Instant>,
     waiters: Waiters,
     metrics: BatchMetrics,
 }
@@ -115,25 +120,33 @@ impl<T> State<T> {
     }
 
     /// Appends one item; returns the receiver's waker if it must be woken —
-    /// a batch opened (it has a deadline to arm) or closed.
+    /// a batch closed, or one opened with a deadline that no running timer
+    /// of the receiver covers.
+    #[inline]
     fn push(&mut self, shared: &Shared<T>, item: T, weight: usize) -> Option<Waker> {
         let opened = self.open.is_empty();
-        let pushed = self.open.push(
+        let sealed = &mut self.sealed;
+        let mut closed = false;
+        self.open.push(
             item,
             weight,
             &shared.config,
             &shared.pool,
             &mut self.metrics,
+            |batch| {
+                sealed.push_back(batch);
+                closed = true;
+            },
         );
         self.queued += 1;
-        let closed = pushed.first.is_some();
-        self.sealed.extend(pushed.first);
-        self.sealed.extend(pushed.second);
-        if opened || closed {
-            self.rx_waker.take()
-        } else {
-            None
-        }
+        let wake = closed
+            || (opened
+                && match (self.open.expiry(&shared.config), self.rx_timer) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(expiry), Some(fires)) => fires > expiry,
+                });
+        if wake { self.rx_waker.take() } else { None }
     }
 
     /// Takes every item out, oldest first.
@@ -190,6 +203,7 @@ impl Waiters {
         }
     }
 
+    #[inline]
     fn remove(&mut self, id: &mut Option<usize>) {
         if let Some(index) = id.take() {
             if let Slot::Waiting(Some(_)) = self.slots[index] {
@@ -692,17 +706,31 @@ impl<T> BatchReceiver<T> {
                 _ => state.rx_waker = Some(cx.waker().clone()),
             }
             let expiry = state.open.expiry(&shared.config);
+            let running = self.deadline.running();
+            state.rx_timer = match (expiry, running) {
+                (Some(expiry), Some(running)) => Some(expiry.min(running)),
+                (expiry, running) => expiry.or(running),
+            };
             drop(state);
             shared.flush.register(cx.waker());
             if shared.flush.take() {
                 flush = true;
                 continue;
             }
-            if let Some(at) = expiry
-                && self.deadline.poll_until(at, cx).is_ready()
-            {
-                expired = Some(at);
-                continue;
+            match expiry {
+                Some(at) => {
+                    if self.deadline.poll_until(at, cx).is_ready() {
+                        expired = Some(at);
+                        continue;
+                    }
+                }
+                // Producers count on the running timer to wake this task.
+                None if running.is_some() => {
+                    if self.deadline.poll_running(cx).is_ready() {
+                        continue;
+                    }
+                }
+                None => {}
             }
             return Poll::Pending;
         }

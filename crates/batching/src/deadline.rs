@@ -29,6 +29,11 @@ impl Deadline {
 
     /// Waits for `at`, registering the task's waker with the timer.
     ///
+    /// Re-arming a tokio timer takes the time driver's lock, and under load
+    /// batches close by count long before their deadline; so a timer armed
+    /// for an earlier instant is left to fire early, and re-armed for `at`
+    /// only then. One timer operation per `max_delay`, not per batch.
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime with the time driver enabled, like any tokio
@@ -37,16 +42,51 @@ impl Deadline {
         use std::future::Future;
 
         let sleep = match &mut self.sleep {
-            Some(sleep) => {
-                if self.armed_for != Some(at) {
-                    sleep.as_mut().reset(at);
-                }
-                sleep
+            Some(sleep) => sleep,
+            None => {
+                self.armed_for = Some(at);
+                self.sleep.insert(Box::pin(tokio::time::sleep_until(at)))
             }
-            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(at))),
         };
-        self.armed_for = Some(at);
-        sleep.as_mut().poll(cx)
+        let armed_earlier = self.armed_for.is_some_and(|armed| armed < at);
+        if self.armed_for != Some(at) && !(armed_earlier && !sleep.is_elapsed()) {
+            sleep.as_mut().reset(at);
+            self.armed_for = Some(at);
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) if self.armed_for == Some(at) => Poll::Ready(()),
+            Poll::Ready(()) => {
+                // Fired for an earlier batch: wait for this one.
+                sleep.as_mut().reset(at);
+                self.armed_for = Some(at);
+                sleep.as_mut().poll(cx)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl Deadline {
+    /// When the timer fires, if it is armed and has not fired yet.
+    pub(crate) fn running(&self) -> Option<Instant> {
+        let sleep = self.sleep.as_ref()?;
+        if sleep.is_elapsed() {
+            None
+        } else {
+            self.armed_for
+        }
+    }
+
+    /// Waits for the running timer, whatever it was armed for, so that it
+    /// wakes this task.
+    pub(crate) fn poll_running(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        use std::future::Future;
+
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
     }
 }
 
@@ -62,5 +102,13 @@ impl Deadline {
 
     pub(crate) fn poll_until(&mut self, _at: Instant, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Pending
+    }
+
+    pub(crate) fn running(&self) -> Option<Instant> {
+        None
+    }
+
+    pub(crate) fn poll_running(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
     }
 }

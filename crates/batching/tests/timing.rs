@@ -293,3 +293,27 @@ fn zero_delay_hands_out_whatever_was_ready() {
         })
     });
 }
+
+#[test]
+fn a_batch_opening_while_an_earlier_timer_runs_still_closes_on_its_own_deadline() {
+    for_each_kind(|kind| {
+        Box::pin(async move {
+            let (tx, mut rx) = pair(kind, config(2));
+            let start = Instant::now();
+            tokio::spawn(async move {
+                tx.send(1).await;
+                sleep(Duration::from_millis(1)).await;
+                tx.send(2).await; // full: the timer armed for 1 is now early
+                sleep(Duration::from_millis(4)).await;
+                tx.send(3).await; // opens at 5 ms, due at 15 ms
+                std::future::pending::<()>().await;
+            });
+            let full = rx.next().await.unwrap();
+            assert_eq!((&*full, full.reason()), (&[1, 2][..], FlushReason::Full));
+            assert_eq!(start.elapsed(), Duration::from_millis(1));
+            let late = rx.next().await.unwrap();
+            assert_eq!((&*late, late.reason()), (&[3][..], FlushReason::Deadline));
+            assert_eq!(start.elapsed(), Duration::from_millis(15), "{kind:?}");
+        })
+    });
+}

@@ -110,6 +110,9 @@ mod cookbook {
 
     #[doc = include_str!("../../../docs/outcome-streams.md")]
     struct OutcomeStreams;
+
+    #[doc = include_str!("../../../docs/batching.md")]
+    struct Batching;
 }
 
 #[cfg(test)]
