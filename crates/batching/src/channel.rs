@@ -718,19 +718,15 @@ impl<T> BatchReceiver<T> {
                 continue;
             }
             match expiry {
-                Some(at) => {
-                    if self.deadline.poll_until(at, cx).is_ready() {
-                        expired = Some(at);
-                        continue;
-                    }
+                Some(at) if self.deadline.poll_until(at, cx).is_ready() => {
+                    expired = Some(at);
+                    continue;
                 }
                 // Producers count on the running timer to wake this task.
-                None if running.is_some() => {
-                    if self.deadline.poll_running(cx).is_ready() {
-                        continue;
-                    }
+                None if running.is_some() && self.deadline.poll_running(cx).is_ready() => {
+                    continue;
                 }
-                None => {}
+                _ => {}
             }
             return Poll::Pending;
         }

@@ -48,8 +48,9 @@ impl Deadline {
                 self.sleep.insert(Box::pin(tokio::time::sleep_until(at)))
             }
         };
-        let armed_earlier = self.armed_for.is_some_and(|armed| armed < at);
-        if self.armed_for != Some(at) && !(armed_earlier && !sleep.is_elapsed()) {
+        let earlier_still_running =
+            self.armed_for.is_some_and(|armed| armed < at) && !sleep.is_elapsed();
+        if self.armed_for != Some(at) && !earlier_still_running {
             sleep.as_mut().reset(at);
             self.armed_for = Some(at);
         }
