@@ -53,7 +53,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     };
 
     let target_dir = target_dir();
-    let metrics_file = target_dir.join("async-patterns-bench/metrics.jsonl");
+    // Absolute: cargo runs bench binaries from their package's directory,
+    // not from here.
+    let metrics_file = std::env::current_dir()?
+        .join(&target_dir)
+        .join("async-patterns-bench/metrics.jsonl");
     fs::create_dir_all(metrics_file.parent().expect("has a parent"))?;
     fs::create_dir_all(RESULTS)?;
     let machine = machine();
