@@ -67,20 +67,15 @@ impl<T> Open<T> {
     }
 
     /// Closes the batch, which must not be empty.
-    pub(crate) fn seal(&mut self, reason: FlushReason, metrics: &mut BatchMetrics) -> Sealed<T> {
+    pub(crate) fn seal(&mut self, reason: FlushReason) -> Sealed<T> {
         debug_assert!(!self.is_empty(), "sealing an empty batch");
         let oldest = self.oldest.take().unwrap_or_else(Instant::now);
-        let items = std::mem::take(&mut self.items);
-        metrics.record_batch(
-            reason,
-            items.len(),
-            Instant::now().saturating_duration_since(oldest),
-        );
         Sealed {
-            items,
+            items: std::mem::take(&mut self.items),
             reason,
             weight: std::mem::take(&mut self.weight),
             oldest,
+            age: Instant::now().saturating_duration_since(oldest),
         }
     }
 
@@ -100,7 +95,7 @@ impl<T> Open<T> {
         if let Some(limit) = config.max_weight {
             let over = self.weight.saturating_add(weight) > limit;
             if over && !self.is_empty() {
-                emit(self.seal(FlushReason::Weight, metrics));
+                emit(self.seal(FlushReason::Weight));
             }
             if weight > limit {
                 // Too heavy for any batch: it goes out alone.
@@ -109,7 +104,7 @@ impl<T> Open<T> {
                 self.oldest = Some(Instant::now());
                 self.items.push(item);
                 self.weight = weight;
-                emit(self.seal(FlushReason::Weight, metrics));
+                emit(self.seal(FlushReason::Weight));
                 return;
             }
         }
@@ -120,9 +115,9 @@ impl<T> Open<T> {
         self.items.push(item);
         self.weight = self.weight.saturating_add(weight);
         if self.items.len() >= config.max_items {
-            emit(self.seal(FlushReason::Full, metrics));
+            emit(self.seal(FlushReason::Full));
         } else if config.max_weight.is_some_and(|limit| self.weight >= limit) {
-            emit(self.seal(FlushReason::Weight, metrics));
+            emit(self.seal(FlushReason::Weight));
         }
     }
 }
@@ -199,12 +194,14 @@ impl<T> Assembler<T> {
         self.ready.as_ref().map_or(0, |r| r.items.len()) + self.open.len() + self.carry.len()
     }
 
-    pub(crate) fn emit(&self, sealed: Sealed<T>) -> Batch<T> {
+    /// Hands `sealed` out, counting it.
+    pub(crate) fn emit(&mut self, sealed: Sealed<T>) -> Batch<T> {
+        self.metrics.record_batch(&sealed);
         Batch::new(sealed, Some(self.pool.clone()))
     }
 
     pub(crate) fn seal(&mut self, reason: FlushReason) -> Batch<T> {
-        let sealed = self.open.seal(reason, &mut self.metrics);
+        let sealed = self.open.seal(reason);
         self.emit(sealed)
     }
 

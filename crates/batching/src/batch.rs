@@ -65,6 +65,8 @@ pub(crate) struct Sealed<T> {
     pub(crate) reason: FlushReason,
     pub(crate) weight: usize,
     pub(crate) oldest: Instant,
+    /// How old the first item was when the batch closed.
+    pub(crate) age: Duration,
 }
 
 /// A batch of items, in the order they arrived; never empty.

@@ -690,6 +690,7 @@ impl<T> BatchReceiver<T> {
             let mut state = lock(&shared.state);
             if let Some(sealed) = next_sealed(shared, &mut state, flush, expired) {
                 state.queued -= sealed.items.len();
+                state.metrics.record_batch(&sealed);
                 shared.wake_senders(state);
                 coop.made_progress();
                 return Poll::Ready(Some(Batch::new(sealed, Some(shared.pool.clone()))));
@@ -761,6 +762,7 @@ impl<T> BatchReceiver<T> {
         let mut state = lock(&shared.state);
         if let Some(sealed) = next_sealed(shared, &mut state, flush, None) {
             state.queued -= sealed.items.len();
+            state.metrics.record_batch(&sealed);
             shared.wake_senders(state);
             return Ok(Batch::new(sealed, Some(shared.pool.clone())));
         }
@@ -964,7 +966,7 @@ fn next_sealed<T>(
                 .map(|_| FlushReason::Deadline)
         };
         if let Some(reason) = reason {
-            let sealed = state.open.seal(reason, &mut state.metrics);
+            let sealed = state.open.seal(reason);
             state.sealed.push_back(sealed);
         }
     }

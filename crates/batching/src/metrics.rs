@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::FlushReason;
+use crate::batch::Sealed;
 
 /// Counts per [`FlushReason`].
 ///
@@ -242,10 +243,12 @@ pub struct BatchMetrics {
 }
 
 impl BatchMetrics {
-    pub(crate) fn record_batch(&mut self, reason: FlushReason, len: usize, age: Duration) {
-        self.batches.add(reason, 1);
-        self.items.add(reason, len as u64);
-        self.batch_size.record(len as u64);
-        self.batch_age.record(age);
+    /// Counts a batch handed out.
+    pub(crate) fn record_batch<T>(&mut self, batch: &Sealed<T>) {
+        let len = batch.items.len() as u64;
+        self.batches.add(batch.reason, 1);
+        self.items.add(batch.reason, len);
+        self.batch_size.record(len);
+        self.batch_age.record(batch.age);
     }
 }

@@ -46,8 +46,9 @@ fn run(kind: Kind, plan: &Plan) -> Result<(), TestCaseError> {
         .build()
         .unwrap();
     let rt = paused_runtime();
-    let (sent, received, remainder, cancelled) = rt.block_on(async {
+    let (sent, received, remainder, cancelled, metrics) = rt.block_on(async {
         let (tx, mut rx) = pair(kind, config);
+        let outcome = rx.outcome();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let producer = tokio::spawn({
             let sent = sent.clone();
@@ -80,7 +81,8 @@ fn run(kind: Kind, plan: &Plan) -> Result<(), TestCaseError> {
         let _ = producer.await;
         let remainder = rx.into_remainder();
         let sent = sent.lock().unwrap().clone();
-        (sent, received, remainder, cancelled)
+        let metrics = outcome.await.unwrap().value;
+        (sent, received, remainder, cancelled, metrics)
     });
     let mut all = received.clone();
     all.extend(&remainder);
@@ -93,6 +95,16 @@ fn run(kind: Kind, plan: &Plan) -> Result<(), TestCaseError> {
         remainder,
         cancelled
     );
+    // The metrics account for every item the batcher took in.
+    prop_assert_eq!(metrics.items.total(), received.len() as u64);
+    prop_assert_eq!(metrics.dropped, 0);
+    if kind == Kind::Channel {
+        prop_assert_eq!(metrics.handed_back, remainder.len() as u64);
+    } else {
+        // The adapters hand back what they had pulled; the rest was still
+        // in their input.
+        prop_assert!(metrics.handed_back <= remainder.len() as u64);
+    }
     Ok(())
 }
 
@@ -157,6 +169,37 @@ fn into_remainder_counts_items_as_handed_back() {
             // The poll took 3 from the input (or, for the channel, it was queued).
             assert_eq!(summary.value.handed_back, 1, "{kind:?}");
             assert_eq!(summary.value.dropped, 0, "{kind:?}");
+            drop(tx);
+        });
+    }
+}
+
+#[test]
+fn a_consumer_that_panics_reports_its_buffered_items_as_dropped() {
+    for kind in KINDS {
+        let rt = paused_runtime();
+        rt.block_on(async {
+            let config = BatchConfig::builder()
+                .max_items(2)
+                .max_delay(Duration::from_secs(1))
+                .capacity(10)
+                .build()
+                .unwrap();
+            let (tx, mut rx) = pair(kind, config);
+            let outcome = rx.outcome();
+            tx.send_many(vec![1, 2, 3]).await;
+            let consumer = tokio::spawn(async move {
+                let first = rx.next().await.unwrap();
+                assert_eq!(&*first, [1, 2]);
+                // Poll once more so that 3 is buffered, then fail.
+                let _ = futures::poll!(rx.next());
+                panic!("injected: the consumer fails");
+            });
+            assert!(consumer.await.unwrap_err().is_panic(), "{kind:?}");
+            let summary = outcome.await.unwrap();
+            assert!(!summary.finished, "{kind:?}");
+            assert_eq!(summary.value.items.total(), 2, "{kind:?}");
+            assert_eq!(summary.value.dropped, 1, "{kind:?}");
             drop(tx);
         });
     }

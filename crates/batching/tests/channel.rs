@@ -269,3 +269,52 @@ async fn collect(rx: &mut BatchReceiver<u32>) -> Vec<Vec<u32>> {
     }
     out
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_that_panics_closes_the_channel_and_senders_get_their_items_back() {
+    let (tx, mut rx) = async_patterns_batching::channel(config(2, 6));
+    let outcome = rx.outcome();
+    let consumer = tokio::spawn(async move {
+        let first = rx.recv().await.unwrap();
+        assert_eq!(&*first, [1, 2]);
+        panic!("injected: the consumer fails while holding a batch");
+    });
+    tx.send_many(&mut vec![1, 2, 3, 4, 5, 6]).await.unwrap();
+    // The consumer panicked: its receiver was dropped while unwinding.
+    assert!(consumer.await.unwrap_err().is_panic());
+    assert!(tx.is_closed());
+    assert_eq!(tx.send(7).await.unwrap_err().into_inner(), 7);
+    let summary = outcome.await.unwrap();
+    assert!(!summary.finished);
+    // 1 and 2 were delivered (the consumer held them when it failed); 3..6
+    // were queued and are counted, not silently lost.
+    assert_eq!(summary.value.items.total(), 2);
+    assert_eq!(summary.value.dropped, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_weigher_leaves_the_channel_consistent() {
+    let config = BatchConfig::builder()
+        .max_items(10)
+        .max_delay(Duration::from_millis(5))
+        .max_weight(100, |item: &u32| {
+            assert_ne!(*item, 13, "injected: the weigher fails on 13");
+            *item as usize
+        })
+        .build()
+        .unwrap();
+    let (tx, mut rx) = async_patterns_batching::channel(config);
+    tx.send(1).await.unwrap();
+    let failed = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(13).await }
+    })
+    .await;
+    assert!(failed.unwrap_err().is_panic());
+    // Weighing happens before the lock: the panic left no trace inside.
+    tx.send(2).await.unwrap();
+    drop(tx);
+    let batch = rx.recv().await.unwrap();
+    assert_eq!((&*batch, batch.weight()), (&[1, 2][..], 3));
+    assert!(rx.recv().await.is_none());
+}
