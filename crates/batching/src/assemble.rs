@@ -221,6 +221,7 @@ impl<T> Assembler<T> {
     }
 
     /// Adds one item pulled from the input.
+    #[inline]
     pub(crate) fn push(&mut self, item: T) -> Option<Batch<T>> {
         let weight = self.config.weigh(&item);
         let mut first = None;

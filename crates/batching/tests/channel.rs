@@ -318,3 +318,52 @@ async fn a_panicking_weigher_leaves_the_channel_consistent() {
     assert_eq!((&*batch, batch.weight()), (&[1, 2][..], 3));
     assert!(rx.recv().await.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn many_waiting_senders_are_all_woken_and_all_get_through() {
+    let (tx, mut rx) = async_patterns_batching::channel(config(1, 1));
+    tx.send(0).await.unwrap();
+    let mut senders = Vec::new();
+    for i in 1..=40 {
+        let tx = tx.clone();
+        senders.push(tokio::spawn(async move { tx.send(i).await.unwrap() }));
+    }
+    drop(tx);
+    let mut got = Vec::new();
+    while let Some(batch) = timeout(Duration::from_secs(1), rx.recv())
+        .await
+        .expect("hung")
+    {
+        got.extend(batch.iter().copied());
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..=40).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_producer_that_never_waits_still_yields_to_its_runtime() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const ITEMS: u32 = 100_000;
+    let (tx, _rx) = async_patterns_batching::channel(config(1_000, ITEMS as usize));
+    let ticked = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let ticked = ticked.clone();
+        async move { ticked.store(true, Ordering::SeqCst) }
+    });
+    // The channel never fills, so no send waits: only the cooperative
+    // budget can make this task give the ticker a turn.
+    let mut first_seen = None;
+    for i in 0..ITEMS {
+        tx.send(i).await.unwrap();
+        if first_seen.is_none() && ticked.load(Ordering::SeqCst) {
+            first_seen = Some(i);
+        }
+    }
+    let seen = first_seen.expect("the producer never yielded");
+    assert!(seen < 10_000, "yielded only after {seen} sends");
+}
