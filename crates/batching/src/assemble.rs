@@ -46,9 +46,8 @@ impl<T> Open<T> {
         self.oldest.and_then(|t| expiry(t, config.max_delay))
     }
 
-    /// Notes that `n` items of total weight `weight` were appended to
-    /// `items` directly (the bulk path), the batch having been empty if
-    /// `was_empty`.
+    /// Notes that items of total weight `weight` were appended to `items`
+    /// directly (the bulk path), the batch having been empty if `was_empty`.
     pub(crate) fn appended(&mut self, was_empty: bool, weight: usize) {
         if was_empty {
             self.oldest = Some(Instant::now());

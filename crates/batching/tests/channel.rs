@@ -27,6 +27,8 @@ fn handles_are_send_and_sync_where_it_matters() {
     send_sync::<Flusher>();
     send_sync::<Batch<String>>();
     send_sync::<SendError<String>>();
+    send::<async_patterns_batching::BatchedMpsc<String>>();
+    send::<async_patterns_batching::Batched<futures::stream::Iter<std::vec::IntoIter<String>>>>();
 }
 
 #[tokio::test(start_paused = true)]
