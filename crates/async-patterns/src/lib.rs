@@ -15,6 +15,7 @@
 //! |---|---|---|---|
 //! | (always) | [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, streams with a return value, config errors |
 //! | `bridge` | `bridge` | `async-patterns-bridge` | sync code inside async code: hand work over, call async code and wait, `block_on` — in any tokio context, never a panic or a deadlock |
+//! | `batching` | `batching` | `async-patterns-batching` | channels and streams into batches by count, weight and time; buffer reuse, flush on demand, nothing lost |
 //! | `txn-channel` | `txn_channel` | `async-patterns-txn-channel` | transactional receive: peek, process, commit — or the item comes back; attempts counted, poison items dead-lettered |
 //! | `per-core-runtime` | `per_core_runtime` | `async-patterns-per-core-runtime` | one pinned single-thread runtime per core: spawn `!Send` tasks on a core from anywhere, join them, shut down gracefully |
 //!
@@ -50,6 +51,10 @@ pub use async_patterns_core as core;
 #[cfg(feature = "bridge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bridge")))]
 pub use async_patterns_bridge as bridge;
+
+#[cfg(feature = "batching")]
+#[cfg_attr(docsrs, doc(cfg(feature = "batching")))]
+pub use async_patterns_batching as batching;
 
 #[cfg(feature = "txn-channel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "txn-channel")))]

@@ -114,6 +114,9 @@ mod cookbook {
     #[doc = include_str!("../../../docs/bridge.md")]
     struct Bridge;
 
+    #[doc = include_str!("../../../docs/batching.md")]
+    struct Batching;
+
     #[doc = include_str!("../../../docs/txn-channel.md")]
     struct TxnChannel;
 
