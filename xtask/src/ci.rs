@@ -174,6 +174,7 @@ fn bench() -> Result<()> {
 }
 
 fn package() -> Result<()> {
+    forget_unpacked_workspace_crates();
     let mut cmd = run::cargo();
     cmd.args(["package", "--workspace", "--allow-dirty"]);
     // `publish = false` crates (xtask, benches, demo, test kits) are not packaged.
@@ -181,4 +182,38 @@ fn package() -> Result<()> {
         cmd.args(["--exclude", &package]);
     }
     run::section("package", cmd, Limit::minutes(30))
+}
+
+/// `cargo package --workspace` verifies each crate against its siblings
+/// through a temporary local registry, which cargo unpacks under
+/// `$CARGO_HOME/registry/src/-<hash>/`. The version does not change between
+/// runs, so an unpacked copy from an earlier run is reused as is, and a crate
+/// that needs a sibling's newer API fails to verify. Local registries are the
+/// only ones whose directory name starts with `-`; their copies of our crates
+/// are removed first.
+fn forget_unpacked_workspace_crates() {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(cargo_home) = cargo_home else { return };
+    let Ok(registries) = std::fs::read_dir(cargo_home.join("registry/src")) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        let Ok(crates) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for krate in crates.flatten() {
+            if krate
+                .file_name()
+                .to_string_lossy()
+                .starts_with("async-patterns")
+            {
+                let _ = std::fs::remove_dir_all(krate.path());
+            }
+        }
+    }
 }
