@@ -9,6 +9,8 @@
 //!   delivery and count losses; it shuts down on request or when dropped.
 //! - [`cpu`]: CPU time of the calling thread and of the whole process, to
 //!   prove that a wait does not spin (wall time cannot tell).
+//! - [`seed`]: the seed recipe's reusable receiver (a oneshot from `Drop`,
+//!   recovered by spinning), reproduced as published for comparisons.
 //!
 //! The generated client and server are in [`proto`]; `build.rs` runs the
 //! `protoc` that `protoc-bin-vendored` ships, so nothing needs installing.
@@ -46,6 +48,7 @@
 )]
 
 pub mod cpu;
+pub mod seed;
 mod server;
 
 pub use server::{CallEnd, CallRecord, FaultKind, Faults, UploadServer, received_count};
