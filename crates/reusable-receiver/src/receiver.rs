@@ -17,7 +17,7 @@ use futures_core::{FusedStream, Stream};
 use tokio::sync::mpsc::Receiver;
 
 use crate::error::AckError;
-use crate::loom::{Arc, Mutex, lock};
+use crate::loom::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, lock};
 use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
 
 /// Owns an mpsc [`Receiver`] and hands out `'static` streams over it, one
@@ -94,6 +94,7 @@ pub struct ReusableReceiver<T> {
 /// ```
 pub struct ReusableStream<T> {
     shared: Arc<Shared<T>>,
+    cell: Arc<LeaseCell>,
     generation: u64,
     done: bool,
 }
@@ -136,7 +137,7 @@ pub struct ReusableStream<T> {
 /// ```
 pub struct Lease<T> {
     shared: Arc<Shared<T>>,
-    generation: u64,
+    cell: Arc<LeaseCell>,
 }
 
 /// The counts of one lease.
@@ -154,7 +155,7 @@ pub struct Lease<T> {
 /// let mut reusable = ReusableReceiver::new(rx);
 /// let mut stream = reusable.stream();
 /// stream.next().await;
-/// let stats = stream.lease().revoke().unwrap();
+/// let stats = stream.lease().revoke();
 /// assert_eq!((stats.yielded, stats.acknowledged, stats.unconfirmed()), (1, 0, 1));
 /// assert!(!stats.released); // `stream` is still alive
 /// # }
@@ -183,7 +184,7 @@ impl LeaseStats {
     ///
     /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
     /// let mut reusable = ReusableReceiver::new(rx);
-    /// let stats = reusable.stream().lease().stats().unwrap();
+    /// let stats = reusable.stream().lease().stats();
     /// assert_eq!(stats.unconfirmed(), 0);
     /// ```
     pub fn unconfirmed(&self) -> u64 {
@@ -240,8 +241,6 @@ struct State<T> {
     replay: Option<ReplayBuffer<T>>,
     /// The lease in force, if any.
     current: Option<Current>,
-    /// The final counts of the lease retired last.
-    retired: Option<LeaseStats>,
     next_generation: u64,
     /// The waker of the current lease's stream, when it last waited: woken
     /// when the lease is revoked, or when an acknowledgement makes room.
@@ -249,13 +248,12 @@ struct State<T> {
     totals: ReceiverStats,
 }
 
-#[derive(Clone, Copy)]
+/// The lease in force; its counts move under the state's lock.
 struct Current {
     generation: u64,
     yielded: u64,
     acknowledged: u64,
-    /// The stream of this lease has not been dropped.
-    live: bool,
+    cell: Arc<LeaseCell>,
 }
 
 impl Current {
@@ -264,7 +262,30 @@ impl Current {
             generation: self.generation,
             yielded: self.yielded,
             acknowledged: self.acknowledged,
-            released: !self.live,
+            released: self.cell.released.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// What one lease's stream and handles share: whether the stream was
+/// dropped (set by its `Drop` without taking the state's lock), and the
+/// lease's final counts, written under the state's lock when it ends and
+/// read under it.
+struct LeaseCell {
+    generation: u64,
+    released: AtomicBool,
+    ended: AtomicBool,
+    yielded: AtomicU64,
+    acknowledged: AtomicU64,
+}
+
+impl LeaseCell {
+    fn final_stats(&self) -> LeaseStats {
+        LeaseStats {
+            generation: self.generation,
+            yielded: self.yielded.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            released: self.released.load(Ordering::Acquire),
         }
     }
 }
@@ -333,20 +354,27 @@ impl<T> State<T> {
         Poll::Ready(Some(item))
     }
 
-    /// Starts a new lease, retiring the one in force; returns its
-    /// generation and the old stream's waker, to wake once unlocked.
-    fn new_lease(&mut self) -> (u64, Option<Waker>) {
+    /// Starts a new lease, retiring the one in force; returns its cell and
+    /// the old stream's waker, to wake once unlocked.
+    fn new_lease(&mut self) -> (Arc<LeaseCell>, Option<Waker>) {
         let (_, waker) = self.retire();
         let generation = self.next_generation;
         self.next_generation += 1;
+        let cell = Arc::new(LeaseCell {
+            generation,
+            released: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            yielded: AtomicU64::new(0),
+            acknowledged: AtomicU64::new(0),
+        });
         self.current = Some(Current {
             generation,
             yielded: 0,
             acknowledged: 0,
-            live: true,
+            cell: Arc::clone(&cell),
         });
         self.totals.leases += 1;
-        (generation, waker)
+        (cell, waker)
     }
 
     /// Ends the lease in force: its unconfirmed items are rewound for
@@ -359,9 +387,12 @@ impl<T> State<T> {
             Some(replay) => replay.rewind(),
             None => self.totals.lost += current.yielded - current.acknowledged,
         }
-        let stats = current.stats();
-        self.retired = Some(stats);
-        (Some(stats), self.waker.take())
+        let cell = &current.cell;
+        cell.yielded.store(current.yielded, Ordering::Relaxed);
+        cell.acknowledged
+            .store(current.acknowledged, Ordering::Relaxed);
+        cell.ended.store(true, Ordering::Relaxed);
+        (Some(current.stats()), self.waker.take())
     }
 
     fn current(&self, generation: u64) -> Option<&Current> {
@@ -399,16 +430,6 @@ impl<T> State<T> {
         }
         (Ok(newly), waker)
     }
-
-    fn stream_dropped(&mut self, generation: u64) {
-        if let Some(current) = self.current.as_mut().filter(|c| c.generation == generation) {
-            current.live = false;
-            // The waker belongs to the dropped stream's task.
-            self.waker = None;
-        } else if let Some(retired) = self.retired.as_mut().filter(|r| r.generation == generation) {
-            retired.released = true;
-        }
-    }
 }
 
 impl<T> Shared<T> {
@@ -418,7 +439,6 @@ impl<T> Shared<T> {
                 rx: Some(rx),
                 replay,
                 current: None,
-                retired: None,
                 next_generation: 1,
                 waker: None,
                 totals: ReceiverStats::default(),
@@ -426,34 +446,33 @@ impl<T> Shared<T> {
         })
     }
 
-    /// Ends lease `generation` if it is still in force, first acknowledging
-    /// everything it yielded if `ack_all`; returns its final counts (also
-    /// when it had already ended).
-    fn end_lease(&self, generation: u64, ack_all: bool) -> Option<LeaseStats> {
+    /// Ends the lease of `cell` if it is still in force, first
+    /// acknowledging everything it yielded if `ack_all`; returns its final
+    /// counts (also when it had ended before).
+    fn end_lease(&self, cell: &LeaseCell, ack_all: bool) -> LeaseStats {
         let (stats, waker) = {
             let mut state = lock(&self.state);
-            if state.current(generation).is_some() {
+            if state.current(cell.generation).is_some() {
                 if ack_all {
                     // Cannot fail: the lease is in force and `None` means "all".
-                    let _ = state.ack(generation, None);
+                    let _ = state.ack(cell.generation, None);
                 }
                 state.retire()
             } else {
-                let retired = state.retired.filter(|r| r.generation == generation);
-                (retired, None)
+                (Some(cell.final_stats()), None)
             }
         };
         if let Some(waker) = waker {
             waker.wake();
         }
-        stats
+        stats.unwrap_or_else(|| cell.final_stats())
     }
 
-    fn stats(&self, generation: u64) -> Option<LeaseStats> {
+    fn stats(&self, cell: &LeaseCell) -> LeaseStats {
         let state = lock(&self.state);
-        match state.current(generation) {
-            Some(current) => Some(current.stats()),
-            None => state.retired.filter(|r| r.generation == generation),
+        match state.current(cell.generation) {
+            Some(current) => current.stats(),
+            None => cell.final_stats(),
         }
     }
 }
@@ -540,13 +559,14 @@ impl<T> ReusableReceiver<T> {
     /// assert_eq!(second.generation(), first.generation() + 1);
     /// ```
     pub fn stream(&mut self) -> ReusableStream<T> {
-        let (generation, waker) = lock(&self.shared.state).new_lease();
+        let (cell, waker) = lock(&self.shared.state).new_lease();
         if let Some(waker) = waker {
             waker.wake();
         }
         ReusableStream {
             shared: Arc::clone(&self.shared),
-            generation,
+            generation: cell.generation,
+            cell,
             done: false,
         }
     }
@@ -565,10 +585,10 @@ impl<T> ReusableReceiver<T> {
     /// assert_eq!(reusable.lease().unwrap().generation(), stream.generation());
     /// ```
     pub fn lease(&self) -> Option<Lease<T>> {
-        let generation = lock(&self.shared.state).current?.generation;
+        let cell = Arc::clone(&lock(&self.shared.state).current.as_ref()?.cell);
         Some(Lease {
             shared: Arc::clone(&self.shared),
-            generation,
+            cell,
         })
     }
 
@@ -799,7 +819,7 @@ impl<T> fmt::Debug for ReusableReceiver<T> {
         let state = lock(&self.shared.state);
         f.debug_struct("ReusableReceiver")
             .field("replay", &state.replay.is_some())
-            .field("lease", &state.current.map(|c| c.generation))
+            .field("lease", &state.current.as_ref().map(|c| c.generation))
             .field("stats", &state.totals)
             .finish_non_exhaustive()
     }
@@ -820,12 +840,12 @@ impl<T> ReusableStream<T> {
     /// let lease = stream.lease();
     /// drop(stream); // given to a call that dropped it
     /// assert!(lease.is_current());
-    /// assert!(lease.stats().unwrap().released);
+    /// assert!(lease.stats().released);
     /// ```
     pub fn lease(&self) -> Lease<T> {
         Lease {
             shared: Arc::clone(&self.shared),
-            generation: self.generation,
+            cell: Arc::clone(&self.cell),
         }
     }
 
@@ -870,7 +890,9 @@ impl<T> FusedStream for ReusableStream<T> {
 
 impl<T> Drop for ReusableStream<T> {
     fn drop(&mut self) {
-        lock(&self.shared.state).stream_dropped(self.generation);
+        // Nothing to hand back and no lock to take: the receiver never left
+        // the shared state. Only the lease's handles learn of the drop.
+        self.cell.released.store(true, Ordering::Release);
     }
 }
 
@@ -897,7 +919,7 @@ impl<T> Lease<T> {
     /// assert_eq!(stream.lease().generation(), stream.generation());
     /// ```
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.cell.generation
     }
 
     /// Whether the lease is still in force (not revoked).
@@ -915,7 +937,9 @@ impl<T> Lease<T> {
     /// assert!(!lease.is_current());
     /// ```
     pub fn is_current(&self) -> bool {
-        lock(&self.shared.state).current(self.generation).is_some()
+        lock(&self.shared.state)
+            .current(self.cell.generation)
+            .is_some()
     }
 
     /// Confirms the first `n` items this lease's stream yielded (cumulative:
@@ -986,36 +1010,43 @@ impl<T> Lease<T> {
     }
 
     fn acknowledge(&self, n: Option<u64>) -> Result<u64, AckError> {
-        let (result, waker) = lock(&self.shared.state).ack(self.generation, n);
+        let (result, waker) = lock(&self.shared.state).ack(self.cell.generation, n);
         if let Some(waker) = waker {
             waker.wake();
         }
         result
     }
 
-    /// The lease's counts: live while it is in force, final once it was
-    /// revoked — until a later lease is revoked too (`None` then).
+    /// The lease's counts: live while it is in force, final once it ended.
     ///
     /// # Examples
     ///
     /// ```
     /// use async_patterns_reusable_receiver::ReusableReceiver;
+    /// use futures::StreamExt;
     ///
-    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await.unwrap();
     /// let mut reusable = ReusableReceiver::new(rx);
-    /// let first = reusable.stream().lease();
+    /// let mut stream = reusable.stream();
+    /// let lease = stream.lease();
+    /// stream.next().await;
+    /// reusable.stream(); // revokes `lease`
     /// reusable.stream();
-    /// assert_eq!(first.stats().unwrap().yielded, 0); // revoked: final counts
-    /// reusable.stream();
-    /// assert_eq!(first.stats(), None); // two leases later: forgotten
+    /// let stats = lease.stats();
+    /// assert_eq!((stats.yielded, stats.released), (1, false));
+    /// drop(stream); // late
+    /// assert!(lease.stats().released);
+    /// # }
     /// ```
-    pub fn stats(&self) -> Option<LeaseStats> {
-        self.shared.stats(self.generation)
+    pub fn stats(&self) -> LeaseStats {
+        self.shared.stats(&self.cell)
     }
 
     /// Revokes this lease if it is still in force — its stream ends and is
-    /// woken — and returns its final counts (`None` if a later lease was
-    /// revoked since).
+    /// woken — and returns its final counts.
     ///
     /// # Examples
     ///
@@ -1025,18 +1056,18 @@ impl<T> Lease<T> {
     /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
     /// let mut reusable = ReusableReceiver::new(rx);
     /// let lease = reusable.stream().lease();
-    /// assert!(lease.revoke().is_some());
+    /// assert_eq!(lease.revoke().generation, 1);
     /// assert!(!lease.is_current());
     /// assert!(reusable.lease().is_none());
     /// ```
-    pub fn revoke(&self) -> Option<LeaseStats> {
+    pub fn revoke(&self) -> LeaseStats {
         self.end(false)
     }
 
     /// Ends the lease (first acknowledging everything, if `ack_all`) and
     /// returns its final counts.
-    pub(crate) fn end(&self, ack_all: bool) -> Option<LeaseStats> {
-        self.shared.end_lease(self.generation, ack_all)
+    pub(crate) fn end(&self, ack_all: bool) -> LeaseStats {
+        self.shared.end_lease(&self.cell, ack_all)
     }
 }
 
@@ -1044,7 +1075,7 @@ impl<T> Clone for Lease<T> {
     fn clone(&self) -> Self {
         Lease {
             shared: Arc::clone(&self.shared),
-            generation: self.generation,
+            cell: Arc::clone(&self.cell),
         }
     }
 }
@@ -1052,7 +1083,7 @@ impl<T> Clone for Lease<T> {
 impl<T> fmt::Debug for Lease<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
-            .field("generation", &self.generation)
+            .field("generation", &self.cell.generation)
             .finish_non_exhaustive()
     }
 }

@@ -368,13 +368,7 @@ struct AttemptLease<T>(Option<Lease<T>>);
 
 impl<T> AttemptLease<T> {
     fn end(mut self, ack_all: bool) -> LeaseStats {
-        let lease = self.0.take().expect("ended once");
-        lease.end(ack_all).unwrap_or(LeaseStats {
-            generation: lease.generation(),
-            yielded: 0,
-            acknowledged: 0,
-            released: false,
-        })
+        self.0.take().expect("ended once").end(ack_all)
     }
 }
 
