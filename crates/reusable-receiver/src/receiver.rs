@@ -37,6 +37,12 @@ use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
 /// live leases, and a stream dropped late — after the next attempt started
 /// — can neither take items nor delay anything.
 ///
+/// Items leave the channel in batches of at most 32 — in replay mode never
+/// more than the replay buffer has room for — which makes a stream cheaper
+/// per item than a `ReceiverStream`. Items taken and not yet yielded stay
+/// here, in order, for the next stream (or [`into_inner`](Self::into_inner));
+/// the channel meanwhile has room for as many more sends.
+///
 /// # Examples
 ///
 /// A consumer that fails after two items, retried with the same receiver:
@@ -236,7 +242,7 @@ struct Shared<T> {
 
 struct State<T> {
     /// `None` only after [`ReusableReceiver::into_inner`].
-    rx: Option<Receiver<T>>,
+    source: Option<Source<T>>,
     /// `Some` in replay mode.
     replay: Option<ReplayBuffer<T>>,
     /// The lease in force, if any.
@@ -290,6 +296,52 @@ impl LeaseCell {
     }
 }
 
+/// How many items move from the channel into [`Source::staged`] at most at
+/// a time.
+const STAGE: usize = 32;
+
+/// The channel, and the items taken from it in one batch but not yet
+/// yielded. Taking a batch with `poll_recv_many` returns the senders' permits
+/// once per batch rather than once per item, which is where a
+/// `ReceiverStream` spends much of its time; the staged items stay in the
+/// shared state, in order, for whichever lease comes next.
+struct Source<T> {
+    rx: Receiver<T>,
+    /// Reversed: the next item is last, so taking it is a `pop`.
+    staged: Vec<T>,
+}
+
+impl<T> Source<T> {
+    /// The next item, taking a batch of at most `limit` from the channel
+    /// when none is staged.
+    fn poll_next(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<Option<T>> {
+        // `poll_recv_many` reads a limit of 0 as "closed".
+        debug_assert!(limit > 0);
+        if let Some(item) = self.staged.pop() {
+            return Poll::Ready(Some(item));
+        }
+        match self.rx.poll_recv_many(cx, &mut self.staged, limit) {
+            Poll::Ready(0) => Poll::Ready(None),
+            Poll::Ready(_) => {
+                self.staged.reverse();
+                Poll::Ready(self.staged.pop())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The channel is closed and nothing is left, staged or sent.
+    fn is_done(&self) -> bool {
+        self.staged.is_empty() && self.rx.is_closed() && self.rx.is_empty()
+    }
+
+    /// The staged items, oldest first, and the receiver.
+    fn into_parts(mut self) -> (Receiver<T>, impl Iterator<Item = T>) {
+        self.staged.reverse();
+        (self.rx, self.staged.into_iter())
+    }
+}
+
 fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
         *slot = Some(cx.waker().clone());
@@ -299,7 +351,7 @@ fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
 impl<T> State<T> {
     fn poll_item(&mut self, generation: u64, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let State {
-            rx,
+            source,
             replay,
             current,
             waker,
@@ -309,11 +361,11 @@ impl<T> State<T> {
         let Some(current) = current.as_mut().filter(|c| c.generation == generation) else {
             return Poll::Ready(None); // revoked
         };
-        let Some(rx) = rx.as_mut() else {
+        let Some(source) = source.as_mut() else {
             return Poll::Ready(None);
         };
         let item = match replay {
-            None => match rx.poll_recv(cx) {
+            None => match source.poll_next(cx, STAGE) {
                 Poll::Ready(Some(item)) => item,
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {
@@ -324,7 +376,9 @@ impl<T> State<T> {
             Some(replay) => {
                 let (next, replayed) = replay.next();
                 let next = match next {
-                    Next::Pull => match rx.poll_recv(cx) {
+                    // Never more than the buffer can take: the rest stays
+                    // in the channel, where senders feel the backpressure.
+                    Next::Pull => match source.poll_next(cx, replay.room().min(STAGE)) {
                         Poll::Ready(Some(item)) => replay.admit(item),
                         Poll::Ready(None) => return Poll::Ready(None),
                         Poll::Pending => {
@@ -436,7 +490,10 @@ impl<T> Shared<T> {
     fn new(rx: Receiver<T>, replay: Option<ReplayBuffer<T>>) -> Arc<Self> {
         Arc::new(Shared {
             state: Mutex::new(State {
-                rx: Some(rx),
+                source: Some(Source {
+                    rx,
+                    staged: Vec::new(),
+                }),
                 replay,
                 current: None,
                 next_generation: 1,
@@ -743,8 +800,8 @@ impl<T> ReusableReceiver<T> {
     pub fn close(&mut self) {
         let waker = {
             let mut state = lock(&self.shared.state);
-            if let Some(rx) = state.rx.as_mut() {
-                rx.close();
+            if let Some(source) = state.source.as_mut() {
+                source.rx.close();
             }
             state.waker.take()
         };
@@ -771,17 +828,15 @@ impl<T> ReusableReceiver<T> {
     /// ```
     pub fn is_drained(&self) -> bool {
         let state = lock(&self.shared.state);
-        let channel_done = state
-            .rx
-            .as_ref()
-            .is_none_or(|rx| rx.is_closed() && rx.is_empty());
+        let channel_done = state.source.as_ref().is_none_or(Source::is_done);
         let buffer_empty = state.replay.as_ref().is_none_or(|r| r.len() == 0);
         channel_done && buffer_empty
     }
 
-    /// Takes the receiver back, with the unacknowledged items (oldest first;
-    /// none in plain mode), which come before anything still in the
-    /// channel. Every stream still alive ends.
+    /// Takes the receiver back, with the items already out of the channel —
+    /// the unacknowledged ones (replay mode), then those taken in a batch
+    /// and not yet yielded — oldest first: they come before anything still
+    /// in the channel. Every stream still alive ends.
     ///
     /// # Examples
     ///
@@ -796,21 +851,24 @@ impl<T> ReusableReceiver<T> {
     /// tx.send(2).await?;
     /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
     /// let mut stream = reusable.stream();
-    /// stream.next().await;
-    /// let (mut rx, unacked) = reusable.into_inner();
-    /// assert_eq!(unacked, [1]);
-    /// assert_eq!(rx.recv().await, Some(2));
+    /// assert_eq!(stream.next().await, Some(1));
+    /// let (mut rx, taken) = reusable.into_inner();
+    /// assert_eq!(taken, [1, 2]); // 1 unacknowledged, 2 taken with it
+    /// tx.send(3).await?;
+    /// assert_eq!(rx.recv().await, Some(3));
     /// assert_eq!(stream.next().await, None);
     /// # Ok(())
     /// # }
     /// ```
     pub fn into_inner(mut self) -> (Receiver<T>, Vec<T>) {
-        let unacked = self.take_unacked();
-        let rx = lock(&self.shared.state)
-            .rx
+        let mut taken = self.take_unacked();
+        let source = lock(&self.shared.state)
+            .source
             .take()
-            .expect("only `into_inner` takes the receiver, and it consumes the `ReusableReceiver`");
-        (rx, unacked)
+            .expect("only `into_inner` takes the source, and it consumes the `ReusableReceiver`");
+        let (rx, staged) = source.into_parts();
+        taken.extend(staged);
+        (rx, taken)
     }
 }
 

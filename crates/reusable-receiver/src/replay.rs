@@ -371,6 +371,11 @@ impl<T> ReplayBuffer<T> {
         self.cursor = 0;
     }
 
+    /// How many more items the buffer can take, by count.
+    pub(crate) fn room(&self) -> usize {
+        self.config.max_items.saturating_sub(self.items.len())
+    }
+
     /// Whether the buffer refuses new items until an acknowledgement.
     pub(crate) fn is_full(&self) -> bool {
         self.items.len() >= self.config.max_items || self.parked.is_some()

@@ -430,18 +430,19 @@ async fn plain_mode_counts_unconfirmed_items_of_ended_leases_as_lost() {
 }
 
 #[tokio::test]
-async fn into_inner_returns_the_receiver_and_the_unacked_items_and_ends_streams() {
+async fn into_inner_returns_the_receiver_and_every_item_taken_from_it_and_ends_streams() {
     let (tx, rx) = filled(4, 8).await;
     let mut reusable = ReusableReceiver::with_replay(rx, replay(8));
     let mut stream: ReusableStream<u64> = reusable.stream();
     stream.next().await;
     stream.next().await;
-    let (mut rx, unacked) = reusable.into_inner();
-    assert_eq!(unacked, [0, 1]);
+    let (mut rx, taken) = reusable.into_inner();
+    // Unacknowledged 0 and 1, then 2 and 3, taken from the channel with them.
+    assert_eq!(taken, [0, 1, 2, 3]);
     assert_eq!(poll_once(&mut stream), Poll::Ready(None));
+    tx.send(4).await.unwrap();
     drop(tx);
-    assert_eq!(rx.recv().await, Some(2));
-    assert_eq!(rx.recv().await, Some(3));
+    assert_eq!(rx.recv().await, Some(4));
     assert_eq!(rx.recv().await, None);
 }
 
