@@ -14,6 +14,7 @@
 //! | feature / module | crate | pattern |
 //! |---|---|---|
 //! | (always) [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, config errors |
+//! | `reusable-receiver` / `reusable_receiver` | `async-patterns-reusable-receiver` | retry a `'static` stream consumer (a gRPC client-streaming call) with the same receiver, replaying what the failed attempt did not confirm |
 //!
 //! # When to use it, and when not
 //!
@@ -43,3 +44,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use async_patterns_core as core;
+
+#[cfg(feature = "reusable-receiver")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reusable-receiver")))]
+pub use async_patterns_reusable_receiver as reusable_receiver;

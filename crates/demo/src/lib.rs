@@ -110,6 +110,9 @@ mod cookbook {
 
     #[doc = include_str!("../../../docs/outcome-streams.md")]
     struct OutcomeStreams;
+
+    #[doc = include_str!("../../../docs/reusable-receiver.md")]
+    struct ReusableReceiver;
 }
 
 #[cfg(test)]

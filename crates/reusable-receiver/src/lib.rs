@@ -161,3 +161,8 @@ pub use error::AckError;
 pub use receiver::{Lease, LeaseStats, ReceiverStats, ReusableReceiver, ReusableStream};
 pub use replay::{ReplayConfig, ReplayConfigBuilder, WhenFull};
 pub use retry::{Attempt, GiveUp, NextStep, Retry, RetryError, retry};
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
