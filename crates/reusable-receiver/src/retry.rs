@@ -122,6 +122,7 @@ where
 ///
 /// let (tx, rx) = tokio::sync::mpsc::channel(4);
 /// tx.send(1).await?;
+/// drop(tx);
 /// let mut reusable = ReusableReceiver::new(rx);
 /// let mut log = Vec::new();
 /// let mut errors = vec![CallError::InvalidArgument, CallError::Unavailable];
