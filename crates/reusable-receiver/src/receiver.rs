@@ -510,11 +510,16 @@ impl<T> Shared<T> {
         let (stats, waker) = {
             let mut state = lock(&self.state);
             if state.current(cell.generation).is_some() {
-                if ack_all {
-                    // Cannot fail: the lease is in force and `None` means "all".
-                    let _ = state.ack(cell.generation, None);
-                }
-                state.retire()
+                // The acknowledgement cannot fail (the lease is in force and
+                // `None` means "all"); if it takes the waiting stream's waker,
+                // that waker must still be woken for the revocation.
+                let (_, acked_waker) = if ack_all {
+                    state.ack(cell.generation, None)
+                } else {
+                    (Ok(0), None)
+                };
+                let (stats, waker) = state.retire();
+                (stats, waker.or(acked_waker))
             } else {
                 (Some(cell.final_stats()), None)
             }

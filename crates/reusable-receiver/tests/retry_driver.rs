@@ -246,3 +246,29 @@ async fn panicking_attempt_keeps_its_items_for_replay() {
     let all: Vec<u64> = reusable.stream().collect().await;
     assert_eq!(all, [0, 1, 2]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn success_ends_a_kept_stream_that_waits_for_room_in_the_buffer() {
+    let (_tx, rx) = filled(10).await;
+    let config = ReplayConfig::builder().max_items(2).build().unwrap();
+    let mut reusable = ReusableReceiver::with_replay(rx, config);
+    let waiting = Arc::new(Mutex::new(None));
+    retry(&mut reusable, exact(10, 3), |mut stream| {
+        let waiting = Arc::clone(&waiting);
+        async move {
+            stream.next().await;
+            stream.next().await;
+            // The buffer is full; the body, still held elsewhere, waits for room.
+            let task = tokio::spawn(async move { stream.next().await });
+            tokio::task::yield_now().await;
+            *waiting.lock().unwrap() = Some(task);
+            Ok::<(), ()>(())
+        }
+    })
+    .await
+    .unwrap();
+    let task = waiting.lock().unwrap().take().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert_eq!(ended.expect("the waiting stream was woken").unwrap(), None);
+    assert_eq!(reusable.unacked_len(), 0);
+}
