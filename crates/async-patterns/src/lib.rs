@@ -17,6 +17,7 @@
 //! | `bridge` | `bridge` | `async-patterns-bridge` | sync code inside async code: hand work over, call async code and wait, `block_on` — in any tokio context, never a panic or a deadlock |
 //! | `batching` | `batching` | `async-patterns-batching` | channels and streams into batches by count, weight and time; buffer reuse, flush on demand, nothing lost |
 //! | `txn-channel` | `txn_channel` | `async-patterns-txn-channel` | transactional receive: peek, process, commit — or the item comes back; attempts counted, poison items dead-lettered |
+//! | `reusable-receiver` | `reusable_receiver` | `async-patterns-reusable-receiver` | retry a `'static` stream consumer (a gRPC client-streaming call) with the same receiver, replaying what the failed attempt did not confirm |
 //! | `per-core-runtime` | `per_core_runtime` | `async-patterns-per-core-runtime` | one pinned single-thread runtime per core: spawn `!Send` tasks on a core from anywhere, join them, shut down gracefully |
 //!
 //! # When to use it, and when not
@@ -59,6 +60,10 @@ pub use async_patterns_batching as batching;
 #[cfg(feature = "txn-channel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "txn-channel")))]
 pub use async_patterns_txn_channel as txn_channel;
+
+#[cfg(feature = "reusable-receiver")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reusable-receiver")))]
+pub use async_patterns_reusable_receiver as reusable_receiver;
 
 #[cfg(feature = "per-core-runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "per-core-runtime")))]

@@ -120,6 +120,9 @@ mod cookbook {
     #[doc = include_str!("../../../docs/txn-channel.md")]
     struct TxnChannel;
 
+    #[doc = include_str!("../../../docs/reusable-receiver.md")]
+    struct ReusableReceiver;
+
     #[doc = include_str!("../../../docs/per-core-runtime.md")]
     struct PerCoreRuntime;
 }

@@ -1,0 +1,1152 @@
+//! [`ReusableReceiver`], its [`ReusableStream`]s and their [`Lease`]s: the
+//! state they share, and the hand-over from one stream to the next.
+//!
+//! The receiver never moves. It lives in state shared by the
+//! `ReusableReceiver` and every stream it made, behind one mutex; each
+//! stream carries the generation of its lease, and only the stream of the
+//! lease in force may take items. A new stream, or a revocation, retires the
+//! old lease under the same lock that every `poll_next` takes, so a stale
+//! stream — however late it is polled or dropped — finds its generation
+//! retired and ends, without having touched the receiver.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use futures_core::{FusedStream, Stream};
+use tokio::sync::mpsc::Receiver;
+
+use crate::error::AckError;
+use crate::loom::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, lock};
+use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
+
+/// Owns an mpsc [`Receiver`] and hands out `'static` streams over it, one
+/// attempt at a time, so that a consumer which takes its stream by value (a
+/// tonic client-streaming call) can be retried with the same receiver.
+///
+/// - [`new`](Self::new) — *plain mode*, at most once: an item yielded to an
+///   attempt that fails is gone; [`stats`](Self::stats) counts such items
+///   as [`lost`](ReceiverStats::lost) unless the consumer confirmed them.
+/// - [`with_replay`](Self::with_replay) — *replay mode*, at least once:
+///   items yielded to an attempt are kept until acknowledged and replayed,
+///   in order, to the next attempt.
+///
+/// Each [`stream`](Self::stream) starts a new *lease* and revokes the
+/// previous one: the old stream ends (returns `None`) the next time it is
+/// polled, and is woken so that it notices. No item is ever yielded by two
+/// live leases, and a stream dropped late — after the next attempt started
+/// — can neither take items nor delay anything.
+///
+/// Items leave the channel in batches of at most 32 — in replay mode never
+/// more than the replay buffer has room for — which makes a stream cheaper
+/// per item than a `ReceiverStream`. Items taken and not yet yielded stay
+/// here, in order, for the next stream (or [`into_inner`](Self::into_inner));
+/// the channel meanwhile has room for as many more sends.
+///
+/// # Examples
+///
+/// A consumer that fails after two items, retried with the same receiver:
+///
+/// ```
+/// use async_patterns_reusable_receiver::ReusableReceiver;
+/// use futures::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, rx) = tokio::sync::mpsc::channel(8);
+/// for i in 0..5 {
+///     tx.send(i).await.unwrap();
+/// }
+/// drop(tx);
+///
+/// let mut reusable = ReusableReceiver::new(rx);
+/// let first: Vec<i32> = reusable.stream().take(2).collect().await; // then "fails"
+/// let rest: Vec<i32> = reusable.stream().collect().await;
+/// assert_eq!((first, rest), (vec![0, 1], vec![2, 3, 4]));
+/// # }
+/// ```
+pub struct ReusableReceiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// One attempt's stream over a [`ReusableReceiver`]: `'static`, `Send` (for
+/// `T: Send`) and `Unpin`, so it can be given by value to a tonic call.
+///
+/// It yields items while its lease is in force and ends — returns `None`,
+/// then keeps returning `None` — when the channel is closed and drained, when
+/// its lease is revoked (a newer stream was made, or the attempt ended), or,
+/// in replay mode with [`WhenFull::EndStream`], when the replay buffer is
+/// full. Dropping it, at any time, loses nothing that it has not yielded.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_reusable_receiver::ReusableReceiver;
+/// use futures::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, rx) = tokio::sync::mpsc::channel(8);
+/// tx.send("a").await.unwrap();
+/// tx.send("b").await.unwrap();
+/// let mut reusable = ReusableReceiver::new(rx);
+///
+/// let mut old = reusable.stream();
+/// assert_eq!(old.next().await, Some("a"));
+/// let mut new = reusable.stream(); // revokes `old`
+/// assert_eq!(old.next().await, None);
+/// assert_eq!(new.next().await, Some("b"));
+/// # }
+/// ```
+pub struct ReusableStream<T> {
+    shared: Arc<Shared<T>>,
+    cell: Arc<LeaseCell>,
+    generation: u64,
+    done: bool,
+}
+
+/// A handle on one lease: acknowledges what its stream yielded, reports its
+/// counts, revokes it. Get it from [`ReusableStream::lease`] before giving
+/// the stream away, or from [`ReusableReceiver::lease`].
+///
+/// Acknowledgements are cumulative and count from the start of the lease:
+/// `ack(n)` says "the first `n` items this stream yielded are confirmed".
+/// In replay mode confirmed items leave the replay buffer; in plain mode
+/// they only count, so that [`ReceiverStats::lost`] is exact.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+/// use futures::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (tx, rx) = tokio::sync::mpsc::channel(8);
+/// for i in 0..4 {
+///     tx.send(i).await?;
+/// }
+/// drop(tx);
+/// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+///
+/// let mut stream = reusable.stream();
+/// let lease = stream.lease();
+/// assert_eq!(stream.next().await, Some(0));
+/// assert_eq!(stream.next().await, Some(1));
+/// assert_eq!(lease.ack(1)?, 1); // the server confirmed item 0
+/// drop(stream); // the call failed
+///
+/// // The next attempt replays item 1, then goes on.
+/// assert_eq!(reusable.stream().collect::<Vec<_>>().await, [1, 2, 3]);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Lease<T> {
+    shared: Arc<Shared<T>>,
+    cell: Arc<LeaseCell>,
+}
+
+/// The counts of one lease.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_reusable_receiver::ReusableReceiver;
+/// use futures::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, rx) = tokio::sync::mpsc::channel(4);
+/// tx.send(7).await.unwrap();
+/// let mut reusable = ReusableReceiver::new(rx);
+/// let mut stream = reusable.stream();
+/// stream.next().await;
+/// let stats = stream.lease().revoke();
+/// assert_eq!((stats.yielded, stats.acknowledged, stats.unconfirmed()), (1, 0, 1));
+/// assert!(!stats.released); // `stream` is still alive
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct LeaseStats {
+    /// The lease's generation: 1 for the first stream, one more for each.
+    pub generation: u64,
+    /// Items the lease's stream yielded (replays included).
+    pub yielded: u64,
+    /// Of those, how many were acknowledged.
+    pub acknowledged: u64,
+    /// Whether the stream had been dropped when these counts were taken.
+    pub released: bool,
+}
+
+impl LeaseStats {
+    /// Items yielded and not acknowledged: replayed to the next lease in
+    /// replay mode, possibly lost in plain mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let stats = reusable.stream().lease().stats();
+    /// assert_eq!(stats.unconfirmed(), 0);
+    /// ```
+    pub fn unconfirmed(&self) -> u64 {
+        self.yielded - self.acknowledged
+    }
+}
+
+/// Totals over every lease of a [`ReusableReceiver`].
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_reusable_receiver::ReusableReceiver;
+/// use futures::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, rx) = tokio::sync::mpsc::channel(4);
+/// tx.send(1).await.unwrap();
+/// tx.send(2).await.unwrap();
+/// let mut reusable = ReusableReceiver::new(rx);
+/// reusable.stream().next().await; // yielded, never confirmed...
+/// reusable.revoke();              // ...and the attempt is over
+/// let stats = reusable.stats();
+/// assert_eq!((stats.leases, stats.yielded, stats.lost), (1, 1, 1));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub struct ReceiverStats {
+    /// Leases started (streams made).
+    pub leases: u64,
+    /// Items yielded, over all leases, replays included.
+    pub yielded: u64,
+    /// Items acknowledged, over all leases.
+    pub acknowledged: u64,
+    /// Replay mode: items yielded again to a later lease.
+    pub replayed: u64,
+    /// Plain mode: items yielded to a lease that ended without
+    /// acknowledging them. They are gone from the channel; whether the
+    /// consumer processed them is unknown. Always 0 in replay mode, where
+    /// such items are kept and replayed.
+    pub lost: u64,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    /// `None` only after [`ReusableReceiver::into_inner`].
+    source: Option<Source<T>>,
+    /// `Some` in replay mode.
+    replay: Option<ReplayBuffer<T>>,
+    /// The lease in force, if any.
+    current: Option<Current>,
+    next_generation: u64,
+    /// The waker of the current lease's stream, when it last waited: woken
+    /// when the lease is revoked, or when an acknowledgement makes room.
+    waker: Option<Waker>,
+    totals: ReceiverStats,
+}
+
+/// The lease in force; its counts move under the state's lock.
+struct Current {
+    generation: u64,
+    yielded: u64,
+    acknowledged: u64,
+    cell: Arc<LeaseCell>,
+}
+
+impl Current {
+    fn stats(&self) -> LeaseStats {
+        LeaseStats {
+            generation: self.generation,
+            yielded: self.yielded,
+            acknowledged: self.acknowledged,
+            released: self.cell.released.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// What one lease's stream and handles share: whether the stream was
+/// dropped (set by its `Drop` without taking the state's lock), and the
+/// lease's final counts, written under the state's lock when it ends and
+/// read under it.
+struct LeaseCell {
+    generation: u64,
+    released: AtomicBool,
+    ended: AtomicBool,
+    yielded: AtomicU64,
+    acknowledged: AtomicU64,
+}
+
+impl LeaseCell {
+    fn final_stats(&self) -> LeaseStats {
+        LeaseStats {
+            generation: self.generation,
+            yielded: self.yielded.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            released: self.released.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// How many items move from the channel into [`Source::staged`] at most at
+/// a time.
+const STAGE: usize = 32;
+
+/// The channel, and the items taken from it in one batch but not yet
+/// yielded. Taking a batch with `poll_recv_many` returns the senders' permits
+/// once per batch rather than once per item, which is where a
+/// `ReceiverStream` spends much of its time; the staged items stay in the
+/// shared state, in order, for whichever lease comes next.
+struct Source<T> {
+    rx: Receiver<T>,
+    /// Reversed: the next item is last, so taking it is a `pop`.
+    staged: Vec<T>,
+}
+
+impl<T> Source<T> {
+    /// The next item, taking a batch of at most `limit` from the channel
+    /// when none is staged.
+    fn poll_next(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<Option<T>> {
+        // `poll_recv_many` reads a limit of 0 as "closed".
+        debug_assert!(limit > 0);
+        if let Some(item) = self.staged.pop() {
+            return Poll::Ready(Some(item));
+        }
+        match self.rx.poll_recv_many(cx, &mut self.staged, limit) {
+            Poll::Ready(0) => Poll::Ready(None),
+            Poll::Ready(_) => {
+                self.staged.reverse();
+                Poll::Ready(self.staged.pop())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The channel is closed and nothing is left, staged or sent.
+    fn is_done(&self) -> bool {
+        self.staged.is_empty() && self.rx.is_closed() && self.rx.is_empty()
+    }
+
+    /// The staged items, oldest first, and the receiver.
+    fn into_parts(mut self) -> (Receiver<T>, impl Iterator<Item = T>) {
+        self.staged.reverse();
+        (self.rx, self.staged.into_iter())
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
+impl<T> State<T> {
+    fn poll_item(&mut self, generation: u64, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let State {
+            source,
+            replay,
+            current,
+            waker,
+            totals,
+            ..
+        } = self;
+        let Some(current) = current.as_mut().filter(|c| c.generation == generation) else {
+            return Poll::Ready(None); // revoked
+        };
+        let Some(source) = source.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = match replay {
+            None => match source.poll_next(cx, STAGE) {
+                Poll::Ready(Some(item)) => item,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    register(waker, cx);
+                    return Poll::Pending;
+                }
+            },
+            Some(replay) => {
+                let (next, replayed) = replay.next();
+                let next = match next {
+                    // Never more than the buffer can take: the rest stays
+                    // in the channel, where senders feel the backpressure.
+                    Next::Pull => match source.poll_next(cx, replay.room().min(STAGE)) {
+                        Poll::Ready(Some(item)) => replay.admit(item),
+                        Poll::Ready(None) => return Poll::Ready(None),
+                        Poll::Pending => {
+                            register(waker, cx);
+                            return Poll::Pending;
+                        }
+                    },
+                    next => next,
+                };
+                match next {
+                    Next::Yield(item) => {
+                        totals.replayed += u64::from(replayed);
+                        item
+                    }
+                    Next::Full | Next::Pull => match replay.when_full() {
+                        WhenFull::Wait => {
+                            register(waker, cx);
+                            return Poll::Pending;
+                        }
+                        WhenFull::EndStream => return Poll::Ready(None),
+                    },
+                }
+            }
+        };
+        current.yielded += 1;
+        totals.yielded += 1;
+        Poll::Ready(Some(item))
+    }
+
+    /// Starts a new lease, retiring the one in force; returns its cell and
+    /// the old stream's waker, to wake once unlocked.
+    fn new_lease(&mut self) -> (Arc<LeaseCell>, Option<Waker>) {
+        let (_, waker) = self.retire();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let cell = Arc::new(LeaseCell {
+            generation,
+            released: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            yielded: AtomicU64::new(0),
+            acknowledged: AtomicU64::new(0),
+        });
+        self.current = Some(Current {
+            generation,
+            yielded: 0,
+            acknowledged: 0,
+            cell: Arc::clone(&cell),
+        });
+        self.totals.leases += 1;
+        (cell, waker)
+    }
+
+    /// Ends the lease in force: its unconfirmed items are rewound for
+    /// replay, or counted as lost.
+    fn retire(&mut self) -> (Option<LeaseStats>, Option<Waker>) {
+        let Some(current) = self.current.take() else {
+            return (None, None);
+        };
+        match &mut self.replay {
+            Some(replay) => replay.rewind(),
+            None => self.totals.lost += current.yielded - current.acknowledged,
+        }
+        let cell = &current.cell;
+        cell.yielded.store(current.yielded, Ordering::Relaxed);
+        cell.acknowledged
+            .store(current.acknowledged, Ordering::Relaxed);
+        cell.ended.store(true, Ordering::Relaxed);
+        (Some(current.stats()), self.waker.take())
+    }
+
+    fn current(&self, generation: u64) -> Option<&Current> {
+        self.current.as_ref().filter(|c| c.generation == generation)
+    }
+
+    /// Acknowledges the first `n` items (all, for `None`) of lease
+    /// `generation`; returns how many were newly acknowledged, and the
+    /// stream's waker if that made room in a full replay buffer.
+    fn ack(&mut self, generation: u64, n: Option<u64>) -> (Result<u64, AckError>, Option<Waker>) {
+        let Some(current) = self.current.as_mut().filter(|c| c.generation == generation) else {
+            return (Err(AckError::Revoked { generation }), None);
+        };
+        let n = n.unwrap_or(current.yielded);
+        if n > current.yielded {
+            let err = AckError::NotYielded {
+                requested: n,
+                yielded: current.yielded,
+            };
+            return (Err(err), None);
+        }
+        let Some(newly) = n.checked_sub(current.acknowledged).filter(|k| *k > 0) else {
+            return (Ok(0), None);
+        };
+        current.acknowledged = n;
+        self.totals.acknowledged += newly;
+        let mut waker = None;
+        if let Some(replay) = &mut self.replay {
+            let was_full = replay.is_full();
+            // `newly <= yielded - acknowledged`, all of it in the buffer.
+            replay.acknowledge(newly as usize);
+            if was_full {
+                waker = self.waker.take();
+            }
+        }
+        (Ok(newly), waker)
+    }
+}
+
+impl<T> Shared<T> {
+    fn new(rx: Receiver<T>, replay: Option<ReplayBuffer<T>>) -> Arc<Self> {
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                source: Some(Source {
+                    rx,
+                    staged: Vec::new(),
+                }),
+                replay,
+                current: None,
+                next_generation: 1,
+                waker: None,
+                totals: ReceiverStats::default(),
+            }),
+        })
+    }
+
+    /// Ends the lease of `cell` if it is still in force, first
+    /// acknowledging everything it yielded if `ack_all`; returns its final
+    /// counts (also when it had ended before).
+    fn end_lease(&self, cell: &LeaseCell, ack_all: bool) -> LeaseStats {
+        let (stats, waker) = {
+            let mut state = lock(&self.state);
+            if state.current(cell.generation).is_some() {
+                // The acknowledgement cannot fail (the lease is in force and
+                // `None` means "all"); if it takes the waiting stream's waker,
+                // that waker must still be woken for the revocation.
+                let (_, acked_waker) = if ack_all {
+                    state.ack(cell.generation, None)
+                } else {
+                    (Ok(0), None)
+                };
+                let (stats, waker) = state.retire();
+                (stats, waker.or(acked_waker))
+            } else {
+                (Some(cell.final_stats()), None)
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        stats.unwrap_or_else(|| cell.final_stats())
+    }
+
+    fn stats(&self, cell: &LeaseCell) -> LeaseStats {
+        let state = lock(&self.state);
+        match state.current(cell.generation) {
+            Some(current) => current.stats(),
+            None => cell.final_stats(),
+        }
+    }
+}
+
+impl<T> ReusableReceiver<T> {
+    /// Wraps `rx` in plain mode (at most once): items yielded to a stream
+    /// belong to that attempt, whatever becomes of it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<String>(16);
+    /// let reusable = ReusableReceiver::new(rx);
+    /// assert!(!reusable.is_replay());
+    /// ```
+    pub fn new(rx: Receiver<T>) -> Self {
+        ReusableReceiver {
+            shared: Shared::new(rx, None),
+        }
+    }
+
+    /// Wraps `rx` in replay mode (at least once): items yielded to a stream
+    /// are kept, within the bounds of `config`, until a [`Lease`]
+    /// acknowledges them; the next stream yields the unacknowledged ones
+    /// first, in order, then new ones. An item is yielded more than once
+    /// only if an attempt yielded it and did not confirm it.
+    ///
+    /// The stream yields clones; the buffer keeps the originals. Wrap large
+    /// payloads in `bytes::Bytes` or `Arc` to make the clone cheap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(8);
+    /// tx.send("a").await?;
+    /// tx.send("b").await?;
+    /// drop(tx);
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    ///
+    /// // An attempt takes both items and fails without confirming them...
+    /// assert_eq!(reusable.stream().collect::<Vec<_>>().await, ["a", "b"]);
+    /// // ...so the next one gets them again.
+    /// let mut stream = reusable.stream();
+    /// let lease = stream.lease();
+    /// assert_eq!((&mut stream).collect::<Vec<_>>().await, ["a", "b"]);
+    /// lease.ack_all()?;
+    /// assert_eq!(reusable.unacked_len(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_replay(rx: Receiver<T>, config: ReplayConfig<T>) -> Self
+    where
+        T: Clone,
+    {
+        ReusableReceiver {
+            shared: Shared::new(rx, Some(ReplayBuffer::new(config, T::clone))),
+        }
+    }
+
+    /// Starts a new lease and returns its stream; the previous lease, if
+    /// any, is revoked — its stream ends and is woken to notice, and in
+    /// replay mode its unconfirmed items are replayed by this stream.
+    ///
+    /// The receiver is available again at once: nothing waits for the old
+    /// stream to be dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let first = reusable.stream();
+    /// let second = reusable.stream();
+    /// assert!(!first.lease().is_current());
+    /// assert_eq!(second.generation(), first.generation() + 1);
+    /// ```
+    pub fn stream(&mut self) -> ReusableStream<T> {
+        let (cell, waker) = lock(&self.shared.state).new_lease();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        ReusableStream {
+            shared: Arc::clone(&self.shared),
+            generation: cell.generation,
+            cell,
+            done: false,
+        }
+    }
+
+    /// The lease in force, if a stream was made and not revoked since.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// assert!(reusable.lease().is_none());
+    /// let stream = reusable.stream();
+    /// assert_eq!(reusable.lease().unwrap().generation(), stream.generation());
+    /// ```
+    pub fn lease(&self) -> Option<Lease<T>> {
+        let cell = Arc::clone(&lock(&self.shared.state).current.as_ref()?.cell);
+        Some(Lease {
+            shared: Arc::clone(&self.shared),
+            cell,
+        })
+    }
+
+    /// Revokes the lease in force, if any, and returns its final counts:
+    /// its stream ends, its unconfirmed items are replayed to the next
+    /// stream (replay mode) or counted as [`lost`](ReceiverStats::lost).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(1);
+    /// tx.send(1).await.unwrap();
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let mut stream = reusable.stream();
+    /// assert!(reusable.revoke().is_some());
+    /// assert_eq!(stream.next().await, None); // the item stays in the channel
+    /// assert_eq!(reusable.revoke(), None);
+    /// # }
+    /// ```
+    pub fn revoke(&mut self) -> Option<LeaseStats> {
+        let (stats, waker) = lock(&self.shared.state).retire();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        stats
+    }
+
+    /// Whether this receiver replays unacknowledged items
+    /// ([`with_replay`](Self::with_replay)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// assert!(reusable.is_replay());
+    /// # Ok::<(), async_patterns_core::ConfigError>(())
+    /// ```
+    pub fn is_replay(&self) -> bool {
+        lock(&self.shared.state).replay.is_some()
+    }
+
+    /// Items yielded and not yet acknowledged, held for replay (0 in plain
+    /// mode).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// reusable.stream().next().await;
+    /// assert_eq!(reusable.unacked_len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn unacked_len(&self) -> usize {
+        lock(&self.shared.state)
+            .replay
+            .as_ref()
+            .map_or(0, ReplayBuffer::len)
+    }
+
+    /// Revokes the lease in force and hands back every unacknowledged item,
+    /// oldest first (none in plain mode): what to send elsewhere, or to
+    /// log, when giving up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send('x').await?;
+    /// tx.send('y').await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let mut stream = reusable.stream();
+    /// stream.next().await;
+    /// assert_eq!(reusable.take_unacked(), ['x']);
+    /// assert_eq!(stream.next().await, None); // revoked
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn take_unacked(&mut self) -> Vec<T> {
+        let (items, waker) = {
+            let mut state = lock(&self.shared.state);
+            let (_, waker) = state.retire();
+            let items = state
+                .replay
+                .as_mut()
+                .map_or_else(Vec::new, ReplayBuffer::take_all);
+            (items, waker)
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        items
+    }
+
+    /// Totals over every lease so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// reusable.stream();
+    /// assert_eq!(reusable.stats().leases, 1);
+    /// ```
+    pub fn stats(&self) -> ReceiverStats {
+        lock(&self.shared.state).totals
+    }
+
+    /// Closes the channel: senders fail from now on, items already sent are
+    /// still yielded, then streams end. The stream of the lease in force is
+    /// woken, so that a stream waiting for an item ends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await.unwrap();
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// reusable.close();
+    /// assert!(tx.send(2).await.is_err());
+    /// assert_eq!(reusable.stream().collect::<Vec<_>>().await, [1]);
+    /// assert!(reusable.is_drained());
+    /// # }
+    /// ```
+    pub fn close(&mut self) {
+        let waker = {
+            let mut state = lock(&self.shared.state);
+            if let Some(source) = state.source.as_mut() {
+                source.rx.close();
+            }
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether everything is done: the channel is closed (every sender
+    /// dropped, or [`close`](Self::close)) and empty, and no item awaits
+    /// acknowledgement. A retry loop that uploads until the channel ends
+    /// stops here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let reusable = ReusableReceiver::new(rx);
+    /// assert!(!reusable.is_drained());
+    /// drop(tx);
+    /// assert!(reusable.is_drained());
+    /// ```
+    pub fn is_drained(&self) -> bool {
+        let state = lock(&self.shared.state);
+        let channel_done = state.source.as_ref().is_none_or(Source::is_done);
+        let buffer_empty = state.replay.as_ref().is_none_or(|r| r.len() == 0);
+        channel_done && buffer_empty
+    }
+
+    /// Takes the receiver back, with the items already out of the channel —
+    /// the unacknowledged ones (replay mode), then those taken in a batch
+    /// and not yet yielded — oldest first: they come before anything still
+    /// in the channel. Every stream still alive ends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await?;
+    /// tx.send(2).await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let mut stream = reusable.stream();
+    /// assert_eq!(stream.next().await, Some(1));
+    /// let (mut rx, taken) = reusable.into_inner();
+    /// assert_eq!(taken, [1, 2]); // 1 unacknowledged, 2 taken with it
+    /// tx.send(3).await?;
+    /// assert_eq!(rx.recv().await, Some(3));
+    /// assert_eq!(stream.next().await, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn into_inner(mut self) -> (Receiver<T>, Vec<T>) {
+        let mut taken = self.take_unacked();
+        let source = lock(&self.shared.state)
+            .source
+            .take()
+            .expect("only `into_inner` takes the source, and it consumes the `ReusableReceiver`");
+        let (rx, staged) = source.into_parts();
+        taken.extend(staged);
+        (rx, taken)
+    }
+}
+
+impl<T> fmt::Debug for ReusableReceiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.shared.state);
+        f.debug_struct("ReusableReceiver")
+            .field("replay", &state.replay.is_some())
+            .field("lease", &state.current.as_ref().map(|c| c.generation))
+            .field("stats", &state.totals)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> ReusableStream<T> {
+    /// A handle on this stream's lease, to keep when the stream is given
+    /// away: acknowledge through it once the consumer confirmed items.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let stream = reusable.stream();
+    /// let lease = stream.lease();
+    /// drop(stream); // given to a call that dropped it
+    /// assert!(lease.is_current());
+    /// assert!(lease.stats().released);
+    /// ```
+    pub fn lease(&self) -> Lease<T> {
+        Lease {
+            shared: Arc::clone(&self.shared),
+            cell: Arc::clone(&self.cell),
+        }
+    }
+
+    /// The generation of this stream's lease: 1 for the first stream of a
+    /// [`ReusableReceiver`], one more for each.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// assert_eq!(reusable.stream().generation(), 1);
+    /// assert_eq!(reusable.stream().generation(), 2);
+    /// ```
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl<T> Stream for ReusableStream<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let poll = lock(&self.shared.state).poll_item(self.generation, cx);
+        if let Poll::Ready(None) = poll {
+            self.done = true;
+        }
+        poll
+    }
+}
+
+impl<T> FusedStream for ReusableStream<T> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<T> Drop for ReusableStream<T> {
+    fn drop(&mut self) {
+        // Nothing to hand back and no lock to take: the receiver never left
+        // the shared state. Only the lease's handles learn of the drop.
+        self.cell.released.store(true, Ordering::Release);
+    }
+}
+
+impl<T> fmt::Debug for ReusableStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReusableStream")
+            .field("generation", &self.generation)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Lease<T> {
+    /// The lease's generation (that of its stream).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let stream = reusable.stream();
+    /// assert_eq!(stream.lease().generation(), stream.generation());
+    /// ```
+    pub fn generation(&self) -> u64 {
+        self.cell.generation
+    }
+
+    /// Whether the lease is still in force (not revoked).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let lease = reusable.stream().lease();
+    /// assert!(lease.is_current());
+    /// reusable.revoke();
+    /// assert!(!lease.is_current());
+    /// ```
+    pub fn is_current(&self) -> bool {
+        lock(&self.shared.state)
+            .current(self.cell.generation)
+            .is_some()
+    }
+
+    /// Confirms the first `n` items this lease's stream yielded (cumulative:
+    /// a smaller `n` than before changes nothing). Returns how many items
+    /// were newly acknowledged. In replay mode they leave the buffer, which
+    /// may let a waiting stream pull again.
+    ///
+    /// # Errors
+    ///
+    /// [`AckError::Revoked`] if the lease is no longer in force;
+    /// [`AckError::NotYielded`] if `n` exceeds what the stream yielded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{AckError, ReusableReceiver};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await.unwrap();
+    /// tx.send(2).await.unwrap();
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let mut stream = reusable.stream();
+    /// let lease = stream.lease();
+    /// stream.next().await;
+    /// stream.next().await;
+    /// assert_eq!(lease.ack(1), Ok(1));
+    /// assert_eq!(lease.ack(2), Ok(1));
+    /// assert_eq!(lease.ack(1), Ok(0));
+    /// assert_eq!(lease.ack(3), Err(AckError::NotYielded { requested: 3, yielded: 2 }));
+    /// # }
+    /// ```
+    pub fn ack(&self, n: u64) -> Result<u64, AckError> {
+        self.acknowledge(Some(n))
+    }
+
+    /// Confirms everything this lease's stream yielded so far — the call
+    /// returned OK. Returns how many items were newly acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// [`AckError::Revoked`] if the lease is no longer in force.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await?;
+    /// drop(tx);
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let mut stream = reusable.stream();
+    /// let lease = stream.lease();
+    /// while stream.next().await.is_some() {}
+    /// assert_eq!(lease.ack_all()?, 1);
+    /// assert!(reusable.is_drained());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ack_all(&self) -> Result<u64, AckError> {
+        self.acknowledge(None)
+    }
+
+    fn acknowledge(&self, n: Option<u64>) -> Result<u64, AckError> {
+        let (result, waker) = lock(&self.shared.state).ack(self.cell.generation, n);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        result
+    }
+
+    /// The lease's counts: live while it is in force, final once it ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await.unwrap();
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let mut stream = reusable.stream();
+    /// let lease = stream.lease();
+    /// stream.next().await;
+    /// reusable.stream(); // revokes `lease`
+    /// reusable.stream();
+    /// let stats = lease.stats();
+    /// assert_eq!((stats.yielded, stats.released), (1, false));
+    /// drop(stream); // late
+    /// assert!(lease.stats().released);
+    /// # }
+    /// ```
+    pub fn stats(&self) -> LeaseStats {
+        self.shared.stats(&self.cell)
+    }
+
+    /// Revokes this lease if it is still in force — its stream ends and is
+    /// woken — and returns its final counts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let lease = reusable.stream().lease();
+    /// assert_eq!(lease.revoke().generation, 1);
+    /// assert!(!lease.is_current());
+    /// assert!(reusable.lease().is_none());
+    /// ```
+    pub fn revoke(&self) -> LeaseStats {
+        self.end(false)
+    }
+
+    /// Ends the lease (first acknowledging everything, if `ack_all`) and
+    /// returns its final counts.
+    pub(crate) fn end(&self, ack_all: bool) -> LeaseStats {
+        self.shared.end_lease(&self.cell, ack_all)
+    }
+}
+
+impl<T> Clone for Lease<T> {
+    fn clone(&self) -> Self {
+        Lease {
+            shared: Arc::clone(&self.shared),
+            cell: Arc::clone(&self.cell),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Lease<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("generation", &self.cell.generation)
+            .finish_non_exhaustive()
+    }
+}
