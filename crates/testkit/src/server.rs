@@ -39,6 +39,8 @@ pub struct Faults {
     fail_after: Option<(usize, u32)>,
     drop_after: Option<(usize, u32)>,
     random: Option<(f64, u64)>,
+    random_calls: Option<(f64, u64)>,
+    reject_prefix: Option<Vec<u8>>,
 }
 
 impl Faults {
@@ -71,6 +73,42 @@ impl Faults {
         self.random = Some((rate.clamp(0.0, 1.0), seed));
         self
     }
+
+    /// Fault each call with probability `rate` — half `UNAVAILABLE`, half a
+    /// dropped connection — after a random number of items between 0 and
+    /// 31 (or at the end of its stream, if that comes first), drawn from a
+    /// generator seeded with `seed`. Unlike [`random`](Self::random), the
+    /// rate is per call whatever the call's length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_testkit::Faults;
+    ///
+    /// let faults = Faults::none().random_calls(0.2, 7); // 1 call in 5 fails
+    /// # let _ = faults;
+    /// ```
+    pub fn random_calls(mut self, rate: f64, seed: u64) -> Self {
+        self.random_calls = Some((rate.clamp(0.0, 1.0), seed));
+        self
+    }
+
+    /// Reject, with the non-retryable `INVALID_ARGUMENT`, every call that
+    /// sends an item whose payload starts with `prefix`: a poison item that
+    /// no retry can get through.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_testkit::Faults;
+    ///
+    /// let faults = Faults::none().reject_payload_prefix(b"poison");
+    /// # let _ = faults;
+    /// ```
+    pub fn reject_payload_prefix(mut self, prefix: &[u8]) -> Self {
+        self.reject_prefix = Some(prefix.to_vec());
+        self
+    }
 }
 
 /// The kind of an injected fault.
@@ -80,6 +118,9 @@ pub enum FaultKind {
     Unavailable,
     /// The connection was dropped mid-stream.
     DropConnection,
+    /// A poison item was rejected with `INVALID_ARGUMENT` (see
+    /// [`Faults::reject_payload_prefix`]).
+    Rejected,
 }
 
 /// How one call ended, as the server saw it.
@@ -189,6 +230,25 @@ impl State {
         }
     }
 
+    /// For [`Faults::random_calls`]: whether call `call` faults, and after
+    /// how many items, decided once when it begins.
+    fn planned_call_fault(&self) -> Option<(usize, FaultKind)> {
+        let (rate, _) = self.faults.random_calls?;
+        let mut log = lock(&self.log);
+        let draw = splitmix(&mut log.rng);
+        let fraction = (draw >> 11) as f64 / (1u64 << 53) as f64;
+        if fraction >= rate {
+            return None;
+        }
+        let at = (splitmix(&mut log.rng) % 32) as usize;
+        let kind = if draw & 1 == 0 {
+            FaultKind::Unavailable
+        } else {
+            FaultKind::DropConnection
+        };
+        Some((at, kind))
+    }
+
     fn random_fault(&self) -> Option<FaultKind> {
         let (rate, _) = self.faults.random?;
         let mut log = lock(&self.log);
@@ -231,19 +291,37 @@ impl upload_server::Upload for Service {
         let state = &self.state;
         let peer = request.remote_addr();
         let call = state.begin_call();
+        let call_fault = state.planned_call_fault();
         let mut items = request.into_inner();
         let mut received = 0usize;
         let mut last_id = 0;
         loop {
-            let fault = match state.planned_fault(call, received) {
+            let planned = state
+                .planned_fault(call, received)
+                .or(call_fault.and_then(|(at, kind)| (received >= at).then_some(kind)));
+            let fault = match planned {
                 Some(kind) => Some(kind),
                 None => match items.message().await {
                     Ok(Some(item)) => {
+                        let poison = state
+                            .faults
+                            .reject_prefix
+                            .as_ref()
+                            .is_some_and(|prefix| item.payload.starts_with(prefix));
+                        if poison {
+                            state.end(call, CallEnd::Fault(FaultKind::Rejected));
+                            return Err(Status::invalid_argument(format!(
+                                "item {} is malformed",
+                                item.id
+                            )));
+                        }
                         state.record(call, item.id);
                         received += 1;
                         last_id = item.id;
                         state.random_fault()
                     }
+                    // A call planned to fail fails even if its stream ends first.
+                    Ok(None) if call_fault.is_some() => call_fault.map(|(_, kind)| kind),
                     Ok(None) => {
                         state.end(call, CallEnd::Completed);
                         return Ok(Response::new(Summary {
@@ -310,7 +388,10 @@ impl UploadServer {
     pub async fn start(faults: Faults) -> io::Result<UploadServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let seed = faults.random.map_or(0, |(_, seed)| seed);
+        let seed = faults
+            .random
+            .or(faults.random_calls)
+            .map_or(0, |(_, seed)| seed);
         let state = Arc::new(State {
             faults,
             log: Mutex::new(Log {

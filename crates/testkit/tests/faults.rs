@@ -121,3 +121,81 @@ async fn shutdown_stops_the_server() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn random_call_faults_fail_about_the_given_share_of_calls() {
+    within(async {
+        let server = UploadServer::start(Faults::none().random_calls(0.25, 11))
+            .await
+            .unwrap();
+        let mut client = server.client();
+        let mut failed = 0;
+        for call in 0..200u64 {
+            // Short calls: the rate is per call, however few items it sends.
+            if client.upload(items(call * 2..call * 2 + 2)).await.is_err() {
+                failed += 1;
+            }
+        }
+        let faulted = server
+            .calls()
+            .iter()
+            .filter(|c| matches!(c.end, CallEnd::Fault(_)))
+            .count();
+        // About 50 expected; binomial(200, 0.25) lies in 25..=75 with
+        // overwhelming odds (and the seed makes the run reproducible).
+        assert!(
+            (25..=75).contains(&faulted),
+            "{faulted} of 200 calls faulted"
+        );
+        // A call can also fail on the client side while it notices a dropped
+        // connection, never the other way round.
+        assert!(failed >= faulted, "{failed} failures for {faulted} faults");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn poison_items_are_rejected_as_invalid_argument_every_time() {
+    within(async {
+        let server = UploadServer::start(Faults::none().reject_payload_prefix(b"poison"))
+            .await
+            .unwrap();
+        let mut client = server.client();
+        let with_poison = || {
+            futures_util::stream::iter([
+                Item {
+                    id: 1,
+                    payload: b"fine".to_vec(),
+                },
+                Item {
+                    id: 2,
+                    payload: b"poison!".to_vec(),
+                },
+                Item {
+                    id: 3,
+                    payload: b"fine".to_vec(),
+                },
+            ])
+        };
+        for _ in 0..2 {
+            let status = client.upload(with_poison()).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        }
+        for call in server.calls() {
+            assert_eq!(call.end, CallEnd::Fault(FaultKind::Rejected));
+            assert_eq!(call.ids, [1], "the poison item itself is not recorded");
+        }
+        assert_eq!(
+            client
+                .upload(items(10..12))
+                .await
+                .unwrap()
+                .into_inner()
+                .received,
+            2
+        );
+        server.shutdown().await;
+    })
+    .await;
+}
