@@ -393,6 +393,11 @@ impl<T> State<T> {
                         totals.replayed += u64::from(replayed);
                         item
                     }
+                    // Full, but the channel is closed and drained: there is
+                    // nothing left to wait for room for, so the stream ends
+                    // (a consumer that acknowledges only at the end, such as
+                    // a client-streaming call, would otherwise wait forever).
+                    Next::Full | Next::Pull if source.is_done() => return Poll::Ready(None),
                     Next::Full | Next::Pull => match replay.when_full() {
                         WhenFull::Wait => {
                             register(waker, cx);

@@ -32,7 +32,9 @@ pub enum WhenFull {
     /// consumers that acknowledge as they go: a bidirectional stream whose
     /// server confirms progress, a local consumer. A client-streaming call
     /// that only acknowledges when it returns would wait forever once it has
-    /// yielded `max_items`: use [`EndStream`](Self::EndStream) there.
+    /// yielded `max_items` of a channel that stays open: use
+    /// [`EndStream`](Self::EndStream) there. (A full buffer never holds back
+    /// the end of a channel that is closed and drained: the stream ends.)
     #[default]
     Wait,
     /// End the stream, so that the call can finish and acknowledge; the

@@ -482,3 +482,30 @@ async fn ack_after_the_channel_closed_empties_the_buffer() {
     assert!(reusable.is_drained());
     assert!(stream.next().now_or_never().flatten().is_none());
 }
+
+/// A consumer that acknowledges only when the stream ends (a client-streaming
+/// call) and a buffer exactly as large as what was sent: once the channel is
+/// closed and drained, the full buffer must not make the stream wait.
+#[tokio::test]
+async fn full_replay_buffer_ends_the_stream_when_the_channel_is_closed_and_drained() {
+    within(async {
+        let (tx, rx) = filled(4, 4).await;
+        drop(tx);
+        let mut reusable = ReusableReceiver::with_replay(rx, replay(4));
+        let stream = reusable.stream();
+        let lease = stream.lease();
+        assert_eq!(stream.collect::<Vec<_>>().await, [0, 1, 2, 3]);
+        lease.ack_all().unwrap();
+        assert!(reusable.is_drained());
+
+        // The same after a failed attempt: the replay ends the same way.
+        let (tx, rx) = filled(3, 3).await;
+        drop(tx);
+        let mut reusable = ReusableReceiver::with_replay(rx, replay(3));
+        let mut first = reusable.stream();
+        assert_eq!(first.next().await, Some(0));
+        drop(first); // failed, unconfirmed
+        assert_eq!(reusable.stream().collect::<Vec<_>>().await, [0, 1, 2]);
+    })
+    .await;
+}
