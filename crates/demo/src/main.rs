@@ -1,56 +1,89 @@
-//! `cargo xtask demo`: the async-patterns demo's command line.
+//! `cargo xtask demo`: the async-patterns end-to-end demo's command line.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use async_patterns_demo::{AttemptOutcome, probe_contexts, retry_flaky};
+use async_patterns_demo::{DemoConfig, Progress, run};
 
 const USAGE: &str = "\
 usage: cargo xtask demo [-- OPTIONS]
 
-Probes the tokio context of every kind of thread, then retries a flaky
-operation with exponential backoff (on paused time, so it ends at once).
+An ingestion pipeline on a per-core runtime: a sync legacy library's callback
+hands events to async code (bridge), they are batched (batching), each batch
+is committed only once uploaded (txn-channel) through a gRPC client-streaming
+call that is retried without losing its receiver (reusable-receiver), against
+a real tonic server that injects faults, while a blocking detector watches.
+At the end the books must balance: every event uploaded, dead-lettered, or
+counted as dropped by policy. The exit code is 1 if they do not.
 
 options:
-  --failures N   failures before the flaky operation succeeds (default 4)
-  --attempts N   the retry policy's attempt limit (default 6)
-  --seed S       seed for the backoff jitter (default 7)
-  -h, --help     this text";
+  --events N         events to produce (default 20000)
+  --fault-rate P     share of upload calls the server fails, 0..=1 (default 0.1);
+                     a thousandth of it is the share of poison events
+  --workers N        workers of the per-core runtime, at least 1 (default 2)
+  --seed S           seed for events, faults and jitter (default 1)
+  --inject-blocking  block one pipeline stage for 300 ms, for the detector to report
+  -h, --help         this text";
 
-struct Options {
-    failures: u32,
-    attempts: u32,
-    seed: u64,
-}
-
-fn parse_args() -> Result<Option<Options>, String> {
-    let mut opts = Options {
-        failures: 4,
-        attempts: 6,
-        seed: 7,
-    };
+fn parse_args() -> Result<Option<DemoConfig>, String> {
+    let mut config = DemoConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--failures" => opts.failures = parse(&value()?, &arg)?,
-            "--attempts" => opts.attempts = parse(&value()?, &arg)?,
-            "--seed" => opts.seed = parse(&value()?, &arg)?,
+            "--events" => config.events = parse(&value()?, &arg)?,
+            "--fault-rate" => config.fault_rate = parse(&value()?, &arg)?,
+            "--workers" => config.workers = parse(&value()?, &arg)?,
+            "--seed" => config.seed = parse(&value()?, &arg)?,
+            "--inject-blocking" => config.inject_blocking = true,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok(Some(opts))
+    Ok(Some(config))
 }
 
 fn parse<T: std::str::FromStr>(value: &str, name: &str) -> Result<T, String> {
     value
         .parse()
-        .map_err(|_| format!("{name}: `{value}` is not a valid number"))
+        .map_err(|_| format!("{name}: `{value}` is not a valid value"))
+}
+
+fn show(progress: &Progress, live: bool) {
+    let workers: Vec<String> = progress
+        .workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            format!(
+                "w{i}: {} ev, {} tasks, busy {:.0?}",
+                w.produced, w.live_tasks, w.busy
+            )
+        })
+        .collect();
+    let line = format!(
+        "[{:>5.1}s] produced {:>6}  dropped {:>4}  batched {:>6}  uploaded {:>6}  retried {:>4}  dead-lettered {:>4} | {}",
+        progress.elapsed.as_secs_f64(),
+        progress.produced,
+        progress.dropped,
+        progress.batched,
+        progress.uploaded,
+        progress.retried,
+        progress.dead_lettered,
+        workers.join(" | ")
+    );
+    if live {
+        // Rewrite one line in place on a terminal.
+        print!("\r\x1b[2K{line}");
+        let _ = std::io::stdout().flush();
+    } else {
+        println!("{line}");
+    }
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
-        Ok(Some(opts)) => opts,
+    let config = match parse_args() {
+        Ok(Some(config)) => config,
         Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -60,36 +93,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-
-    println!("== 1. where may sync code block? ==");
-    for (place, ctx) in probe_contexts() {
-        println!(
-            "  {place:<34} {:<36} blocking: {:?}",
-            ctx.to_string(),
-            ctx.blocking_strategy()
-        );
-    }
-
-    println!("\n== 2. retrying a flaky operation ==");
-    let report = |attempt: u32, outcome: &AttemptOutcome| match outcome {
-        AttemptOutcome::Succeeded => println!("  attempt {attempt}: ok"),
-        AttemptOutcome::RetriedAfter(d) => {
-            println!("  attempt {attempt}: unavailable, retrying after {d:?}")
+    println!(
+        "async-patterns demo: {} events, fault rate {}, {} workers, seed {}{}",
+        config.events,
+        config.fault_rate,
+        config.workers,
+        config.seed,
+        if config.inject_blocking {
+            ", blocking step injected"
+        } else {
+            ""
         }
-        AttemptOutcome::GaveUp => println!("  attempt {attempt}: unavailable, giving up"),
-    };
-    match retry_flaky(opts.failures, opts.attempts, opts.seed, report) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!(
-                "the operation still failed after {} attempts",
-                opts.attempts
-            );
-            ExitCode::FAILURE
-        }
+    );
+    let live = std::io::stdout().is_terminal();
+    let report = match run(&config, |p| show(p, live)) {
+        Ok(report) => report,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
+            eprintln!("\nerror: {e}");
+            return ExitCode::from(2);
         }
+    };
+    if live {
+        println!();
+    }
+    println!("\n{report}");
+    if report.balanced() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -1,0 +1,682 @@
+//! The ingestion pipeline: every pattern crate of the workspace in one
+//! program, under injected faults, with books that must balance.
+//!
+//! ```text
+//!  worker 0                         workers 1..n (producers)          worker n-1 (pipeline)
+//!  ────────                         ────────────────────────          ─────────────────────
+//!  tonic Upload server  ◀─ gRPC ─┐  SensorLibrary (sync) ──callback─▶ bridge channel (DropNewest)
+//!  enrichment service ◀─ call ───┼─ (sync → async call, some events)       │
+//!                                │                                   batching (count, weight, time)
+//!                                │                                        │
+//!                                │                                   txn-channel (commit on success,
+//!                                │                                        │   dead-letter after 3 attempts)
+//!                                └─────────── reusable-receiver replay + retry driver per batch
+//! ```
+//!
+//! Every produced event ends in exactly one of: uploaded (at least once),
+//! dead-lettered, or dropped by the bridge's overflow policy — and is
+//! counted there. [`Report::lost`] is what is left over, and must be zero.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_patterns_batching::{BatchConfig, BatchExt, BatchMetrics};
+use async_patterns_bridge::{
+    CallError, ChannelBuilder, Overflow, ServiceBuilder, SyncClient, SyncSender,
+};
+use async_patterns_core::{Jitter, RetryPolicy};
+use async_patterns_per_core_runtime::{PerCoreRuntime, ShutdownReport};
+use async_patterns_reusable_receiver::{ReplayConfig, Retry, ReusableReceiver};
+use async_patterns_testkit::proto::Item;
+use async_patterns_testkit::proto::upload_client::UploadClient;
+use async_patterns_testkit::{Faults, UploadServer};
+use async_patterns_txn_channel::{DeadLetter, TransactionalChannel};
+use futures::StreamExt;
+
+use crate::legacy::{POISON_PREFIX, RawEvent, SensorLibrary};
+
+/// What to run: the demo's command-line flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoConfig {
+    /// How many events the legacy library produces.
+    pub events: u64,
+    /// The share of upload calls the server fails (half `UNAVAILABLE`, half
+    /// a dropped connection); a thousandth of it is the share of poison
+    /// events, which the server always rejects. 0 means no faults at all.
+    pub fault_rate: f64,
+    /// Workers of the per-core runtime (the server runs on worker 0).
+    pub workers: usize,
+    /// Seeds the events, the faults and the backoff jitter.
+    pub seed: u64,
+    /// Makes the batching stage block its worker once, for the blocking
+    /// detector to report.
+    pub inject_blocking: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            events: 20_000,
+            fault_rate: 0.1,
+            workers: 2,
+            seed: 1,
+            inject_blocking: false,
+        }
+    }
+}
+
+/// Why the demo could not run.
+#[derive(Debug)]
+pub struct DemoError(String);
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DemoError {}
+
+fn fail(what: &str) -> impl FnOnce(&dyn fmt::Display) -> DemoError + '_ {
+    move |e| DemoError(format!("{what}: {e}"))
+}
+
+/// One event as it travels through the pipeline.
+#[derive(Debug, Clone)]
+struct Event {
+    id: u64,
+    payload: Vec<u8>,
+}
+
+/// Live counters, shared by every stage.
+#[derive(Debug)]
+struct Counters {
+    produced: Vec<AtomicU64>,
+    enriched: AtomicU64,
+    enrich_refused: AtomicU64,
+    enrich_failed: AtomicU64,
+    dropped: AtomicU64,
+    batches: AtomicU64,
+    batched_items: AtomicU64,
+    upload_calls: AtomicU64,
+    failed_calls: AtomicU64,
+    committed_batches: AtomicU64,
+    committed_items: AtomicU64,
+    redeliveries: AtomicU64,
+    dead_letter_batches: AtomicU64,
+    dead_letter_ids: Mutex<Vec<u64>>,
+}
+
+impl Counters {
+    fn new(workers: usize) -> Self {
+        Counters {
+            produced: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            enriched: AtomicU64::new(0),
+            enrich_refused: AtomicU64::new(0),
+            enrich_failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batched_items: AtomicU64::new(0),
+            upload_calls: AtomicU64::new(0),
+            failed_calls: AtomicU64::new(0),
+            committed_batches: AtomicU64::new(0),
+            committed_items: AtomicU64::new(0),
+            redeliveries: AtomicU64::new(0),
+            dead_letter_batches: AtomicU64::new(0),
+            dead_letter_ids: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Progress of one worker of the per-core runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerProgress {
+    /// Events the legacy library produced on this worker.
+    pub produced: u64,
+    /// Tasks of the per-core runtime alive on this worker.
+    pub live_tasks: u64,
+    /// Time this worker spent running tasks.
+    pub busy: Duration,
+}
+
+/// A live view of the pipeline, taken every half second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Since the pipeline started.
+    pub elapsed: Duration,
+    /// Events produced by the legacy library.
+    pub produced: u64,
+    /// Events dropped by the bridge's overflow policy.
+    pub dropped: u64,
+    /// Events put into batches.
+    pub batched: u64,
+    /// Events in batches whose upload succeeded.
+    pub uploaded: u64,
+    /// Upload calls that failed and were retried or redelivered.
+    pub retried: u64,
+    /// Events handed to the dead-letter callback.
+    pub dead_lettered: u64,
+    /// Per worker.
+    pub workers: Vec<WorkerProgress>,
+}
+
+/// The outcome of a run: what happened at every stage, and the books.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The configuration that ran.
+    pub config: DemoConfig,
+    /// Wall time of the pipeline.
+    pub elapsed: Duration,
+    /// Events produced by the legacy library (its callback ran for each).
+    pub produced: u64,
+    /// Sync → async enrichment calls answered.
+    pub enriched: u64,
+    /// Enrichment calls refused with `WouldDeadlock` (a worker that serves
+    /// the service itself asked it).
+    pub enrich_refused: u64,
+    /// Enrichment calls that failed otherwise.
+    pub enrich_failed: u64,
+    /// Events dropped by the bridge's `DropNewest` policy, as it counted them.
+    pub dropped_by_policy: u64,
+    /// What the batching stage reported when its input ended.
+    pub batching: BatchMetrics,
+    /// gRPC upload calls made (attempts, including retries).
+    pub upload_calls: u64,
+    /// Upload calls that failed.
+    pub failed_calls: u64,
+    /// Batches the txn-channel delivered again after a failed upload.
+    pub redeliveries: u64,
+    /// Batches committed after a successful upload.
+    pub committed_batches: u64,
+    /// Distinct event ids the server received.
+    pub uploaded_unique: u64,
+    /// Receipts beyond the first of an id: items replayed after a fault.
+    pub duplicates: u64,
+    /// Batches that used up their attempts and were dead-lettered.
+    pub dead_lettered_batches: u64,
+    /// Events in those batches.
+    pub dead_lettered: u64,
+    /// Dead-lettered events the server never received.
+    pub dead_lettered_only: u64,
+    /// Events neither uploaded, nor dead-lettered, nor dropped by policy.
+    pub lost: i64,
+    /// Ids the server received that the library never produced.
+    pub unknown_ids: u64,
+    /// How the per-core runtime shut down.
+    pub shutdown: ShutdownReport,
+}
+
+impl Report {
+    /// Whether every produced event is accounted for, and nothing else
+    /// arrived.
+    pub fn balanced(&self) -> bool {
+        self.lost == 0 && self.unknown_ids == 0
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = &self.batching;
+        writeln!(f, "== summary ({:.1?}) ==", self.elapsed)?;
+        writeln!(
+            f,
+            "produced       {:>8}  events, by the sync legacy library's callback",
+            self.produced
+        )?;
+        writeln!(
+            f,
+            "  enriched     {:>8}  sync → async calls answered ({} refused as WouldDeadlock, {} failed)",
+            self.enriched, self.enrich_refused, self.enrich_failed
+        )?;
+        writeln!(
+            f,
+            "dropped        {:>8}  by the bridge's DropNewest overflow policy (counted)",
+            self.dropped_by_policy
+        )?;
+        writeln!(
+            f,
+            "batched        {:>8}  events in {} batches (full {}, weight {}, deadline {}, closed {})",
+            b.items.total(),
+            b.batches.total(),
+            b.batches.full,
+            b.batches.weight,
+            b.batches.deadline,
+            b.batches.closed
+        )?;
+        writeln!(
+            f,
+            "upload calls   {:>8}  ({} failed and retried from the replay buffer; {} batches redelivered by the txn-channel)",
+            self.upload_calls, self.failed_calls, self.redeliveries
+        )?;
+        writeln!(
+            f,
+            "uploaded       {:>8}  distinct events, {} duplicates (unconfirmed items replayed after a fault)",
+            self.uploaded_unique, self.duplicates
+        )?;
+        writeln!(
+            f,
+            "dead-lettered  {:>8}  events in {} batches ({} of them never reached the server)",
+            self.dead_lettered, self.dead_lettered_batches, self.dead_lettered_only
+        )?;
+        writeln!(
+            f,
+            "lost           {:>8}  = produced − uploaded − dead-lettered only − dropped",
+            self.lost
+        )?;
+        writeln!(
+            f,
+            "runtime        shutdown: {} tasks completed, {} cancelled, {} panicked",
+            self.shutdown.completed(),
+            self.shutdown.cancelled(),
+            self.shutdown.panicked()
+        )?;
+        if self.balanced() {
+            write!(
+                f,
+                "books balance: yes — every event uploaded, dead-lettered or counted as dropped"
+            )
+        } else {
+            write!(
+                f,
+                "books balance: NO — {} events lost, {} unknown ids",
+                self.lost, self.unknown_ids
+            )
+        }
+    }
+}
+
+/// How often the caller's `on_progress` runs.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs the pipeline to the end, calling `on_progress` every
+/// [`PROGRESS_EVERY`] from the calling thread, and returns the books.
+///
+/// # Errors
+///
+/// A [`DemoError`] if the configuration is invalid or the runtime, the
+/// server or a stage cannot start; a pipeline that loses events is *not* an
+/// error — see [`Report::balanced`].
+pub fn run(
+    config: &DemoConfig,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Report, DemoError> {
+    if config.events == 0 {
+        return Err(DemoError("--events must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&config.fault_rate) {
+        return Err(DemoError(format!(
+            "--fault-rate must be between 0 and 1, got {}",
+            config.fault_rate
+        )));
+    }
+    let started = Instant::now();
+    let runtime = PerCoreRuntime::builder()
+        .workers(config.workers)
+        .thread_name_prefix("demo-worker")
+        .build()
+        .map_err(|e| fail("cannot start the per-core runtime")(&e))?;
+    let workers = runtime.workers();
+    let pipeline_worker = workers - 1;
+    let producer_workers: Vec<usize> = if workers == 1 {
+        vec![0]
+    } else {
+        (1..workers).collect()
+    };
+    let counters = Arc::new(Counters::new(workers));
+
+    // The gRPC server and the enrichment service, on worker 0.
+    let faults = if config.fault_rate > 0.0 {
+        Faults::none()
+            .random_calls(config.fault_rate, config.seed)
+            .reject_payload_prefix(POISON_PREFIX)
+    } else {
+        Faults::none()
+    };
+    let server = runtime
+        .block_on(0, move || UploadServer::start(faults))
+        .map_err(|e| fail("cannot run on worker 0")(&e))?
+        .map_err(|e| fail("cannot start the gRPC server")(&e))?;
+    let (enrich, enrich_service) = ServiceBuilder::new(256)
+        .concurrency(32)
+        .build::<u64, u32>()
+        .map_err(|e| fail("enrichment service")(&e))?;
+    let service_task = runtime
+        .spawn_on(0, move || {
+            enrich_service.serve(|id| async move {
+                tokio::task::yield_now().await;
+                (id % 251) as u32
+            })
+        })
+        .map_err(|e| fail("cannot start the enrichment service")(&e))?;
+    // A first call from this plain thread returns once the service is
+    // served, so the workers' first calls are not refused as unserved.
+    enrich
+        .call(0)
+        .map_err(|e| fail("the enrichment service does not answer")(&e))?;
+
+    // The stages, back to front.
+    let (events_tx, events_rx) = ChannelBuilder::new(1024)
+        .overflow(Overflow::DropNewest)
+        .build::<Event>()
+        .map_err(|e| fail("bridge channel")(&e))?;
+    let dead_letters = Arc::clone(&counters);
+    let (batches_tx, batches_rx) = TransactionalChannel::builder()
+        .capacity(8)
+        .max_attempts(3)
+        .on_dead_letter(move |letter: DeadLetter<Vec<Event>>| {
+            add(&dead_letters.dead_letter_batches, 1);
+            let ids = letter.into_inner().into_iter().map(|e| e.id);
+            dead_letters
+                .dead_letter_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(ids);
+        })
+        .build()
+        .map_err(|e| fail("txn-channel")(&e))?;
+    let batch_config = BatchConfig::builder()
+        .max_items(64)
+        .max_delay(Duration::from_millis(20))
+        .max_weight(16 * 1024, |e: &Event| e.payload.len())
+        .build()
+        .map_err(|e| fail("batch config")(&e))?;
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let uploader = {
+        let counters = Arc::clone(&counters);
+        let policy = RetryPolicy::builder()
+            .initial_delay(Duration::from_millis(10))
+            .max_delay(Duration::from_millis(200))
+            .jitter(Jitter::Proportional(0.5))
+            .max_attempts(5)
+            .seed(config.seed)
+            .build()
+            .map_err(|e| fail("retry policy")(&e))?;
+        let addr = server.addr();
+        runtime
+            .spawn_on(pipeline_worker, move || async move {
+                upload_stage(batches_rx, addr, policy, &counters).await;
+                drop(done_tx);
+            })
+            .map_err(|e| fail("cannot start the uploader")(&e))?
+    };
+    let batcher = {
+        let counters = Arc::clone(&counters);
+        let inject_blocking = config.inject_blocking;
+        runtime
+            .spawn_on(pipeline_worker, move || async move {
+                let mut batches = events_rx.batched(batch_config);
+                let outcome = batches.outcome();
+                let mut n = 0u64;
+                while let Some(batch) = batches.next().await {
+                    n += 1;
+                    if inject_blocking && n == 10 {
+                        // The deliberately blocking step: the detector reports it.
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    add(&counters.batches, 1);
+                    add(&counters.batched_items, batch.len() as u64);
+                    counters
+                        .dropped
+                        .store(batches.get_ref().dropped(), Ordering::Relaxed);
+                    if batches_tx.send(batch.into_vec()).await.is_err() {
+                        break; // the uploader is gone; the books will show it
+                    }
+                }
+                counters
+                    .dropped
+                    .store(batches.get_ref().dropped(), Ordering::Relaxed);
+                drop(batches);
+                outcome
+                    .await
+                    .map(|summary| summary.value)
+                    .unwrap_or_default()
+            })
+            .map_err(|e| fail("cannot start the batcher")(&e))?
+    };
+    let producers = spawn_producers(
+        &runtime,
+        &producer_workers,
+        config,
+        &events_tx,
+        &enrich,
+        &counters,
+    )?;
+    // The producers hold the only senders and clients now: when they finish,
+    // the bridge closes and the stages drain, back to the uploader.
+    drop((events_tx, enrich));
+
+    loop {
+        match done_rx.recv_timeout(PROGRESS_EVERY) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                on_progress(&progress(&counters, &runtime, started));
+            }
+            _ => break,
+        }
+    }
+    on_progress(&progress(&counters, &runtime, started));
+
+    for producer in producers {
+        producer.join().map_err(|e| fail("a producer failed")(&e))?;
+    }
+    let batching = batcher.join().map_err(|e| fail("the batcher failed")(&e))?;
+    uploader
+        .join()
+        .map_err(|e| fail("the uploader failed")(&e))?;
+    service_task
+        .join()
+        .map_err(|e| fail("the enrichment service failed")(&e))?;
+
+    let received = server.received_ids();
+    drop(server);
+    let shutdown = runtime.shutdown(Duration::from_secs(5));
+    let elapsed = started.elapsed();
+
+    let dead_lettered_ids = std::mem::take(
+        &mut *counters
+            .dead_letter_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    let uploaded: HashSet<u64> = received.iter().copied().collect();
+    let dead: HashSet<u64> = dead_lettered_ids.iter().copied().collect();
+    let dead_only = dead.difference(&uploaded).count() as u64;
+    let produced: u64 = counters.produced.iter().map(get).sum();
+    let dropped = get(&counters.dropped);
+    let unknown = uploaded.iter().filter(|id| **id >= config.events).count() as u64;
+    let lost = produced as i64 - uploaded.len() as i64 - dead_only as i64 - dropped as i64;
+    Ok(Report {
+        config: config.clone(),
+        elapsed,
+        produced,
+        enriched: get(&counters.enriched),
+        enrich_refused: get(&counters.enrich_refused),
+        enrich_failed: get(&counters.enrich_failed),
+        dropped_by_policy: dropped,
+        batching,
+        upload_calls: get(&counters.upload_calls),
+        failed_calls: get(&counters.failed_calls),
+        redeliveries: get(&counters.redeliveries),
+        committed_batches: get(&counters.committed_batches),
+        uploaded_unique: uploaded.len() as u64,
+        duplicates: (received.len() - uploaded.len()) as u64,
+        dead_lettered_batches: get(&counters.dead_letter_batches),
+        dead_lettered: dead_lettered_ids.len() as u64,
+        dead_lettered_only: dead_only,
+        lost,
+        unknown_ids: unknown,
+        shutdown,
+    })
+}
+
+fn progress(counters: &Counters, runtime: &PerCoreRuntime, started: Instant) -> Progress {
+    let metrics = runtime.metrics();
+    Progress {
+        elapsed: started.elapsed(),
+        produced: counters.produced.iter().map(get).sum(),
+        dropped: get(&counters.dropped),
+        batched: get(&counters.batched_items),
+        uploaded: get(&counters.committed_items),
+        retried: get(&counters.failed_calls),
+        dead_lettered: counters
+            .dead_letter_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as u64,
+        workers: metrics
+            .iter()
+            .zip(&counters.produced)
+            .map(|(m, produced)| WorkerProgress {
+                produced: get(produced),
+                live_tasks: m.live_tasks,
+                busy: m.busy_time,
+            })
+            .collect(),
+    }
+}
+
+/// One producer task per producer worker, each driving its own instance of
+/// the sync library over its share of the event ids.
+fn spawn_producers(
+    runtime: &PerCoreRuntime,
+    producer_workers: &[usize],
+    config: &DemoConfig,
+    events_tx: &SyncSender<Event>,
+    enrich: &SyncClient<u64, u32>,
+    counters: &Arc<Counters>,
+) -> Result<Vec<async_patterns_per_core_runtime::JoinHandle<()>>, DemoError> {
+    let shares = producer_workers.len() as u64;
+    let poison_rate = config.fault_rate / 1000.0;
+    let mut handles = Vec::new();
+    for (k, &worker) in producer_workers.iter().enumerate() {
+        let k = k as u64;
+        let ids = config.events * k / shares..config.events * (k + 1) / shares;
+        let tx = events_tx.clone();
+        let enrich = enrich.clone();
+        let counters = Arc::clone(counters);
+        let seed = config.seed;
+        let handle = runtime
+            .spawn_on(worker, move || async move {
+                let callback_counters = Arc::clone(&counters);
+                // The callback is plain sync code, run by the library from
+                // inside this async task.
+                let mut library = SensorLibrary::new(seed, poison_rate, move |raw: RawEvent| {
+                    on_event(raw, worker, &tx, &enrich, &callback_counters);
+                });
+                let mut start = ids.start;
+                while start < ids.end {
+                    let end = (start + 50).min(ids.end);
+                    library.read(start..end);
+                    start = end;
+                    // The device delivers in bursts.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+            .map_err(|e| fail("cannot start a producer")(&e))?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// The legacy library's callback: sync, running inside an async task.
+fn on_event(
+    raw: RawEvent,
+    worker: usize,
+    events: &SyncSender<Event>,
+    enrich: &SyncClient<u64, u32>,
+    counters: &Counters,
+) {
+    add(&counters.produced[worker], 1);
+    let mut payload = raw.payload;
+    if raw.needs_enrichment {
+        // Sync → async: the service runs on worker 0. From another worker
+        // this waits for the answer; from worker 0 itself it is refused
+        // rather than deadlocking.
+        match enrich.call_timeout(raw.id, Duration::from_secs(5)) {
+            Ok(tag) => {
+                add(&counters.enriched, 1);
+                payload.extend_from_slice(format!(" tag={tag}").as_bytes());
+            }
+            Err(CallError::WouldDeadlock(_)) => add(&counters.enrich_refused, 1),
+            Err(_) => add(&counters.enrich_failed, 1),
+        }
+    }
+    // Never blocks: with `DropNewest`, a full channel counts the event as
+    // dropped instead (the books include it).
+    let _ = events.try_send(Event {
+        id: raw.id,
+        payload,
+    });
+}
+
+/// Uploads each batch of the txn-channel with a client-streaming call fed by
+/// a reusable receiver in replay mode, retried by its driver; commits the
+/// batch on success, and lets the txn-channel deliver it again (or
+/// dead-letter it) otherwise.
+async fn upload_stage(
+    mut batches: async_patterns_txn_channel::TransactionalReceiver<Vec<Event>>,
+    addr: SocketAddr,
+    policy: RetryPolicy,
+    counters: &Counters,
+) {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .tcp_nodelay(true);
+    let client = UploadClient::new(endpoint.connect_lazy());
+    while let Some(delivery) = batches.begin().await {
+        if delivery.attempt() > 1 {
+            add(&counters.redeliveries, 1);
+        }
+        let len = delivery.len();
+        let (tx, rx) = tokio::sync::mpsc::channel(len.max(1));
+        for event in delivery.iter() {
+            let item = Item {
+                id: event.id,
+                payload: event.payload.clone(),
+            };
+            tx.try_send(item)
+                .expect("the channel has room for the whole batch");
+        }
+        drop(tx);
+        let replay = ReplayConfig::builder()
+            .max_items(len.max(1))
+            .build()
+            .expect("a valid replay config");
+        let mut reusable = ReusableReceiver::with_replay(rx, replay);
+        let result = Retry::new(policy.clone())
+            .classify(async_patterns_reusable_receiver::tonic::is_retryable)
+            .on_attempt(|attempt| {
+                add(&counters.upload_calls, 1);
+                if attempt.error().is_some() {
+                    add(&counters.failed_calls, 1);
+                }
+            })
+            .run(&mut reusable, |stream| {
+                let mut client = client.clone();
+                async move { client.upload(stream).await }
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                add(&counters.committed_batches, 1);
+                add(&counters.committed_items, len as u64);
+                delivery.commit();
+            }
+            // Not retryable, or the driver gave up: the txn-channel delivers
+            // the batch again later, and dead-letters it after 3 attempts.
+            Err(_) => delivery.retry_after(Duration::from_millis(20)),
+        }
+    }
+}
