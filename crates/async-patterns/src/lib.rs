@@ -14,6 +14,7 @@
 //! | feature / module | crate | pattern |
 //! |---|---|---|
 //! | (always) [`core`] | `async-patterns-core` | runtime-context probe, retry/backoff, config errors |
+//! | `blocking-detector` / `blocking_detector` | `async-patterns-blocking-detector` | find the poll that blocks a runtime worker, name it, fail tests on it |
 //!
 //! # When to use it, and when not
 //!
@@ -43,3 +44,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use async_patterns_core as core;
+
+#[cfg(feature = "blocking-detector")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blocking-detector")))]
+pub use async_patterns_blocking_detector as blocking_detector;

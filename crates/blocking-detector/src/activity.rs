@@ -19,7 +19,7 @@ use crate::loom::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, fence};
 
 /// How often a reader retries a record that is being rewritten before it
 /// gives up for this look (the watchdog looks again one tick later).
-const READ_ATTEMPTS: usize = 64;
+const READ_ATTEMPTS: usize = if cfg!(loom) { 2 } else { 64 };
 
 /// The poll a thread is inside, as far as the detector tracks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -167,10 +167,10 @@ impl Drop for BlockingGuard {
             return;
         }
         let result = self.finish();
-        if let Err(failure) = result {
-            if !std::thread::panicking() {
-                panic!("{failure}");
-            }
+        if let Err(failure) = result
+            && !std::thread::panicking()
+        {
+            panic!("{failure}");
         }
     }
 }

@@ -17,8 +17,9 @@ use crate::watch::{SlowPoll, poll_was_slow};
 struct TaskPoll {
     detector: u64,
     record: PollRecord,
-    /// The record to restore; `None` if the thread is not bound.
-    previous: Option<PollRecord>,
+    /// The record to restore, and whether the thread ran the worker when the
+    /// poll started; `None` if the thread is not bound.
+    previous: Option<(PollRecord, bool)>,
     reported_before: u64,
 }
 
@@ -36,7 +37,9 @@ pub(crate) fn before_poll(shared: &Shared, meta: &TaskMeta<'_>) {
         location: Some(meta.spawned_at()),
         task_id: TaskId::from(meta.id()).as_u64(),
     };
-    let previous = with_thread(shared, |t| t.activity.begin_poll(record));
+    let previous = with_thread(shared, true, |w, t| {
+        (t.activity.begin_poll(record), w.is_owner(t))
+    });
     let reported_before = THREAD.try_with(|s| s.reported_ns.get()).unwrap_or(0);
     let _ = TASK_POLL.try_with(|c| {
         c.set(Some(TaskPoll {
@@ -58,10 +61,20 @@ pub(crate) fn after_poll(shared: &Shared, _meta: &TaskMeta<'_>) {
         return;
     }
     let end = shared.clock.now_ns();
-    if let Some(previous) = poll.previous {
-        with_thread(shared, |t| t.activity.end_poll(previous, end));
+    let mut handed_over = false;
+    if let Some((previous, owned)) = poll.previous {
+        let still_owned = with_thread(shared, false, |w, t| {
+            t.activity.end_poll(previous, end);
+            w.is_owner(t)
+        });
+        // Another thread took the worker over during the poll: the task
+        // called `block_in_place`, and the worker's other tasks ran on.
+        handed_over = owned && still_owned == Some(false);
     }
-    if shared.is_enabled() && end.saturating_sub(poll.record.start) >= shared.threshold_ns {
+    if !handed_over
+        && shared.is_enabled()
+        && end.saturating_sub(poll.record.start) >= shared.threshold_ns
+    {
         poll_was_slow(
             shared,
             SlowPoll {

@@ -311,10 +311,10 @@ impl fmt::Display for BlockingReport {
             write!(f, " ({} similar reports suppressed)", self.suppressed)?;
         }
         #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-        if f.alternate() {
-            if let Some(stack) = &self.stack {
-                write!(f, "\n{stack}")?;
-            }
+        if f.alternate()
+            && let Some(stack) = &self.stack
+        {
+            write!(f, "\n{stack}")?;
         }
         Ok(())
     }

@@ -460,10 +460,10 @@ impl RuntimeWatch {
         if thread.worker.load(Relaxed) != worker {
             thread.worker.store(worker, Relaxed);
         }
-        if let Some(owner) = self.owners.get(worker) {
-            if owner.load(Relaxed) != thread.id {
-                owner.store(thread.id, Relaxed);
-            }
+        if let Some(owner) = self.owners.get(worker)
+            && owner.load(Relaxed) != thread.id
+        {
+            owner.store(thread.id, Relaxed);
         }
         if !self.sentinel_started.load(Relaxed) {
             self.start_sentinel(installation);
@@ -578,10 +578,16 @@ thread_local! {
     };
 }
 
-/// Runs `f` with the calling thread's record in the runtime `shared` watches,
-/// binding the thread first if needed, and notes which worker it runs.
-/// `None` if the detector is not installed or the thread-local is gone.
-pub(crate) fn with_thread<R>(shared: &Shared, f: impl FnOnce(&RuntimeThread) -> R) -> Option<R> {
+/// Runs `f` with the runtime `shared` watches and the calling thread's record
+/// in it. With `claim`, binds the thread first if needed and notes which
+/// worker it runs — only for hooks that run with the worker's core (park,
+/// unpark, before a task poll). `None` if the detector is not installed, the
+/// thread is not bound (without `claim`), or the thread-local is gone.
+pub(crate) fn with_thread<R>(
+    shared: &Shared,
+    claim: bool,
+    f: impl FnOnce(&RuntimeWatch, &RuntimeThread) -> R,
+) -> Option<R> {
     let installation = shared.installation.as_ref()?;
     THREAD
         .try_with(|state| {
@@ -593,13 +599,18 @@ pub(crate) fn with_thread<R>(shared: &Shared, f: impl FnOnce(&RuntimeThread) -> 
                     .as_ref()
                     .filter(|b| b.detector == shared.id && b.watch.is_alive())
                 {
-                    b.watch.claim(&b.thread, installation);
-                    return f.take().map(|f| f(&b.thread));
+                    if claim {
+                        b.watch.claim(&b.thread, installation);
+                    }
+                    return f.take().map(|f| f(&b.watch, &b.thread));
                 }
+            }
+            if !claim {
+                return None;
             }
             let (watch, thread) = bind(state, shared.id, installation)?;
             watch.claim(&thread, installation);
-            f.take().map(|f| f(&thread))
+            f.take().map(|f| f(&watch, &thread))
         })
         .ok()
         .flatten()
@@ -636,15 +647,16 @@ struct HookGuard {
 
 impl HookGuard {
     fn thread_start(&self) {
-        with_thread(&self.shared, |_| ());
+        // Binds the thread early; it becomes a worker at its first park.
+        with_thread(&self.shared, true, |_, _| ());
     }
 
     fn thread_stop(&self) {
         let _ = THREAD.try_with(|state| {
-            if let Ok(mut binding) = state.binding.try_borrow_mut() {
-                if let Some(b) = binding.take_if(|b| b.detector == self.shared.id) {
-                    b.watch.remove(&b.thread);
-                }
+            if let Ok(mut binding) = state.binding.try_borrow_mut()
+                && let Some(b) = binding.take_if(|b| b.detector == self.shared.id)
+            {
+                b.watch.remove(&b.thread);
             }
         });
     }
@@ -653,12 +665,12 @@ impl HookGuard {
         // Park state is kept even while disabled, so that it is right when
         // the detector is enabled again.
         let now = self.shared.clock.now_ns();
-        with_thread(&self.shared, |t| t.activity.park(now));
+        with_thread(&self.shared, true, |_, t| t.activity.park(now));
     }
 
     fn unpark(&self) {
         let now = self.shared.clock.now_ns();
-        with_thread(&self.shared, |t| t.activity.unpark(now));
+        with_thread(&self.shared, true, |_, t| t.activity.unpark(now));
     }
 }
 

@@ -59,6 +59,10 @@ struct ThreadWatch {
     last_busy: Option<Duration>,
     /// When the metric was last seen to change.
     heartbeat_at: u64,
+    /// The look before that: the change happened after this time.
+    changed_after: u64,
+    /// When the metric was last read.
+    last_look: u64,
     /// The block reported as stuck, if any.
     episode: Option<Episode>,
     seen: bool,
@@ -88,14 +92,16 @@ impl Scanner {
             // tokio updates a worker's busy time at least every 61 polls and
             // at every park: a change means the worker is not stuck in one poll.
             #[cfg(target_has_atomic = "64")]
-            if let (Some(metrics), Some(worker)) = (&metrics, thread.worker()) {
-                if worker < metrics.num_workers() {
-                    let busy = metrics.worker_total_busy_duration(worker);
-                    if state.last_busy.is_some_and(|b| b != busy) {
-                        state.heartbeat_at = now;
-                    }
-                    state.last_busy = Some(busy);
+            if let (Some(metrics), Some(worker)) = (&metrics, thread.worker())
+                && worker < metrics.num_workers()
+            {
+                let busy = metrics.worker_total_busy_duration(worker);
+                if state.last_busy.is_some_and(|b| b != busy) {
+                    state.heartbeat_at = now;
+                    state.changed_after = state.last_look;
                 }
+                state.last_busy = Some(busy);
+                state.last_look = now;
             }
 
             let snapshot = thread.activity.snapshot();

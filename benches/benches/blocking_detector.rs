@@ -1,0 +1,225 @@
+//! `blocking_detector`: what watching costs. The per-poll overhead of a
+//! watched future (computed from a plain and a watched future polled the
+//! same number of times, recorded as a metric), a spawn-heavy workload with
+//! `detector.spawn` against `tokio::spawn`, and the same workload on a
+//! runtime with the watchdog installed against one without.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use async_patterns_benches::{Better, Metric, record_metric, test_mode};
+use async_patterns_blocking_detector::BlockingDetector;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tokio::runtime::{Builder, Runtime};
+
+/// Polls per measured future.
+const POLLS: u64 = 10_000;
+/// Tasks per spawn-heavy iteration.
+const TASKS: u64 = 10_000;
+
+/// Returns `Pending` `n` times (waking itself), then `Ready`.
+struct CountDown(u64);
+
+impl Future for CountDown {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if black_box(self.0) == 0 {
+            return Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Polls `future` to completion with a no-op waker; returns the poll count.
+fn poll_to_end(future: impl Future<Output = ()>) -> u64 {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut polls = 1;
+    while future.as_mut().poll(&mut cx).is_pending() {
+        polls += 1;
+    }
+    polls
+}
+
+fn quiet_detector() -> BlockingDetector {
+    // The default threshold (100 ms): nothing here comes close.
+    BlockingDetector::builder()
+        .handler(|r: &_| panic!("unexpected report: {r}"))
+        .build()
+        .expect("valid detector")
+}
+
+fn multi_thread() -> Builder {
+    let mut b = Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    b
+}
+
+/// The lowest of `reps` timings of `f`, in nanoseconds per poll.
+fn best_ns_per_poll(reps: usize, mut f: impl FnMut() -> u64) -> f64 {
+    (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            let polls = f();
+            start.elapsed().as_nanos() as f64 / polls as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn poll_overhead(c: &mut Criterion) {
+    let detector = quiet_detector();
+    let mut group = c.benchmark_group("blocking_detector/poll");
+    group.throughput(Throughput::Elements(POLLS + 1));
+    group.bench_function("plain future", |b| b.iter(|| poll_to_end(CountDown(POLLS))));
+    group.bench_function("ours", |b| {
+        b.iter(|| poll_to_end(detector.watch(CountDown(POLLS))))
+    });
+    group.bench_function("ours:disabled", |b| {
+        let off = quiet_detector();
+        off.set_enabled(false);
+        b.iter(|| poll_to_end(off.watch(CountDown(POLLS))))
+    });
+    group.finish();
+
+    // The overhead itself: interleaved runs, the best of each, so that a
+    // noisy neighbour slows both sides rather than one.
+    let rounds = if test_mode() { 1 } else { 20 };
+    let (mut plain, mut watched) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..rounds {
+        plain = plain.min(best_ns_per_poll(10, || poll_to_end(CountDown(POLLS))));
+        watched = watched.min(best_ns_per_poll(10, || {
+            poll_to_end(detector.watch(CountDown(POLLS)))
+        }));
+    }
+    record_metric(Metric {
+        group: "blocking_detector/poll",
+        implementation: "ours",
+        metric: "overhead per poll",
+        value: (watched - plain).max(0.0),
+        unit: "ns",
+        better: Better::Lower,
+    });
+}
+
+/// A task that yields `n` times, so each poll goes through the scheduler.
+async fn yielder(n: u64) {
+    for _ in 0..n {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn poll_overhead_in_runtime(c: &mut Criterion) {
+    // A current-thread runtime with the watchdog installed: the watched
+    // polls also publish what they are polling for the watchdog.
+    let mut builder = Builder::new_current_thread();
+    let detector = BlockingDetector::builder()
+        .handler(|r: &_| panic!("unexpected report: {r}"))
+        .install(builder.enable_all())
+        .expect("valid detector");
+    let rt = builder.build().expect("runtime");
+    // Park once, so the runtime thread is watched.
+    rt.block_on(tokio::time::sleep(Duration::from_millis(1)));
+
+    let plain_run = || rt.block_on(async { tokio::spawn(yielder(POLLS)).await.unwrap() });
+    let watched_run =
+        || rt.block_on(async { detector.spawn("yielder", yielder(POLLS)).await.unwrap() });
+
+    let mut group = c.benchmark_group("blocking_detector/poll_installed");
+    group.throughput(Throughput::Elements(POLLS + 1));
+    group.bench_function("tokio::spawn", |b| b.iter(plain_run));
+    group.bench_function("ours", |b| b.iter(watched_run));
+    group.finish();
+
+    let rounds = if test_mode() { 1 } else { 20 };
+    let (mut plain, mut watched) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..rounds {
+        plain = plain.min(best_ns_per_poll(5, || {
+            plain_run();
+            POLLS + 1
+        }));
+        watched = watched.min(best_ns_per_poll(5, || {
+            watched_run();
+            POLLS + 1
+        }));
+    }
+    record_metric(Metric {
+        group: "blocking_detector/poll_installed",
+        implementation: "ours",
+        metric: "overhead per poll",
+        value: (watched - plain).max(0.0),
+        unit: "ns",
+        better: Better::Lower,
+    });
+}
+
+/// Spawns `TASKS` tiny tasks with `spawn` and waits for all of them.
+fn spawn_many<F>(rt: &Runtime, spawn: F)
+where
+    F: Fn(u64) -> tokio::task::JoinHandle<u64>,
+{
+    rt.block_on(async {
+        let handles: Vec<_> = (0..TASKS).map(&spawn).collect();
+        let mut sum = 0;
+        for h in handles {
+            sum += h.await.unwrap();
+        }
+        black_box(sum)
+    });
+}
+
+async fn task(i: u64) -> u64 {
+    tokio::task::yield_now().await;
+    black_box(i)
+}
+
+fn spawn_heavy(c: &mut Criterion) {
+    let detector = quiet_detector();
+    let rt = multi_thread().build().expect("runtime");
+    let mut group = c.benchmark_group("blocking_detector/spawn_many");
+    group.throughput(Throughput::Elements(TASKS));
+    group.sample_size(10);
+    group.bench_function("tokio::spawn", |b| {
+        b.iter(|| spawn_many(&rt, |i| tokio::spawn(task(i))))
+    });
+    group.bench_function("ours", |b| {
+        b.iter(|| spawn_many(&rt, |i| detector.spawn("task", task(i))))
+    });
+    group.finish();
+}
+
+fn watchdog_installed(c: &mut Criterion) {
+    let plain = multi_thread().build().expect("runtime");
+    let mut builder = multi_thread();
+    let detector = BlockingDetector::builder()
+        .handler(|r: &_| panic!("unexpected report: {r}"))
+        .install(&mut builder)
+        .expect("valid detector");
+    let watched = builder.build().expect("runtime");
+
+    let mut group = c.benchmark_group("blocking_detector/watchdog");
+    group.throughput(Throughput::Elements(TASKS));
+    group.sample_size(10);
+    group.bench_function("no detector", |b| {
+        b.iter(|| spawn_many(&plain, |i| tokio::spawn(task(i))))
+    });
+    group.bench_function("ours:watchdog", |b| {
+        b.iter(|| spawn_many(&watched, |i| tokio::spawn(task(i))))
+    });
+    group.finish();
+    drop(detector);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = poll_overhead, poll_overhead_in_runtime, spawn_heavy, watchdog_installed
+}
+criterion_main!(benches);
