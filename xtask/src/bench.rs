@@ -106,10 +106,16 @@ fn bench_targets() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Absolute, because the bench binaries run in `benches/`, not at the root:
+/// a relative `ASYNC_PATTERNS_METRICS` path would point nowhere.
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
+        .unwrap_or_else(|| PathBuf::from("target"));
+    match std::env::current_dir() {
+        Ok(cwd) if dir.is_relative() => cwd.join(dir),
+        _ => dir,
+    }
 }
 
 /// `{ "<file stem>": <contents> }` for every JSON file in `dir`.
