@@ -124,7 +124,7 @@ fn poll_overhead_in_runtime(c: &mut Criterion) {
         .expect("valid detector");
     let rt = builder.build().expect("runtime");
     // Park once, so the runtime thread is watched.
-    rt.block_on(tokio::time::sleep(Duration::from_millis(1)));
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(1)).await });
 
     let plain_run = || rt.block_on(async { tokio::spawn(yielder(POLLS)).await.unwrap() });
     let watched_run =

@@ -122,10 +122,12 @@ impl BlockingDetectorBuilder {
     /// threshold. So: a burst of fewer than 61 polls that together exceed
     /// the threshold is reported too; a stall shorter than the threshold
     /// plus a quarter is reported only if a watched or (precise mode) task
-    /// poll caused it; a worker is watched from its first park (or task poll
-    /// in precise mode); and on a current-thread runtime, time the thread
-    /// spends *outside* `block_on` after leaving it busy looks the same as a
-    /// stall — call `block_on` once, as `#[tokio::main]` does.
+    /// poll caused it; and a worker is watched from its first park (or task
+    /// poll in precise mode). On a current-thread runtime, a thread that has
+    /// left `block_on` looks just like a stuck one, so outside tracked polls
+    /// the watchdog reports it only while the runtime has tasks that it
+    /// starves; to watch a `block_on` future that blocks, watch it:
+    /// `rt.block_on(detector.watch(main()))`.
     ///
     /// # Errors
     ///
@@ -319,8 +321,15 @@ impl Installation {
         if let Some(watch) = runtime.as_ref().filter(|w| w.is_alive()) {
             return watch.clone();
         }
-        let workers = Handle::try_current().map_or(1, |h| h.metrics().num_workers().max(1));
+        let handle = Handle::try_current().ok();
+        let workers = handle
+            .as_ref()
+            .map_or(1, |h| h.metrics().num_workers().max(1));
+        let current_thread = handle
+            .as_ref()
+            .is_some_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         let watch = Arc::new(RuntimeWatch {
+            current_thread,
             threads: Mutex::new(Vec::new()),
             owners: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             handle: Mutex::new(None),
@@ -414,6 +423,8 @@ impl Installation {
 
 /// One runtime, as the watchdog sees it.
 pub(crate) struct RuntimeWatch {
+    /// A current-thread runtime: its thread may leave `block_on` at any time.
+    pub(crate) current_thread: bool,
     pub(crate) threads: Mutex<Vec<Arc<RuntimeThread>>>,
     /// For each worker index, the id of the thread that last ran it.
     owners: Box<[AtomicU64]>,

@@ -105,7 +105,7 @@ impl BlockingDetectorBuilder {
     /// let rt = builder.build()?;
     /// rt.block_on(async {
     ///     tokio::time::sleep(Duration::from_millis(10)).await; // park once: watched
-    ///     load_config_synchronously();
+    ///     tokio::spawn(async { load_config_synchronously() }).await.unwrap();
     /// });
     /// let stuck = rx.recv_timeout(Duration::from_secs(10))?;
     /// assert_eq!(stuck.kind(), ReportKind::Stuck);

@@ -121,8 +121,24 @@ impl Scanner {
             } else {
                 since.max(enabled_since)
             };
-            let stuck =
-                !snapshot.parked && since != 0 && now.saturating_sub(since) >= shared.threshold_ns;
+            // The worker moved on after the tracked poll started: another
+            // thread runs it now (the poll called `block_in_place`). Strictly
+            // after: readings of the coarse clock within one tick are equal.
+            let handed_over = tracked && state.changed_after > record.start;
+            // A current-thread runtime's thread that left `block_on` looks
+            // like one stuck outside any tracked poll; it only matters (and is
+            // only reported) if tasks wait for it — more than the sentinel.
+            #[cfg(target_has_atomic = "64")]
+            let starving = tracked
+                || !watch.current_thread
+                || metrics.as_ref().is_none_or(|m| m.num_alive_tasks() > 1);
+            #[cfg(not(target_has_atomic = "64"))]
+            let starving = tracked || !watch.current_thread;
+            let stuck = !snapshot.parked
+                && !handed_over
+                && starving
+                && since != 0
+                && now.saturating_sub(since) >= shared.threshold_ns;
 
             if let Some(episode) = state.episode {
                 if stuck && episode.since == since {

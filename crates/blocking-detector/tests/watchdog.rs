@@ -259,6 +259,38 @@ fn every_worker_is_watched_once_it_has_parked() {
     assert_eq!(w.detector.counters().watched_threads, 0);
 }
 
+#[test]
+fn a_current_thread_runtime_left_between_block_on_calls_is_not_reported() {
+    let w = watched(Builder::new_current_thread(), THRESHOLD);
+    let guard = w.detector.fail_on_blocking();
+    for _ in 0..3 {
+        w.rt.block_on(async {
+            until_watched(&w.detector, 1).await;
+            tokio::spawn(async { tokio::task::yield_now().await })
+                .await
+                .unwrap();
+        });
+        // Outside `block_on`, with no task waiting: nobody is starved.
+        std::thread::sleep(THRESHOLD * 3);
+    }
+    guard.check().unwrap_or_else(|f| panic!("{f}"));
+}
+
+#[test]
+fn a_blocking_block_on_future_is_reported_when_watched() {
+    let w = watched(Builder::new_current_thread(), THRESHOLD);
+    let done = w.done.clone();
+    let detector = w.detector.clone();
+    w.rt.block_on(w.detector.watch_named("main", async move {
+        until_watched(&detector, 1).await;
+        std::thread::sleep(BLOCK);
+        done.store(true, Ordering::SeqCst);
+    }));
+    let (stuck, blocked) = assert_stuck_then_blocked(&w, "current-thread");
+    assert_eq!(stuck.name(), Some("main"));
+    assert_eq!(blocked.name(), Some("main"));
+}
+
 fn assert_watchdog_stops(detector: &BlockingDetector) {
     let deadline = Instant::now() + WAIT;
     while detector.watchdog_running() {
@@ -319,7 +351,9 @@ fn a_builder_can_build_a_second_runtime_after_the_first_is_gone() {
         let rt = builder.build().unwrap();
         rt.block_on(async {
             until_watched(&detector, 1).await;
-            std::thread::sleep(BLOCK);
+            tokio::spawn(async { std::thread::sleep(BLOCK) })
+                .await
+                .unwrap();
         });
         assert_eq!(rx.recv_timeout(WAIT).unwrap(), ReportKind::Stuck);
         drop(rt);
