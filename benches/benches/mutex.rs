@@ -12,14 +12,17 @@ use tokio::runtime::{Builder, Runtime};
 
 /// Lock-increment-unlock rounds of the uncontended case.
 const ROUNDS: u64 = 1_000;
-/// Tasks contending for one lock.
-const TASKS: u64 = 64;
+/// Tasks contending for one lock, short critical section.
+const SHORT_TASKS: u64 = 64;
 /// Rounds per task, short critical section.
 const SHORT_ROUNDS: u64 = 200;
+/// Tasks contending for one lock, long critical section.
+const LONG_TASKS: u64 = 16;
 /// Rounds per task, long critical section.
 const LONG_ROUNDS: u64 = 10;
-/// The long critical section: CPU work done while holding the lock.
-const LONG_WORK: Duration = Duration::from_micros(20);
+/// The long critical section: sync work done while holding the lock (a
+/// compression, a sync write, a slow computation).
+const LONG_WORK: Duration = Duration::from_micros(200);
 
 fn work_for(d: Duration) {
     if d.is_zero() {
@@ -76,17 +79,17 @@ fn uncontended(c: &mut Criterion) {
     group.finish();
 }
 
-/// `TASKS` tasks, each doing `rounds` rounds of `round` (which locks, works
+/// `tasks` tasks, each doing `rounds` rounds of `round` (which locks, works
 /// inside the critical section, unlocks) with a yield between rounds so that
 /// tasks interleave on the workers.
-fn contended<L, F, Fut>(rt: &Runtime, lock: Arc<L>, rounds: u64, round: F)
+fn contended<L, F, Fut>(rt: &Runtime, lock: Arc<L>, tasks: u64, rounds: u64, round: F)
 where
     L: Send + Sync + 'static,
     F: Fn(Arc<L>) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     rt.block_on(async {
-        let tasks: Vec<_> = (0..TASKS)
+        let tasks: Vec<_> = (0..tasks)
             .map(|_| {
                 let lock = lock.clone();
                 tokio::spawn(async move {
@@ -103,15 +106,15 @@ where
     })
 }
 
-fn contended_group(c: &mut Criterion, name: &str, rounds: u64, work: Duration) {
+fn contended_group(c: &mut Criterion, name: &str, tasks: u64, rounds: u64, work: Duration) {
     let rt = multi_thread();
     let mut group = c.benchmark_group(name);
-    group.throughput(Throughput::Elements(TASKS * rounds));
+    group.throughput(Throughput::Elements(tasks * rounds));
     group.sample_size(10);
     group.bench_function("std::sync::Mutex", |b| {
         let m = Arc::new(std::sync::Mutex::new(0_u64));
         b.iter(|| {
-            contended(&rt, m.clone(), rounds, move |m| async move {
+            contended(&rt, m.clone(), tasks, rounds, move |m| async move {
                 let mut guard = m.lock().unwrap();
                 work_for(work);
                 *guard += 1;
@@ -121,7 +124,7 @@ fn contended_group(c: &mut Criterion, name: &str, rounds: u64, work: Duration) {
     group.bench_function("parking_lot::Mutex", |b| {
         let m = Arc::new(parking_lot::Mutex::new(0_u64));
         b.iter(|| {
-            contended(&rt, m.clone(), rounds, move |m| async move {
+            contended(&rt, m.clone(), tasks, rounds, move |m| async move {
                 let mut guard = m.lock();
                 work_for(work);
                 *guard += 1;
@@ -131,7 +134,7 @@ fn contended_group(c: &mut Criterion, name: &str, rounds: u64, work: Duration) {
     group.bench_function("tokio::sync::Mutex", |b| {
         let m = Arc::new(tokio::sync::Mutex::new(0_u64));
         b.iter(|| {
-            contended(&rt, m.clone(), rounds, move |m| async move {
+            contended(&rt, m.clone(), tasks, rounds, move |m| async move {
                 let mut guard = m.lock().await;
                 work_for(work);
                 *guard += 1;
@@ -142,11 +145,23 @@ fn contended_group(c: &mut Criterion, name: &str, rounds: u64, work: Duration) {
 }
 
 fn contended_short(c: &mut Criterion) {
-    contended_group(c, "mutex/contended_short", SHORT_ROUNDS, Duration::ZERO);
+    contended_group(
+        c,
+        "mutex/contended_short",
+        SHORT_TASKS,
+        SHORT_ROUNDS,
+        Duration::ZERO,
+    );
 }
 
 fn contended_long(c: &mut Criterion) {
-    contended_group(c, "mutex/contended_long", LONG_ROUNDS, LONG_WORK);
+    contended_group(
+        c,
+        "mutex/contended_long",
+        LONG_TASKS,
+        LONG_ROUNDS,
+        LONG_WORK,
+    );
 }
 
 criterion_group! {
