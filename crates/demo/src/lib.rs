@@ -110,6 +110,12 @@ mod cookbook {
 
     #[doc = include_str!("../../../docs/outcome-streams.md")]
     struct OutcomeStreams;
+
+    #[doc = include_str!("../../../docs/blocking-detector.md")]
+    struct BlockingDetector;
+
+    #[doc = include_str!("../../../docs/mutex.md")]
+    struct Mutex;
 }
 
 #[cfg(test)]
