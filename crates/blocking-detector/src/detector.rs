@@ -603,6 +603,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn origin(line: u32) -> Origin {
         Origin::Location {
@@ -640,6 +641,39 @@ mod tests {
         for line in 0..(RATE_LIMIT_ENTRIES as u32 * 3) {
             assert_eq!(limiter.admit(origin(line), 1, 1_000), Some(0));
             assert!(limiter.entries.len() <= RATE_LIMIT_ENTRIES);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rate_limiting_accounts_for_every_report(
+            events in prop::collection::vec((0_u32..4, 0_u64..50), 0..200),
+            interval in 0_u64..40,
+        ) {
+            let mut limiter = RateLimiter::default();
+            let mut now = 0;
+            let mut last_delivery = HashMap::new();
+            let mut pending = HashMap::new();
+            let (mut delivered, mut suppressed) = (0, 0);
+            for (line, delta) in events.iter().copied() {
+                now += delta;
+                match limiter.admit(origin(line), now, interval) {
+                    Some(carried) => {
+                        delivered += 1;
+                        // Deliveries of one origin are at least `interval` apart.
+                        if let Some(previous) = last_delivery.insert(line, now) {
+                            prop_assert!(now - previous >= interval);
+                        }
+                        // Each carries exactly the suppressions since the last.
+                        prop_assert_eq!(carried, pending.remove(&line).unwrap_or(0));
+                    }
+                    None => {
+                        suppressed += 1;
+                        *pending.entry(line).or_insert(0) += 1;
+                    }
+                }
+            }
+            prop_assert_eq!(delivered + suppressed, events.len());
         }
     }
 

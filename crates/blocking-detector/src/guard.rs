@@ -306,3 +306,67 @@ impl GuardLog {
         self.episodes.push(report.episode);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ThreadInfo;
+    use proptest::prelude::*;
+    use std::time::Instant;
+
+    fn report(kind: ReportKind, episode: u64) -> BlockingReport {
+        let thread = ThreadInfo::current();
+        BlockingReport {
+            kind,
+            duration: Duration::from_millis(episode),
+            started_at: Instant::now(),
+            name: None,
+            location: None,
+            task_id: None,
+            episode: (thread.id, episode),
+            thread,
+            worker: None,
+            suppressed: 0,
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            stack: None,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_guard_lists_each_block_once_with_its_final_word(
+            reports in prop::collection::vec((any::<bool>(), 0_u64..20), 0..100),
+        ) {
+            let mut log = GuardLog::default();
+            for (blocked, episode) in reports.iter().copied() {
+                let kind = if blocked { ReportKind::Blocked } else { ReportKind::Stuck };
+                log.record(&report(kind, episode));
+            }
+            // One entry per block, in the order the blocks were first seen.
+            let mut first_seen = Vec::new();
+            for (_, episode) in &reports {
+                if !first_seen.contains(episode) {
+                    first_seen.push(*episode);
+                }
+            }
+            let listed: Vec<u64> = log.reports.iter().map(|r| r.episode.1).collect();
+            prop_assert_eq!(&listed, &first_seen);
+            prop_assert_eq!(log.omitted, 0);
+            // A block that ended is listed as ended.
+            for r in &log.reports {
+                let ended = reports.iter().any(|(b, e)| *b && *e == r.episode.1);
+                prop_assert_eq!(r.kind == ReportKind::Blocked, ended);
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_guard_counts_what_it_cannot_keep() {
+        let mut log = GuardLog::default();
+        for episode in 0..(GUARD_CAPACITY as u64 + 3) {
+            log.record(&report(ReportKind::Blocked, episode));
+        }
+        assert_eq!(log.reports.len(), GUARD_CAPACITY);
+        assert_eq!(log.omitted, 3);
+    }
+}
