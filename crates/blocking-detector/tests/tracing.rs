@@ -10,9 +10,12 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-/// Keeps every event's level, target and fields.
+/// An event's level, target and `(name, value)` fields.
+type Kept = (Level, String, Vec<(String, String)>);
+
+/// Keeps every event.
 #[derive(Clone, Default)]
-struct Keep(Arc<Mutex<Vec<(Level, String, Vec<(String, String)>)>>>);
+struct Keep(Arc<Mutex<Vec<Kept>>>);
 
 struct Fields(Vec<(String, String)>);
 
