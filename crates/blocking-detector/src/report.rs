@@ -332,7 +332,7 @@ impl fmt::Debug for BlockingReport {
             .field("worker", &self.worker)
             .field("suppressed", &self.suppressed);
         #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-        d.field("stack", &self.stack.as_ref().map(|s| s.frames().len()));
+        d.field("stack", &self.stack.as_ref().map(|s| s.addresses().len()));
         d.finish_non_exhaustive()
     }
 }

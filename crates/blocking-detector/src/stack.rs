@@ -7,7 +7,9 @@
 //! and `futex` system calls, and the platform unwinder
 //! (`_Unwind_Backtrace`), which walks `.eh_frame` data without allocating.
 //! One capture runs at a time (a process-wide lock on the watchdog side), so
-//! the buffer has a single writer. The unwinder reads the dynamic loader's
+//! the buffer has a single writer. Addresses become symbols only when someone
+//! looks at the frames (the default handler does, on the watchdog thread), so
+//! that the `Stuck` report goes out while the thread is still stuck. The unwinder reads the dynamic loader's
 //! list of objects; glibc guards it with a recursive lock, so a capture of a
 //! thread that is inside `dlopen` at that moment waits for it or, on the
 //! same thread, may read a list being updated.
@@ -16,9 +18,9 @@ use std::ffi::c_void;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::detector::{BlockingDetectorBuilder, lock};
@@ -148,26 +150,37 @@ impl BlockingDetectorBuilder {
 /// A stack captured from a stuck thread, innermost frame first; `Display`
 /// writes one frame per line.
 ///
+/// The capture keeps return addresses; they are resolved to symbols, files
+/// and lines the first time the frames are looked at.
+///
 /// # Examples
 ///
 /// See [`BlockingDetectorBuilder::capture_stacks`].
 #[derive(Debug, Clone)]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "stack-capture", target_os = "linux"))))]
 pub struct StackTrace {
-    frames: Vec<StackFrame>,
+    addresses: Vec<usize>,
+    frames: OnceLock<Vec<StackFrame>>,
 }
 
 impl StackTrace {
-    /// The frames, innermost first. An inlined function gets a frame of its
-    /// own, with the address of the frame it was inlined into.
+    /// The frames, innermost first, resolved on the first call. An inlined
+    /// function gets a frame of its own, with the address of the frame it
+    /// was inlined into.
     pub fn frames(&self) -> &[StackFrame] {
-        &self.frames
+        self.frames.get_or_init(|| symbolise(&self.addresses))
+    }
+
+    /// The raw instruction addresses, innermost first, including the frames
+    /// of the capture itself.
+    pub fn addresses(&self) -> &[usize] {
+        &self.addresses
     }
 }
 
 impl fmt::Display for StackTrace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, frame) in self.frames.iter().enumerate() {
+        for (i, frame) in self.frames().iter().enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
             }
@@ -330,8 +343,10 @@ extern "C" fn on_signal(_signal: libc::c_int, _info: *mut libc::siginfo_t, _cont
 /// Captures the stack of thread `tid` (of this process) with `signal`;
 /// `None` if the thread is gone or did not answer in time.
 pub(crate) fn capture(tid: i32, signal: i32) -> Option<StackTrace> {
-    let addresses = capture_addresses(tid, signal)?;
-    Some(symbolise(&addresses))
+    Some(StackTrace {
+        addresses: capture_addresses(tid, signal)?,
+        frames: OnceLock::new(),
+    })
 }
 
 fn capture_addresses(tid: i32, signal: i32) -> Option<Vec<usize>> {
@@ -384,7 +399,7 @@ fn capture_addresses(tid: i32, signal: i32) -> Option<Vec<usize>> {
 
 /// Resolves `addresses` and drops the frames of the capture itself (the
 /// handler and the signal trampoline).
-fn symbolise(addresses: &[usize]) -> StackTrace {
+fn symbolise(addresses: &[usize]) -> Vec<StackFrame> {
     let mut frames = Vec::with_capacity(addresses.len());
     for &ip in addresses {
         let before = frames.len();
@@ -413,7 +428,7 @@ fn symbolise(addresses: &[usize]) -> StackTrace {
     if let Some(last) = capture_frames {
         frames.drain(..=last);
     }
-    StackTrace { frames }
+    frames
 }
 
 /// Sleeps until `word` may have changed from `expected`, or `timeout`.
@@ -479,6 +494,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
 
         let stack = capture(tid, signal).expect("the thread answers");
+        assert!(stack.addresses().len() > stack.frames().len() / 4);
         let names: Vec<_> = stack.frames().iter().filter_map(|f| f.symbol()).collect();
         assert!(
             names
@@ -566,7 +582,8 @@ mod tests {
         };
         assert_eq!(bare.to_string(), "0x10");
         let trace = StackTrace {
-            frames: vec![frame, bare],
+            addresses: vec![0x10, 0x10],
+            frames: OnceLock::from(vec![frame, bare]),
         };
         assert_eq!(
             trace.to_string(),

@@ -227,22 +227,25 @@ impl<F: Future> Future for Watched<F> {
             // Held across the inner poll: a hook on this thread cannot rebind
             // it meanwhile, so the activity stays the one written to.
             let binding = state.binding.borrow();
-            let activity = binding
-                .as_ref()
-                .filter(|b| b.detector == shared.id)
-                .map(|b| &b.thread.activity);
+            let bound = binding.as_ref().filter(|b| b.detector == shared.id);
+            let owned = bound.is_some_and(|b| b.watch.is_owner(&b.thread));
             let reported_before = state.reported_ns.get();
             let start = shared.clock.now_ns();
+            let activity = bound.map(|b| &b.thread.activity);
             let record =
                 Published::begin(activity, &shared.clock, start, *this.name, this.location);
             let output = future.as_mut().poll(cx);
             let end = shared.clock.now_ns();
-            record.end(end);
-            (output, start, end, reported_before)
+            let slow = end.saturating_sub(start) >= shared.threshold_ns;
+            record.end(end, slow);
+            // Another thread took the worker over during the poll (the future
+            // called `block_in_place`): the worker's other tasks ran on.
+            let handed_over = owned && bound.is_some_and(|b| !b.watch.is_owner(&b.thread));
+            (output, start, end, reported_before, slow && !handed_over)
         });
         match timed {
-            Ok((output, start, end, reported_before)) => {
-                if end.saturating_sub(start) >= shared.threshold_ns {
+            Ok((output, start, end, reported_before, slow)) => {
+                if slow {
                     poll_was_slow(
                         shared,
                         SlowPoll {
@@ -300,10 +303,17 @@ impl<'a> Published<'a> {
         }
     }
 
+    /// Restores the outer record. After a `slow` poll, which reports its own
+    /// block, the outer poll's time for the watchdog starts again at `now`:
+    /// the block is this poll's, not the outer one's.
     #[inline]
-    fn end(self, now: u64) {
+    fn end(self, now: u64, slow: bool) {
         if let Some(a) = self.activity {
-            a.end_poll(self.previous, now);
+            let mut previous = self.previous;
+            if slow && previous.is_polling() {
+                previous.start = now;
+            }
+            a.end_poll(previous, now);
         }
         std::mem::forget(self);
     }
