@@ -95,9 +95,31 @@ impl Activity {
     /// Writer only: publishes `record` and returns the one it replaces, to be
     /// handed back to [`end_poll`](Self::end_poll) (tracked polls nest).
     #[inline]
+    // Used by precise mode (`cfg(tokio_unstable)`), the tests and the models.
+    #[cfg_attr(not(any(tokio_unstable, loom, test)), allow(dead_code))]
     pub fn begin_poll(&self, record: PollRecord) -> PollRecord {
         let previous = self.own_record();
         self.write(&record);
+        previous
+    }
+
+    /// Writer only: like [`begin_poll`](Self::begin_poll) for a poll nested in
+    /// the current one (a watched future inside a task): the task id carries
+    /// over.
+    #[inline]
+    pub fn begin_nested_poll(
+        &self,
+        start: u64,
+        name: Option<&'static str>,
+        location: &'static Location<'static>,
+    ) -> PollRecord {
+        let previous = self.own_record();
+        self.write(&PollRecord {
+            start,
+            name,
+            location: Some(location),
+            task_id: previous.task_id,
+        });
         previous
     }
 

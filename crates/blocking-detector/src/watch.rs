@@ -284,16 +284,7 @@ impl<'a> Published<'a> {
         location: &'static Location<'static>,
     ) -> Published<'a> {
         let previous = match activity {
-            Some(a) => {
-                let previous = a.own_record();
-                a.begin_poll(PollRecord {
-                    start,
-                    name,
-                    location: Some(location),
-                    // Inside a task tracked in precise mode: same task.
-                    task_id: previous.task_id,
-                })
-            }
+            Some(a) => a.begin_nested_poll(start, name, location),
             None => PollRecord::IDLE,
         };
         Published {
