@@ -7,33 +7,49 @@
 //! tick) whenever its resolution is fine enough for the threshold — at most a
 //! tenth of it — and `Instant` otherwise.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A monotonic clock returning nanoseconds, never 0 (0 means "no time" in
-/// the detector's atomics).
+/// the detector's atomics). All detectors share one epoch, so a clock is a
+/// single flag, cheap to keep anywhere.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
-    /// `Instant` at which `ns` was `base_ns`; maps readings back to instants.
-    epoch: Instant,
-    base_ns: u64,
     coarse: bool,
+}
+
+/// An instant and both clocks' readings at it, to map readings to instants.
+struct Epoch {
+    instant: Instant,
+    coarse_ns: u64,
+}
+
+fn epoch() -> &'static Epoch {
+    static EPOCH: OnceLock<Epoch> = OnceLock::new();
+    EPOCH.get_or_init(|| Epoch {
+        instant: Instant::now(),
+        coarse_ns: if coarse::resolution().is_some() {
+            coarse::now_ns()
+        } else {
+            0
+        },
+    })
 }
 
 impl Clock {
     /// A clock whose resolution is at most a tenth of `threshold`.
     pub(crate) fn for_threshold(threshold: Duration) -> Clock {
         let coarse = coarse::resolution().is_some_and(|res| res.saturating_mul(10) <= threshold);
-        let epoch = Instant::now();
-        let base_ns = if coarse { coarse::now_ns() } else { 1 };
-        Clock {
-            epoch,
-            base_ns,
-            coarse,
-        }
+        epoch();
+        Clock { coarse }
     }
 
-    /// Whether the coarse clock is in use (exposed for tests and docs).
-    #[cfg(test)]
+    /// The clock a detector chose, from its flag.
+    pub(crate) fn from_coarse(coarse: bool) -> Clock {
+        Clock { coarse }
+    }
+
+    /// Whether the coarse clock is in use.
     pub(crate) fn is_coarse(&self) -> bool {
         self.coarse
     }
@@ -44,14 +60,16 @@ impl Clock {
             coarse::now_ns()
         } else {
             // `+ 1` keeps readings non-zero; the offset cancels in durations.
-            self.epoch.elapsed().as_nanos() as u64 + 1
+            epoch().instant.elapsed().as_nanos() as u64 + 1
         }
     }
 
     /// The instant of a reading, for reports.
     pub(crate) fn instant_of(&self, ns: u64) -> Instant {
-        let offset = Duration::from_nanos(ns.saturating_sub(self.base_ns));
-        self.epoch.checked_add(offset).unwrap_or(self.epoch)
+        let epoch = epoch();
+        let base = if self.coarse { epoch.coarse_ns } else { 1 };
+        let offset = Duration::from_nanos(ns.saturating_sub(base));
+        epoch.instant.checked_add(offset).unwrap_or(epoch.instant)
     }
 }
 

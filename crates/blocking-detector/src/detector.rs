@@ -7,7 +7,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, Location};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use async_patterns_core::ConfigError;
@@ -229,13 +229,14 @@ impl BlockingDetector {
     /// # }
     /// ```
     pub fn set_enabled(&self, enabled: bool) {
-        if enabled && !self.shared.enabled.load(Relaxed) {
+        let hot = self.shared.hot;
+        if enabled && !hot.enabled.load(Relaxed) {
             // Time spent disabled must not count as blocked once re-enabled.
             self.shared
                 .enabled_since
                 .store(self.shared.clock.now_ns(), Release);
         }
-        self.shared.enabled.store(enabled, Release);
+        hot.enabled.store(enabled, Release);
     }
 
     /// Whether the detector measures and reports.
@@ -249,7 +250,7 @@ impl BlockingDetector {
     /// assert!(!detector.is_enabled());
     /// ```
     pub fn is_enabled(&self) -> bool {
-        self.shared.enabled.load(Relaxed)
+        self.shared.is_enabled()
     }
 }
 
@@ -386,7 +387,7 @@ impl BlockingDetectorBuilder {
     pub fn build(self) -> Result<BlockingDetector, ConfigError> {
         self.validate()?;
         Ok(BlockingDetector {
-            shared: Arc::new(Shared::new(&self, None)),
+            shared: Shared::new(&self, None),
         })
     }
 
@@ -420,7 +421,8 @@ pub(crate) struct Shared {
     pub(crate) threshold: Duration,
     pub(crate) threshold_ns: u64,
     pub(crate) clock: Clock,
-    pub(crate) enabled: AtomicBool,
+    /// What a watched poll reads; see [`Hot`].
+    pub(crate) hot: &'static Hot,
     /// The clock reading when the detector was last enabled.
     pub(crate) enabled_since: AtomicU64,
     handler: Arc<dyn BlockingHandler>,
@@ -443,14 +445,19 @@ impl Shared {
     pub(crate) fn new(
         config: &BlockingDetectorBuilder,
         installation: Option<Arc<crate::runtime::Installation>>,
-    ) -> Shared {
+    ) -> Arc<Shared> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let clock = Clock::for_threshold(config.threshold);
-        Shared {
+        let threshold_ns = config.threshold.as_nanos() as u64;
+        let hot = Hot::acquire();
+        hot.enabled.store(config.enabled, Relaxed);
+        hot.threshold_ns.store(threshold_ns, Relaxed);
+        hot.coarse.store(clock.is_coarse(), Relaxed);
+        let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Relaxed),
             threshold: config.threshold,
-            threshold_ns: config.threshold.as_nanos() as u64,
-            enabled: AtomicBool::new(config.enabled),
+            threshold_ns,
+            hot,
             enabled_since: AtomicU64::new(clock.now_ns()),
             clock,
             handler: config.handler.clone().unwrap_or_else(default_handler),
@@ -459,11 +466,15 @@ impl Shared {
             guards: Mutex::new(GuardRegistry::default()),
             counters: CounterCells::default(),
             installation,
-        }
+        });
+        *lock(&hot.shared) = Arc::downgrade(&shared);
+        // Published last: a watched future checks the id before anything else.
+        hot.id.store(shared.id, Release);
+        shared
     }
 
     pub(crate) fn is_enabled(&self) -> bool {
-        self.enabled.load(Acquire)
+        self.hot.enabled.load(Acquire)
     }
 
     fn is_installed(&self) -> bool {
@@ -502,6 +513,57 @@ impl Shared {
         // A panicking handler must not take a worker or the watchdog down.
         let handler = &self.handler;
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_report(&report)));
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.hot.release();
+    }
+}
+
+/// The part of a detector that a watched poll reads, in memory that outlives
+/// the detector: a watched future holds a `&'static Hot` and the detector's
+/// id instead of a reference count, so that spawning watched tasks from one
+/// thread and finishing them on others does not bounce a shared counter
+/// between cores. Slots are reused when detectors are dropped, so their
+/// number is the most detectors alive at once; a future whose detector is
+/// gone sees another id and is polled untimed.
+pub(crate) struct Hot {
+    /// The id of the detector using the slot; 0 while free.
+    pub(crate) id: AtomicU64,
+    pub(crate) enabled: AtomicBool,
+    pub(crate) threshold_ns: AtomicU64,
+    pub(crate) coarse: AtomicBool,
+    shared: Mutex<Weak<Shared>>,
+}
+
+/// Free slots.
+static FREE_HOT: Mutex<Vec<&'static Hot>> = Mutex::new(Vec::new());
+
+impl Hot {
+    fn acquire() -> &'static Hot {
+        lock(&FREE_HOT).pop().unwrap_or_else(|| {
+            Box::leak(Box::new(Hot {
+                id: AtomicU64::new(0),
+                enabled: AtomicBool::new(false),
+                threshold_ns: AtomicU64::new(u64::MAX),
+                coarse: AtomicBool::new(false),
+                shared: Mutex::new(Weak::new()),
+            }))
+        })
+    }
+
+    fn release(&'static self) {
+        self.id.store(0, Release);
+        *lock(&self.shared) = Weak::new();
+        lock(&FREE_HOT).push(self);
+    }
+
+    /// The detector `id`, if it is still alive.
+    pub(crate) fn detector(&self, id: u64) -> Option<Arc<Shared>> {
+        let shared = lock(&self.shared).upgrade()?;
+        (shared.id == id).then_some(shared)
     }
 }
 

@@ -200,7 +200,7 @@ impl BlockingDetectorBuilder {
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
             stack_signal,
         });
-        let shared = Arc::new(Shared::new(&self, Some(installation)));
+        let shared = Shared::new(&self, Some(installation));
         std::thread::Builder::new()
             .name("blocking-detector-watchdog".into())
             .spawn({

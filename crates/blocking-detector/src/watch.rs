@@ -3,14 +3,16 @@
 //!
 //! The hot path is two clock reads, one thread-local access and, on a thread
 //! of a runtime the detector is installed in, two writes of the thread's poll
-//! record (so the watchdog can name the poll while it is stuck). Everything
-//! else — building and delivering a report — is on the cold path of a poll
-//! that was over the threshold.
+//! record (so the watchdog can name the poll while it is stuck). A watched
+//! future refers to its detector without a reference count (see
+//! [`Hot`](crate::detector::Hot)). Everything else — finding the detector,
+//! building and delivering a report — is on the cold path of a poll that was
+//! over the threshold.
 
 use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::activity::{Activity, PollRecord};
 use crate::clock::Clock;
-use crate::detector::{BlockingDetector, Shared};
+use crate::detector::{BlockingDetector, Hot, Shared};
 use crate::report::{BlockingReport, ReportKind, TaskId, ThreadInfo};
 use crate::runtime::THREAD;
 
@@ -30,6 +32,10 @@ impl BlockingDetector {
     /// On a runtime the detector is [installed](crate::BlockingDetectorBuilder::install)
     /// in, the watchdog also knows the future is being polled, so a stuck
     /// poll is reported by name while it is still stuck.
+    ///
+    /// The future does not keep the detector alive: its polls are timed as
+    /// long as a [`BlockingDetector`] handle exists (or the runtime it is
+    /// installed in), and polled untimed after that.
     ///
     /// # Examples
     ///
@@ -120,7 +126,8 @@ impl BlockingDetector {
     ) -> Watched<F> {
         Watched {
             future,
-            shared: self.shared.clone(),
+            hot: self.shared.hot,
+            detector: self.shared.id,
             name,
             location,
         }
@@ -148,7 +155,8 @@ pin_project! {
     pub struct Watched<F> {
         #[pin]
         future: F,
-        shared: Arc<Shared>,
+        hot: &'static Hot,
+        detector: u64,
         name: Option<&'static str>,
         location: &'static Location<'static>,
     }
@@ -218,25 +226,27 @@ impl<F: Future> Future for Watched<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let shared: &Shared = this.shared;
+        let (hot, detector) = (*this.hot, *this.detector);
         let mut future = this.future;
-        if !shared.is_enabled() {
+        // Off (or gone): one branch.
+        if !hot.enabled.load(Relaxed) || hot.id.load(Acquire) != detector {
             return future.poll(cx);
         }
+        let clock = Clock::from_coarse(hot.coarse.load(Relaxed));
+        let threshold_ns = hot.threshold_ns.load(Relaxed);
         let timed = THREAD.try_with(|state| {
             // Held across the inner poll: a hook on this thread cannot rebind
             // it meanwhile, so the activity stays the one written to.
             let binding = state.binding.borrow();
-            let bound = binding.as_ref().filter(|b| b.detector == shared.id);
+            let bound = binding.as_ref().filter(|b| b.detector == detector);
             let owned = bound.is_some_and(|b| b.watch.is_owner(&b.thread));
             let reported_before = state.reported_ns.get();
-            let start = shared.clock.now_ns();
+            let start = clock.now_ns();
             let activity = bound.map(|b| &b.thread.activity);
-            let record =
-                Published::begin(activity, &shared.clock, start, *this.name, this.location);
+            let record = Published::begin(activity, clock, start, *this.name, this.location);
             let output = future.as_mut().poll(cx);
-            let end = shared.clock.now_ns();
-            let slow = end.saturating_sub(start) >= shared.threshold_ns;
+            let end = clock.now_ns();
+            let slow = end.saturating_sub(start) >= threshold_ns;
             record.end(end, slow);
             // Another thread took the worker over during the poll (the future
             // called `block_in_place`): the worker's other tasks ran on.
@@ -245,9 +255,9 @@ impl<F: Future> Future for Watched<F> {
         });
         match timed {
             Ok((output, start, end, reported_before, slow)) => {
-                if slow {
+                if let Some(shared) = slow.then(|| hot.detector(detector)).flatten() {
                     poll_was_slow(
-                        shared,
+                        &shared,
                         SlowPoll {
                             start,
                             end,
@@ -271,14 +281,14 @@ impl<F: Future> Future for Watched<F> {
 struct Published<'a> {
     activity: Option<&'a Activity>,
     previous: PollRecord,
-    clock: &'a Clock,
+    clock: Clock,
 }
 
 impl<'a> Published<'a> {
     #[inline]
     fn begin(
         activity: Option<&'a Activity>,
-        clock: &'a Clock,
+        clock: Clock,
         start: u64,
         name: Option<&'static str>,
         location: &'static Location<'static>,

@@ -332,6 +332,22 @@ fn a_watched_future_that_panics_propagates_the_panic() {
 }
 
 #[test]
+fn a_watched_future_outliving_its_detector_is_polled_untimed() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (detector, seen) = detector();
+    let watched = detector.watch(async { std::thread::sleep(Duration::from_millis(50)) });
+    drop(detector);
+    // A new detector may take over the freed slot: still not this one's.
+    let (other, other_seen) = self::detector();
+    rt.block_on(watched);
+    assert!(seen.lock().unwrap().is_empty());
+    assert!(other_seen.lock().unwrap().is_empty());
+    assert_eq!(other.counters().blocked, 0);
+}
+
+#[test]
 fn a_watched_future_dropped_mid_way_is_fine() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
