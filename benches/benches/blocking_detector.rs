@@ -62,15 +62,29 @@ fn multi_thread() -> Builder {
     b
 }
 
-/// The lowest of `reps` timings of `f`, in nanoseconds per poll.
-fn best_ns_per_poll(reps: usize, mut f: impl FnMut() -> u64) -> f64 {
-    (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            let polls = f();
-            start.elapsed().as_nanos() as f64 / polls as f64
+/// The median, over `rounds` rounds, of how much longer `b` takes than `a`,
+/// in nanoseconds per poll (each runs `polls` polls), the two run back to
+/// back in alternating order: a load that changes during the benchmark
+/// affects both sides of each pair alike.
+fn paired_ns_per_poll(rounds: usize, polls: u64, mut a: impl FnMut(), mut b: impl FnMut()) -> f64 {
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        f();
+        start.elapsed().as_nanos() as f64 / polls as f64
+    };
+    let mut diffs: Vec<f64> = (0..rounds.max(1))
+        .map(|round| {
+            if round % 2 == 0 {
+                let ta = time(&mut a);
+                time(&mut b) - ta
+            } else {
+                let tb = time(&mut b);
+                tb - time(&mut a)
+            }
         })
-        .fold(f64::INFINITY, f64::min)
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    diffs[diffs.len() / 2]
 }
 
 fn poll_overhead(c: &mut Criterion) {
@@ -88,21 +102,22 @@ fn poll_overhead(c: &mut Criterion) {
     });
     group.finish();
 
-    // The overhead itself: interleaved runs, the best of each, so that a
-    // noisy neighbour slows both sides rather than one.
-    let rounds = if test_mode() { 1 } else { 20 };
-    let (mut plain, mut watched) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..rounds {
-        plain = plain.min(best_ns_per_poll(10, || poll_to_end(CountDown(POLLS))));
-        watched = watched.min(best_ns_per_poll(10, || {
-            poll_to_end(detector.watch(CountDown(POLLS)))
-        }));
-    }
+    let rounds = if test_mode() { 1 } else { 400 };
+    let overhead = paired_ns_per_poll(
+        rounds,
+        POLLS + 1,
+        || {
+            poll_to_end(CountDown(POLLS));
+        },
+        || {
+            poll_to_end(detector.watch(CountDown(POLLS)));
+        },
+    );
     record_metric(Metric {
         group: "blocking_detector/poll",
         implementation: "ours",
         metric: "overhead per poll",
-        value: (watched - plain).max(0.0),
+        value: overhead,
         unit: "ns",
         better: Better::Lower,
     });
@@ -137,23 +152,13 @@ fn poll_overhead_in_runtime(c: &mut Criterion) {
     group.bench_function("ours", |b| b.iter(watched_run));
     group.finish();
 
-    let rounds = if test_mode() { 1 } else { 20 };
-    let (mut plain, mut watched) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..rounds {
-        plain = plain.min(best_ns_per_poll(5, || {
-            plain_run();
-            POLLS + 1
-        }));
-        watched = watched.min(best_ns_per_poll(5, || {
-            watched_run();
-            POLLS + 1
-        }));
-    }
+    let rounds = if test_mode() { 1 } else { 200 };
+    let overhead = paired_ns_per_poll(rounds, POLLS + 1, plain_run, watched_run);
     record_metric(Metric {
         group: "blocking_detector/poll_installed",
         implementation: "ours",
         metric: "overhead per poll",
-        value: (watched - plain).max(0.0),
+        value: overhead,
         unit: "ns",
         better: Better::Lower,
     });

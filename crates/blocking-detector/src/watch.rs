@@ -239,7 +239,6 @@ impl<F: Future> Future for Watched<F> {
             // it meanwhile, so the activity stays the one written to.
             let binding = state.binding.borrow();
             let bound = binding.as_ref().filter(|b| b.detector == detector);
-            let owned = bound.is_some_and(|b| b.watch.is_owner(&b.thread));
             let reported_before = state.reported_ns.get();
             let start = clock.now_ns();
             let activity = bound.map(|b| &b.thread.activity);
@@ -248,9 +247,12 @@ impl<F: Future> Future for Watched<F> {
             let end = clock.now_ns();
             let slow = end.saturating_sub(start) >= threshold_ns;
             record.end(end, slow);
-            // Another thread took the worker over during the poll (the future
-            // called `block_in_place`): the worker's other tasks ran on.
-            let handed_over = owned && bound.is_some_and(|b| !b.watch.is_owner(&b.thread));
+            // The thread ran a worker but no longer does: another thread took
+            // the worker over during the poll (the future called
+            // `block_in_place`), and the worker's other tasks ran on.
+            let handed_over = slow
+                && bound
+                    .is_some_and(|b| b.thread.worker().is_some() && !b.watch.is_owner(&b.thread));
             (output, start, end, reported_before, slow && !handed_over)
         });
         match timed {

@@ -236,6 +236,23 @@ fn block_in_place_is_not_reported() {
 }
 
 #[test]
+fn a_watched_task_calling_block_in_place_is_not_reported() {
+    let w = watched(multi_thread(), THRESHOLD);
+    let guard = w.detector.fail_on_blocking();
+    w.rt.block_on(async {
+        until_watched(&w.detector, 2).await;
+        w.detector
+            .spawn("hands over", async {
+                tokio::task::block_in_place(|| std::thread::sleep(BLOCK));
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(THRESHOLD * 2).await;
+    });
+    guard.check().unwrap_or_else(|f| panic!("{f}"));
+}
+
+#[test]
 fn nothing_is_reported_while_disabled_or_for_the_time_spent_disabled() {
     let w = watched(multi_thread(), THRESHOLD);
     w.rt.block_on(async {
