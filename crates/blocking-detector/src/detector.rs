@@ -453,6 +453,7 @@ impl Shared {
         hot.enabled.store(config.enabled, Relaxed);
         hot.threshold_ns.store(threshold_ns, Relaxed);
         hot.coarse.store(clock.is_coarse(), Relaxed);
+        hot.installed.store(installation.is_some(), Relaxed);
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Relaxed),
             threshold: config.threshold,
@@ -535,6 +536,8 @@ pub(crate) struct Hot {
     pub(crate) enabled: AtomicBool,
     pub(crate) threshold_ns: AtomicU64,
     pub(crate) coarse: AtomicBool,
+    /// Installed in a runtime: watched polls publish what they poll.
+    pub(crate) installed: AtomicBool,
     shared: Mutex<Weak<Shared>>,
 }
 
@@ -549,6 +552,7 @@ impl Hot {
                 enabled: AtomicBool::new(false),
                 threshold_ns: AtomicU64::new(u64::MAX),
                 coarse: AtomicBool::new(false),
+                installed: AtomicBool::new(false),
                 shared: Mutex::new(Weak::new()),
             }))
         })

@@ -9,7 +9,7 @@ use tokio::runtime::TaskMeta;
 use crate::activity::PollRecord;
 use crate::detector::Shared;
 use crate::report::TaskId;
-use crate::runtime::{THREAD, with_thread};
+use crate::runtime::with_thread;
 use crate::watch::{SlowPoll, poll_was_slow};
 
 /// The task poll in progress on this thread, between the two hooks.
@@ -20,7 +20,6 @@ struct TaskPoll {
     /// The record to restore, and whether the thread ran the worker when the
     /// poll started; `None` if the thread is not bound.
     previous: Option<(PollRecord, bool)>,
-    reported_before: u64,
 }
 
 thread_local! {
@@ -40,13 +39,11 @@ pub(crate) fn before_poll(shared: &Shared, meta: &TaskMeta<'_>) {
     let previous = with_thread(shared, true, |w, t| {
         (t.activity.begin_poll(record), w.is_owner(t))
     });
-    let reported_before = THREAD.try_with(|s| s.reported_ns.get()).unwrap_or(0);
     let _ = TASK_POLL.try_with(|c| {
         c.set(Some(TaskPoll {
             detector: shared.id,
             record,
             previous,
-            reported_before,
         }))
     });
 }
@@ -80,7 +77,6 @@ pub(crate) fn after_poll(shared: &Shared, _meta: &TaskMeta<'_>) {
             SlowPoll {
                 start: poll.record.start,
                 end,
-                reported_before: poll.reported_before,
                 name: None,
                 location: poll.record.location,
                 task_id: TaskId::from_raw(poll.record.task_id),

@@ -565,12 +565,17 @@ impl Drop for Sentinel {
     }
 }
 
-/// Per-thread state: the binding to a watched runtime, and how much of the
-/// current poll nested polls already reported (so that a watched future
-/// inside a watched task does not report the same block twice).
+/// How many reported polls a thread remembers, to tell an outer poll which
+/// of its time nested polls already reported.
+pub(crate) const REPORTED_POLLS: usize = 8;
+
+/// Per-thread state: the binding to a watched runtime, and the last polls
+/// this thread reported as `(start, end)` (so that a watched future inside a
+/// watched task does not report the same block twice).
 pub(crate) struct ThreadState {
     pub(crate) binding: RefCell<Option<Binding>>,
-    pub(crate) reported_ns: Cell<u64>,
+    pub(crate) reported: Cell<[(u64, u64); REPORTED_POLLS]>,
+    pub(crate) next_reported: Cell<usize>,
 }
 
 /// This thread belongs to `watch`, a runtime watched by detector `detector`.
@@ -584,7 +589,8 @@ thread_local! {
     pub(crate) static THREAD: ThreadState = const {
         ThreadState {
             binding: RefCell::new(None),
-            reported_ns: Cell::new(0),
+            reported: Cell::new([(0, 0); REPORTED_POLLS]),
+            next_reported: Cell::new(0),
         }
     };
 }

@@ -23,7 +23,7 @@ use crate::activity::{Activity, PollRecord};
 use crate::clock::Clock;
 use crate::detector::{BlockingDetector, Hot, Shared};
 use crate::report::{BlockingReport, ReportKind, TaskId, ThreadInfo};
-use crate::runtime::THREAD;
+use crate::runtime::{REPORTED_POLLS, THREAD};
 
 impl BlockingDetector {
     /// Wraps `future` so that each of its polls is timed; a poll longer than
@@ -234,12 +234,21 @@ impl<F: Future> Future for Watched<F> {
         }
         let clock = Clock::from_coarse(hot.coarse.load(Relaxed));
         let threshold_ns = hot.threshold_ns.load(Relaxed);
+        if !hot.installed.load(Relaxed) {
+            // No runtime watches this detector: nothing to publish.
+            let start = clock.now_ns();
+            let output = future.poll(cx);
+            let end = clock.now_ns();
+            if end.saturating_sub(start) >= threshold_ns {
+                self::slow(hot, detector, start, end, *this.name, this.location);
+            }
+            return output;
+        }
         let timed = THREAD.try_with(|state| {
             // Held across the inner poll: a hook on this thread cannot rebind
             // it meanwhile, so the activity stays the one written to.
             let binding = state.binding.borrow();
             let bound = binding.as_ref().filter(|b| b.detector == detector);
-            let reported_before = state.reported_ns.get();
             let start = clock.now_ns();
             let activity = bound.map(|b| &b.thread.activity);
             let record = Published::begin(activity, clock, start, *this.name, this.location);
@@ -253,28 +262,43 @@ impl<F: Future> Future for Watched<F> {
             let handed_over = slow
                 && bound
                     .is_some_and(|b| b.thread.worker().is_some() && !b.watch.is_owner(&b.thread));
-            (output, start, end, reported_before, slow && !handed_over)
+            (output, start, end, slow && !handed_over)
         });
         match timed {
-            Ok((output, start, end, reported_before, slow)) => {
-                if let Some(shared) = slow.then(|| hot.detector(detector)).flatten() {
-                    poll_was_slow(
-                        &shared,
-                        SlowPoll {
-                            start,
-                            end,
-                            reported_before,
-                            name: *this.name,
-                            location: Some(this.location),
-                            task_id: tokio::task::try_id().map(TaskId::from),
-                        },
-                    );
+            Ok((output, start, end, slow)) => {
+                if slow {
+                    self::slow(hot, detector, start, end, *this.name, this.location);
                 }
                 output
             }
             // The thread-locals are being destroyed: poll untimed.
             Err(_) => future.poll(cx),
         }
+    }
+}
+
+/// A watched poll took `start..end`, the threshold or more.
+#[cold]
+#[inline(never)]
+fn slow(
+    hot: &Hot,
+    detector: u64,
+    start: u64,
+    end: u64,
+    name: Option<&'static str>,
+    location: &'static Location<'static>,
+) {
+    if let Some(shared) = hot.detector(detector) {
+        poll_was_slow(
+            &shared,
+            SlowPoll {
+                start,
+                end,
+                name,
+                location: Some(location),
+                task_id: tokio::task::try_id().map(TaskId::from),
+            },
+        );
     }
 }
 
@@ -335,8 +359,6 @@ impl Drop for Published<'_> {
 pub(crate) struct SlowPoll {
     pub(crate) start: u64,
     pub(crate) end: u64,
-    /// This thread's `reported_ns` when the poll started.
-    pub(crate) reported_before: u64,
     pub(crate) name: Option<&'static str>,
     pub(crate) location: Option<&'static Location<'static>>,
     pub(crate) task_id: Option<TaskId>,
@@ -349,15 +371,26 @@ pub(crate) struct SlowPoll {
 #[inline(never)]
 pub(crate) fn poll_was_slow(shared: &Shared, poll: SlowPoll) {
     let duration = poll.end.saturating_sub(poll.start);
-    let nested = THREAD
-        .try_with(|s| s.reported_ns.get().wrapping_sub(poll.reported_before))
+    // Polls this thread reported within this one were nested in it.
+    let nested: u64 = THREAD
+        .try_with(|s| {
+            s.reported
+                .get()
+                .iter()
+                .filter(|(start, end)| *start >= poll.start && *end <= poll.end && end > start)
+                .map(|(start, end)| end - start)
+                .sum()
+        })
         .unwrap_or(0);
     if duration.saturating_sub(nested) < shared.threshold_ns {
         return;
     }
     let _ = THREAD.try_with(|s| {
-        s.reported_ns
-            .set(poll.reported_before.wrapping_add(duration))
+        let mut reported = s.reported.get();
+        let next = s.next_reported.get();
+        reported[next % REPORTED_POLLS] = (poll.start, poll.end);
+        s.reported.set(reported);
+        s.next_reported.set(next.wrapping_add(1));
     });
     let thread = ThreadInfo::current();
     shared.dispatch(BlockingReport {
