@@ -34,7 +34,8 @@
 //! that lasts the threshold or longer is reported exactly once when it
 //! returns (`Blocked`), with its exact duration on the detector's clock. The
 //! watchdog reports a worker blocked for the threshold plus at most a
-//! quarter of it while it is still blocked (`Stuck`), once per block. Rate
+//! quarter of it (half of it outside tracked polls) while it is still
+//! blocked (`Stuck`), once per block, and once more when it ends. Rate
 //! limiting only keeps reports from the handler: every report is counted and
 //! every report reaches the active test guards. Off
 //! ([`set_enabled(false)`](BlockingDetector::set_enabled)), a watched poll

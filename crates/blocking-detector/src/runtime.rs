@@ -120,9 +120,9 @@ impl BlockingDetectorBuilder {
     /// updated the worker's busy-time metric, which it does at least every
     /// 61 polls. A worker is reported when none of these moved for the
     /// threshold. So: a burst of fewer than 61 polls that together exceed
-    /// the threshold is reported too; a stall shorter than the threshold
-    /// plus a quarter is reported only if a watched or (precise mode) task
-    /// poll caused it; and a worker is watched from its first park (or task
+    /// the threshold is reported too; outside tracked polls a stall is seen
+    /// once it has lasted the threshold plus up to half of it (the metric is
+    /// read at each look), so a shorter one may go unreported; and a worker is watched from its first park (or task
     /// poll in precise mode). On a current-thread runtime, a thread that has
     /// left `block_on` looks just like a stuck one, so outside tracked polls
     /// the watchdog reports it only while the runtime has tasks that it
