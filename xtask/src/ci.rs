@@ -11,11 +11,12 @@ use crate::tidy;
 
 type Step = fn() -> Result<()>;
 
-const SECTIONS: [(&str, Step); 8] = [
+const SECTIONS: [(&str, Step); 9] = [
     ("fmt", fmt),
     ("tidy", tidy::check),
     ("clippy", clippy),
     ("test", test),
+    ("unstable", unstable),
     ("loom", loom),
     ("doc", doc),
     ("bench", bench),
@@ -91,6 +92,23 @@ fn test() -> Result<()> {
     // Unit, integration and doc tests of every crate.
     cmd.args(["test", "--workspace", "--all-features"]);
     run::section("test", cmd, Limit::minutes(40))
+}
+
+/// Code behind `cfg(tokio_unstable)` (the blocking detector's precise mode,
+/// built on tokio's task-poll hooks) is compiled and tested only with that
+/// flag; it runs in a target directory of its own, so the normal build cache
+/// is untouched.
+fn unstable() -> Result<()> {
+    let mut cmd = run::cargo();
+    cmd.env("RUSTFLAGS", "--cfg tokio_unstable").args([
+        "test",
+        "--target-dir",
+        "target/unstable",
+        "--package",
+        "async-patterns-blocking-detector",
+        "--all-features",
+    ]);
+    run::section("test (tokio_unstable)", cmd, Limit::minutes(30))
 }
 
 /// Loom models live in test targets named `loom*` (files `tests/loom*.rs`,

@@ -19,6 +19,7 @@
 //! | `txn-channel` | `txn_channel` | `async-patterns-txn-channel` | transactional receive: peek, process, commit — or the item comes back; attempts counted, poison items dead-lettered |
 //! | `reusable-receiver` | `reusable_receiver` | `async-patterns-reusable-receiver` | retry a `'static` stream consumer (a gRPC client-streaming call) with the same receiver, replaying what the failed attempt did not confirm |
 //! | `per-core-runtime` | `per_core_runtime` | `async-patterns-per-core-runtime` | one pinned single-thread runtime per core: spawn `!Send` tasks on a core from anywhere, join them, shut down gracefully |
+//! | `blocking-detector` | `blocking_detector` | `async-patterns-blocking-detector` | find the poll that blocks a runtime worker, name it while it is stuck, and fail tests on it |
 //!
 //! # When to use it, and when not
 //!
@@ -68,3 +69,7 @@ pub use async_patterns_reusable_receiver as reusable_receiver;
 #[cfg(feature = "per-core-runtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "per-core-runtime")))]
 pub use async_patterns_per_core_runtime as per_core_runtime;
+
+#[cfg(feature = "blocking-detector")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blocking-detector")))]
+pub use async_patterns_blocking_detector as blocking_detector;

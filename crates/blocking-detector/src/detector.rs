@@ -1,0 +1,754 @@
+//! [`BlockingDetector`] and its builder: the configuration, the counters, and
+//! the one path every report takes — counted, collected by the active test
+//! guards, rate-limited, then handed to the handler.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, Location};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use async_patterns_core::ConfigError;
+
+use crate::clock::Clock;
+use crate::guard::GuardRegistry;
+use crate::report::{BlockingHandler, BlockingReport, ReportKind, default_handler};
+
+/// The threshold when none is set.
+const DEFAULT_THRESHOLD: Duration = Duration::from_millis(100);
+/// The shortest accepted threshold.
+const MIN_THRESHOLD: Duration = Duration::from_millis(1);
+/// The longest accepted threshold.
+const MAX_THRESHOLD: Duration = Duration::from_secs(3600);
+/// The rate limit when none is set: one report per kind and location per second.
+const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How many distinct locations the rate limiter remembers.
+const RATE_LIMIT_ENTRIES: usize = 1024;
+
+/// Finds the poll that blocks a tokio runtime thread, names it, and reports
+/// it — through a [`BlockingHandler`], to the active
+/// [`BlockingGuard`](crate::BlockingGuard)s, and in its [`Counters`].
+///
+/// A detector is a cheap handle (`Clone` shares it). It watches in up to
+/// three ways, which combine:
+///
+/// - [`watch`](Self::watch) / [`spawn`](Self::spawn) wrap one future and time
+///   each of its polls (stable tokio, any runtime);
+/// - [`install`](BlockingDetectorBuilder::install) adds a watchdog to a
+///   runtime, which reports a blocked worker *while it is still blocked*;
+/// - built with `--cfg tokio_unstable`, the installed detector also times
+///   every task poll of that runtime (precise mode).
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::BlockingDetector;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let detector = BlockingDetector::builder()
+///     .threshold(Duration::from_millis(20))
+///     .handler(|report: &_| eprintln!("{report}"))
+///     .build()?;
+///
+/// detector.spawn("well-behaved", async { tokio::task::yield_now().await }).await?;
+/// detector.spawn("sleeper", async { std::thread::sleep(Duration::from_millis(50)) }).await?;
+/// assert_eq!(detector.counters().blocked, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct BlockingDetector {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Configures a [`BlockingDetector`].
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::BlockingDetector;
+/// use std::time::Duration;
+///
+/// let detector = BlockingDetector::builder()
+///     .threshold(Duration::from_millis(50))
+///     .report_interval(Duration::from_secs(10))
+///     .build()
+///     .unwrap();
+/// assert_eq!(detector.threshold(), Duration::from_millis(50));
+///
+/// let err = BlockingDetector::builder().threshold(Duration::ZERO).build().unwrap_err();
+/// assert_eq!(err.field(), "threshold");
+/// ```
+#[must_use = "a builder does nothing until `build` or `install` is called"]
+pub struct BlockingDetectorBuilder {
+    pub(crate) threshold: Duration,
+    pub(crate) handler: Option<Arc<dyn BlockingHandler>>,
+    pub(crate) report_interval: Duration,
+    pub(crate) enabled: bool,
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    pub(crate) capture_stacks: bool,
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    pub(crate) stack_signal: Option<i32>,
+}
+
+/// A snapshot of a detector's counters.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, Counters};
+///
+/// let detector = BlockingDetector::builder().build().unwrap();
+/// assert_eq!(detector.counters(), Counters::default());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// [`ReportKind::Blocked`] reports: polls (or watchdog-found stalls) over
+    /// the threshold that ended.
+    pub blocked: u64,
+    /// [`ReportKind::Stuck`] reports: blocks the watchdog saw in progress.
+    pub stuck: u64,
+    /// Reports counted above that rate limiting kept from the handler.
+    pub suppressed: u64,
+    /// The total duration of the `blocked` reports.
+    pub blocked_time: Duration,
+    /// Runtime threads the watchdog currently watches (0 without
+    /// [`install`](BlockingDetectorBuilder::install)): a worker joins at its
+    /// first park, unpark or (precise mode) task poll.
+    pub watched_threads: usize,
+}
+
+impl BlockingDetector {
+    /// A builder with the defaults: threshold 100 ms, one report per kind and
+    /// location per second, the default handler ([`StderrHandler`], or
+    /// `TracingHandler` with the `tracing` feature), enabled.
+    ///
+    /// [`StderrHandler`]: crate::StderrHandler
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// let detector = BlockingDetector::builder().build().unwrap();
+    /// assert_eq!(detector.threshold(), Duration::from_millis(100));
+    /// ```
+    pub fn builder() -> BlockingDetectorBuilder {
+        BlockingDetectorBuilder {
+            threshold: DEFAULT_THRESHOLD,
+            handler: None,
+            report_interval: DEFAULT_REPORT_INTERVAL,
+            enabled: true,
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            capture_stacks: false,
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            stack_signal: None,
+        }
+    }
+
+    /// A poll (or stall) longer than this is reported.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// let detector = BlockingDetector::builder()
+    ///     .threshold(Duration::from_millis(30))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(detector.threshold(), Duration::from_millis(30));
+    /// ```
+    pub fn threshold(&self) -> Duration {
+        self.shared.threshold
+    }
+
+    /// The counters so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let detector = BlockingDetector::builder()
+    ///     .threshold(Duration::from_millis(20))
+    ///     .handler(|_: &_| {})
+    ///     .build()
+    ///     .unwrap();
+    /// for _ in 0..3 {
+    ///     detector.watch(async { std::thread::sleep(Duration::from_millis(30)) }).await;
+    /// }
+    /// let counters = detector.counters();
+    /// assert_eq!(counters.blocked, 3);
+    /// // Same location, within a second: the handler saw the first only.
+    /// assert_eq!(counters.suppressed, 2);
+    /// assert!(counters.blocked_time >= Duration::from_millis(60));
+    /// # }
+    /// ```
+    pub fn counters(&self) -> Counters {
+        let c = &self.shared.counters;
+        Counters {
+            blocked: c.blocked.load(Relaxed),
+            stuck: c.stuck.load(Relaxed),
+            suppressed: c.suppressed.load(Relaxed),
+            blocked_time: Duration::from_nanos(c.blocked_ns.load(Relaxed)),
+            watched_threads: self.shared.watched_threads(),
+        }
+    }
+
+    /// Turns the detector off or on. Off, a watched poll costs one branch
+    /// and the runtime hooks return at once; nothing is measured or reported.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let detector = BlockingDetector::builder()
+    ///     .threshold(Duration::from_millis(20))
+    ///     .handler(|_: &_| {})
+    ///     .build()
+    ///     .unwrap();
+    /// detector.set_enabled(false);
+    /// assert!(!detector.is_enabled());
+    /// detector.watch(async { std::thread::sleep(Duration::from_millis(30)) }).await;
+    /// assert_eq!(detector.counters().blocked, 0);
+    /// # }
+    /// ```
+    pub fn set_enabled(&self, enabled: bool) {
+        let hot = self.shared.hot;
+        if enabled && !hot.enabled.load(Relaxed) {
+            // Time spent disabled must not count as blocked once re-enabled.
+            self.shared
+                .enabled_since
+                .store(self.shared.clock.now_ns(), Release);
+        }
+        hot.enabled.store(enabled, Release);
+    }
+
+    /// Whether the detector measures and reports.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    ///
+    /// let detector = BlockingDetector::builder().enabled(false).build().unwrap();
+    /// assert!(!detector.is_enabled());
+    /// ```
+    pub fn is_enabled(&self) -> bool {
+        self.shared.is_enabled()
+    }
+}
+
+impl fmt::Debug for BlockingDetector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingDetector")
+            .field("threshold", &self.shared.threshold)
+            .field("enabled", &self.is_enabled())
+            .field("installed", &self.shared.is_installed())
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+impl BlockingDetectorBuilder {
+    /// Report polls and stalls longer than `threshold` (default 100 ms; from
+    /// 1 ms to 1 hour).
+    ///
+    /// Durations are measured with a clock whose resolution is at most a
+    /// tenth of the threshold; the watchdog looks every quarter threshold.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// let err = BlockingDetector::builder()
+    ///     .threshold(Duration::from_micros(10))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid `threshold`: got 10µs, expected from 1ms to 3600s"
+    /// );
+    /// ```
+    pub fn threshold(mut self, threshold: Duration) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// Deliver reports to `handler` instead of the default one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::{BlockingDetector, BlockingReport};
+    /// use std::sync::mpsc;
+    /// use std::sync::Mutex;
+    ///
+    /// let (tx, rx) = mpsc::channel::<BlockingReport>();
+    /// let tx = Mutex::new(tx);
+    /// let detector = BlockingDetector::builder()
+    ///     .handler(move |r: &BlockingReport| {
+    ///         let _ = tx.lock().unwrap().send(r.clone());
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # drop((detector, rx));
+    /// ```
+    pub fn handler(mut self, handler: impl BlockingHandler) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Deliver at most one report per kind and location (the watch or spawn
+    /// call site; the worker for stalls outside any tracked poll) per
+    /// `interval` (default 1 s); [`Duration::ZERO`] delivers every report.
+    /// Suppressed reports are still counted and still collected by test
+    /// guards; the next delivered report says how many were suppressed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let detector = BlockingDetector::builder()
+    ///     .threshold(Duration::from_millis(10))
+    ///     .report_interval(Duration::ZERO)
+    ///     .handler(|_: &_| {})
+    ///     .build()
+    ///     .unwrap();
+    /// for _ in 0..2 {
+    ///     detector.watch(async { std::thread::sleep(Duration::from_millis(20)) }).await;
+    /// }
+    /// assert_eq!(detector.counters().suppressed, 0);
+    /// # }
+    /// ```
+    pub fn report_interval(mut self, interval: Duration) -> Self {
+        self.report_interval = interval;
+        self
+    }
+
+    /// Start enabled (the default) or disabled; see
+    /// [`BlockingDetector::set_enabled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    ///
+    /// let detector = BlockingDetector::builder().enabled(false).build().unwrap();
+    /// detector.set_enabled(true);
+    /// assert!(detector.is_enabled());
+    /// ```
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// A detector for [`watch`](BlockingDetector::watch) and
+    /// [`spawn`](BlockingDetector::spawn) only, with no watchdog.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `threshold` if it is outside 1 ms ..= 1 hour.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// assert!(BlockingDetector::builder().build().is_ok());
+    /// let err = BlockingDetector::builder()
+    ///     .threshold(Duration::from_secs(7200))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "threshold");
+    /// ```
+    pub fn build(self) -> Result<BlockingDetector, ConfigError> {
+        self.validate()?;
+        Ok(BlockingDetector {
+            shared: Shared::new(&self, None),
+        })
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.threshold < MIN_THRESHOLD || self.threshold > MAX_THRESHOLD {
+            return Err(ConfigError::new(
+                "threshold",
+                format_args!("{:?}", self.threshold),
+                format!("from {MIN_THRESHOLD:?} to {MAX_THRESHOLD:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BlockingDetectorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingDetectorBuilder")
+            .field("threshold", &self.threshold)
+            .field("custom_handler", &self.handler.is_some())
+            .field("report_interval", &self.report_interval)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a detector's handles, watched futures and hooks share.
+pub(crate) struct Shared {
+    /// Distinguishes detectors in thread-local bindings.
+    pub(crate) id: u64,
+    pub(crate) threshold: Duration,
+    pub(crate) threshold_ns: u64,
+    pub(crate) clock: Clock,
+    /// What a watched poll reads; see [`Hot`].
+    pub(crate) hot: &'static Hot,
+    /// The clock reading when the detector was last enabled.
+    pub(crate) enabled_since: AtomicU64,
+    handler: Arc<dyn BlockingHandler>,
+    report_interval_ns: u64,
+    limiter: Mutex<RateLimiter>,
+    pub(crate) guards: Mutex<GuardRegistry>,
+    counters: CounterCells,
+    pub(crate) installation: Option<Arc<crate::runtime::Installation>>,
+}
+
+#[derive(Default)]
+struct CounterCells {
+    blocked: AtomicU64,
+    stuck: AtomicU64,
+    suppressed: AtomicU64,
+    blocked_ns: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: &BlockingDetectorBuilder,
+        installation: Option<Arc<crate::runtime::Installation>>,
+    ) -> Arc<Shared> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let clock = Clock::for_threshold(config.threshold);
+        let threshold_ns = config.threshold.as_nanos() as u64;
+        let hot = Hot::acquire();
+        hot.enabled.store(config.enabled, Relaxed);
+        hot.threshold_ns.store(threshold_ns, Relaxed);
+        hot.coarse.store(clock.is_coarse(), Relaxed);
+        hot.installed.store(installation.is_some(), Relaxed);
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            threshold: config.threshold,
+            threshold_ns,
+            hot,
+            enabled_since: AtomicU64::new(clock.now_ns()),
+            clock,
+            handler: config.handler.clone().unwrap_or_else(default_handler),
+            report_interval_ns: config.report_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
+            limiter: Mutex::new(RateLimiter::default()),
+            guards: Mutex::new(GuardRegistry::default()),
+            counters: CounterCells::default(),
+            installation,
+        });
+        *lock(&hot.shared) = Arc::downgrade(&shared);
+        // Published last: a watched future checks the id before anything else.
+        hot.id.store(shared.id, Release);
+        shared
+    }
+
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.hot.enabled.load(Acquire)
+    }
+
+    fn is_installed(&self) -> bool {
+        self.installation.is_some()
+    }
+
+    fn watched_threads(&self) -> usize {
+        self.installation
+            .as_ref()
+            .map_or(0, |i| i.watched_threads())
+    }
+
+    /// Counts `report`, gives it to the active guards, and delivers it to the
+    /// handler unless rate limiting suppresses it.
+    pub(crate) fn dispatch(&self, mut report: BlockingReport) {
+        let c = &self.counters;
+        match report.kind {
+            ReportKind::Stuck => {
+                c.stuck.fetch_add(1, Relaxed);
+            }
+            ReportKind::Blocked => {
+                c.blocked.fetch_add(1, Relaxed);
+                let ns = report.duration.as_nanos().min(u128::from(u64::MAX)) as u64;
+                c.blocked_ns.fetch_add(ns, Relaxed);
+            }
+        }
+        lock(&self.guards).record(&report);
+        let origin = Origin::of(&report);
+        let admitted =
+            lock(&self.limiter).admit(origin, self.clock.now_ns(), self.report_interval_ns);
+        let Some(suppressed) = admitted else {
+            c.suppressed.fetch_add(1, Relaxed);
+            return;
+        };
+        report.suppressed = suppressed;
+        // A panicking handler must not take a worker or the watchdog down.
+        let handler = &self.handler;
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_report(&report)));
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.hot.release();
+    }
+}
+
+/// The part of a detector that a watched poll reads, in memory that outlives
+/// the detector: a watched future holds a `&'static Hot` and the detector's
+/// id instead of a reference count, so that spawning watched tasks from one
+/// thread and finishing them on others does not bounce a shared counter
+/// between cores. Slots are reused when detectors are dropped, so their
+/// number is the most detectors alive at once; a future whose detector is
+/// gone sees another id and is polled untimed.
+pub(crate) struct Hot {
+    /// The id of the detector using the slot; 0 while free.
+    pub(crate) id: AtomicU64,
+    pub(crate) enabled: AtomicBool,
+    pub(crate) threshold_ns: AtomicU64,
+    pub(crate) coarse: AtomicBool,
+    /// Installed in a runtime: watched polls publish what they poll.
+    pub(crate) installed: AtomicBool,
+    shared: Mutex<Weak<Shared>>,
+}
+
+/// Free slots.
+static FREE_HOT: Mutex<Vec<&'static Hot>> = Mutex::new(Vec::new());
+
+impl Hot {
+    fn acquire() -> &'static Hot {
+        lock(&FREE_HOT).pop().unwrap_or_else(|| {
+            Box::leak(Box::new(Hot {
+                id: AtomicU64::new(0),
+                enabled: AtomicBool::new(false),
+                threshold_ns: AtomicU64::new(u64::MAX),
+                coarse: AtomicBool::new(false),
+                installed: AtomicBool::new(false),
+                shared: Mutex::new(Weak::new()),
+            }))
+        })
+    }
+
+    fn release(&'static self) {
+        self.id.store(0, Release);
+        *lock(&self.shared) = Weak::new();
+        lock(&FREE_HOT).push(self);
+    }
+
+    /// The detector `id`, if it is still alive.
+    pub(crate) fn detector(&self, id: u64) -> Option<Arc<Shared>> {
+        let shared = lock(&self.shared).upgrade()?;
+        (shared.id == id).then_some(shared)
+    }
+}
+
+/// Locks `mutex`, ignoring poisoning: the detector's state stays consistent
+/// under a panic, since every critical section is a single update.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What rate limiting groups reports by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Origin {
+    Location {
+        kind: ReportKind,
+        file: &'static str,
+        line: u32,
+        column: u32,
+    },
+    Worker {
+        kind: ReportKind,
+        worker: Option<usize>,
+    },
+}
+
+impl Origin {
+    fn of(report: &BlockingReport) -> Origin {
+        match report.location {
+            Some(l) => Origin::from_location(report.kind, l),
+            None => Origin::Worker {
+                kind: report.kind,
+                worker: report.worker,
+            },
+        }
+    }
+
+    fn from_location(kind: ReportKind, l: &'static Location<'static>) -> Origin {
+        Origin::Location {
+            kind,
+            file: l.file(),
+            line: l.line(),
+            column: l.column(),
+        }
+    }
+}
+
+/// At most one delivered report per origin per interval, remembering at most
+/// [`RATE_LIMIT_ENTRIES`] origins.
+#[derive(Debug, Default)]
+struct RateLimiter {
+    entries: HashMap<Origin, LimitEntry>,
+}
+
+#[derive(Debug)]
+struct LimitEntry {
+    last_delivered: u64,
+    suppressed: u64,
+}
+
+impl RateLimiter {
+    /// `Some(suppressed since the last delivery)` if a report of `origin` may
+    /// be delivered at `now`, `None` if it is suppressed.
+    fn admit(&mut self, origin: Origin, now: u64, interval: u64) -> Option<u64> {
+        if interval == 0 {
+            return Some(0);
+        }
+        if let Some(entry) = self.entries.get_mut(&origin) {
+            if now.saturating_sub(entry.last_delivered) < interval {
+                entry.suppressed += 1;
+                return None;
+            }
+            entry.last_delivered = now;
+            return Some(std::mem::take(&mut entry.suppressed));
+        }
+        if self.entries.len() >= RATE_LIMIT_ENTRIES {
+            self.entries
+                .retain(|_, e| now.saturating_sub(e.last_delivered) < interval);
+            if self.entries.len() >= RATE_LIMIT_ENTRIES {
+                let oldest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.last_delivered)
+                    .map(|(o, _)| o.clone());
+                if let Some(oldest) = oldest {
+                    self.entries.remove(&oldest);
+                }
+            }
+        }
+        self.entries.insert(
+            origin,
+            LimitEntry {
+                last_delivered: now,
+                suppressed: 0,
+            },
+        );
+        Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn origin(line: u32) -> Origin {
+        Origin::Location {
+            kind: ReportKind::Blocked,
+            file: "f.rs",
+            line,
+            column: 1,
+        }
+    }
+
+    #[test]
+    fn rate_limiter_delivers_once_per_interval_and_counts_the_rest() {
+        let mut limiter = RateLimiter::default();
+        assert_eq!(limiter.admit(origin(1), 100, 50), Some(0));
+        assert_eq!(limiter.admit(origin(1), 120, 50), None);
+        assert_eq!(limiter.admit(origin(1), 140, 50), None);
+        // Another origin is independent.
+        assert_eq!(limiter.admit(origin(2), 140, 50), Some(0));
+        assert_eq!(limiter.admit(origin(1), 150, 50), Some(2));
+        assert_eq!(limiter.admit(origin(1), 151, 50), None);
+    }
+
+    #[test]
+    fn rate_limiter_with_zero_interval_delivers_everything() {
+        let mut limiter = RateLimiter::default();
+        for now in 0..10 {
+            assert_eq!(limiter.admit(origin(1), now, 0), Some(0));
+        }
+        assert!(limiter.entries.is_empty());
+    }
+
+    #[test]
+    fn rate_limiter_memory_is_bounded() {
+        let mut limiter = RateLimiter::default();
+        for line in 0..(RATE_LIMIT_ENTRIES as u32 * 3) {
+            assert_eq!(limiter.admit(origin(line), 1, 1_000), Some(0));
+            assert!(limiter.entries.len() <= RATE_LIMIT_ENTRIES);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rate_limiting_accounts_for_every_report(
+            events in prop::collection::vec((0_u32..4, 0_u64..50), 0..200),
+            interval in 0_u64..40,
+        ) {
+            let mut limiter = RateLimiter::default();
+            let mut now = 0;
+            let mut last_delivery = HashMap::new();
+            let mut pending = HashMap::new();
+            let (mut delivered, mut suppressed) = (0, 0);
+            for (line, delta) in events.iter().copied() {
+                now += delta;
+                match limiter.admit(origin(line), now, interval) {
+                    Some(carried) => {
+                        delivered += 1;
+                        // Deliveries of one origin are at least `interval` apart.
+                        if let Some(previous) = last_delivery.insert(line, now) {
+                            prop_assert!(now - previous >= interval);
+                        }
+                        // Each carries exactly the suppressions since the last.
+                        prop_assert_eq!(carried, pending.remove(&line).unwrap_or(0));
+                    }
+                    None => {
+                        suppressed += 1;
+                        *pending.entry(line).or_insert(0) += 1;
+                    }
+                }
+            }
+            prop_assert_eq!(delivered + suppressed, events.len());
+        }
+    }
+
+    #[test]
+    fn stuck_and_blocked_of_one_location_are_limited_separately() {
+        let l = Location::caller();
+        assert_ne!(
+            Origin::from_location(ReportKind::Stuck, l),
+            Origin::from_location(ReportKind::Blocked, l)
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! Test support: [`BlockingGuard`] collects every report made while it is
+//! alive and fails the test when it is dropped if there was any.
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use crate::detector::{BlockingDetector, Shared, lock};
+use crate::report::{BlockingReport, ReportKind};
+
+/// How many reports one guard keeps; more are counted, not kept.
+const GUARD_CAPACITY: usize = 256;
+
+/// How long a guard waits for the watchdog to look at the runtime once more
+/// before it decides.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl BlockingDetector {
+    /// A guard that fails the test (panics when dropped) if any poll or stall
+    /// over the threshold is reported while it is alive, listing every one.
+    ///
+    /// Reports are collected before rate limiting, so the list is complete
+    /// (up to 256 entries; the rest are counted). A block the watchdog saw
+    /// both in progress and ended is listed once, with its total. Before
+    /// deciding, the guard has the watchdog (if the detector is installed)
+    /// look at the runtime once more, so a block still in progress is listed
+    /// too. Use [`BlockingGuard::check`] to get the failure as a value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let detector = BlockingDetector::builder()
+    ///     .threshold(Duration::from_millis(20))
+    ///     .handler(|_: &_| {})
+    ///     .build()
+    ///     .unwrap();
+    ///
+    /// let guard = detector.fail_on_blocking();
+    /// detector.watch(async { tokio::task::yield_now().await }).await;
+    /// assert!(guard.check().is_ok());
+    ///
+    /// let guard = detector.fail_on_blocking();
+    /// detector
+    ///     .watch_named("sleeper", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await;
+    /// let failure = guard.check().unwrap_err();
+    /// assert_eq!(failure.reports().len(), 1);
+    /// assert!(failure.to_string().contains("\"sleeper\""));
+    /// # }
+    /// ```
+    ///
+    /// In a test, keep the guard in a variable so it lives to the end:
+    ///
+    /// ```should_panic
+    /// # use async_patterns_blocking_detector::BlockingDetector;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler(|_: &_| {})
+    /// #     .build()
+    /// #     .unwrap();
+    /// let _guard = detector.fail_on_blocking();
+    /// detector.watch(async { std::thread::sleep(Duration::from_millis(50)) }).await;
+    /// // `_guard` is dropped here and panics, listing the poll.
+    /// # }
+    /// ```
+    pub fn fail_on_blocking(&self) -> BlockingGuard {
+        let id = lock(&self.shared.guards).open();
+        BlockingGuard {
+            shared: self.shared.clone(),
+            id,
+            finished: false,
+        }
+    }
+}
+
+/// Fails the test if the detector reports a block while it is alive; see
+/// [`BlockingDetector::fail_on_blocking`].
+#[must_use = "the guard checks for blocking when it is dropped; bind it with `let _guard = ...`"]
+pub struct BlockingGuard {
+    shared: Arc<Shared>,
+    id: u64,
+    finished: bool,
+}
+
+impl BlockingGuard {
+    /// The reports collected so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    ///
+    /// let detector = BlockingDetector::builder().build().unwrap();
+    /// let guard = detector.fail_on_blocking();
+    /// assert!(guard.reports().is_empty());
+    /// # guard.check().unwrap();
+    /// ```
+    pub fn reports(&self) -> Vec<BlockingReport> {
+        lock(&self.shared.guards)
+            .logs
+            .iter()
+            .find(|(id, _)| *id == self.id)
+            .map(|(_, log)| log.reports.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ends the guard without panicking: `Err` lists the reports if there
+    /// were any.
+    ///
+    /// # Errors
+    ///
+    /// A [`BlockingFailure`] if any poll or stall over the threshold was
+    /// reported while the guard was alive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let detector = BlockingDetector::builder()
+    ///     .threshold(Duration::from_millis(20))
+    ///     .handler(|_: &_| {})
+    ///     .build()
+    ///     .unwrap();
+    /// let guard = detector.fail_on_blocking();
+    /// detector.watch(async { std::thread::sleep(Duration::from_millis(40)) }).await;
+    /// let failure = guard.check().unwrap_err();
+    /// assert!(failure.to_string().starts_with("1 block over 20ms"));
+    /// # }
+    /// ```
+    pub fn check(mut self) -> Result<(), BlockingFailure> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), BlockingFailure> {
+        self.finished = true;
+        if let Some(installation) = &self.shared.installation {
+            installation.scan_now(FLUSH_TIMEOUT);
+        }
+        let log = lock(&self.shared.guards).close(self.id);
+        if log.reports.is_empty() {
+            return Ok(());
+        }
+        Err(BlockingFailure {
+            threshold: self.shared.threshold,
+            reports: log.reports,
+            omitted: log.omitted,
+        })
+    }
+}
+
+impl Drop for BlockingGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let result = self.finish();
+        if let Err(failure) = result
+            && !std::thread::panicking()
+        {
+            panic!("{failure}");
+        }
+    }
+}
+
+impl fmt::Debug for BlockingGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingGuard")
+            .field("reports", &self.reports().len())
+            .finish()
+    }
+}
+
+/// The blocks a [`BlockingGuard`] saw.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, ReportKind};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let detector = BlockingDetector::builder()
+///     .threshold(Duration::from_millis(20))
+///     .handler(|_: &_| {})
+///     .build()
+///     .unwrap();
+/// let guard = detector.fail_on_blocking();
+/// detector.watch(async { std::thread::sleep(Duration::from_millis(40)) }).await;
+/// let failure = guard.check().unwrap_err();
+/// assert_eq!(failure.reports()[0].kind(), ReportKind::Blocked);
+/// assert_eq!(failure.omitted(), 0);
+/// # }
+/// ```
+pub struct BlockingFailure {
+    threshold: Duration,
+    reports: Vec<BlockingReport>,
+    omitted: usize,
+}
+
+impl BlockingFailure {
+    /// The reports, in the order they were made.
+    pub fn reports(&self) -> &[BlockingReport] {
+        &self.reports
+    }
+
+    /// Reports beyond the guard's capacity (256), counted but not kept.
+    pub fn omitted(&self) -> usize {
+        self.omitted
+    }
+}
+
+impl fmt::Display for BlockingFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.reports.len() + self.omitted;
+        write!(
+            f,
+            "{total} block{} over {:?} of a runtime thread:",
+            if total == 1 { "" } else { "s" },
+            self.threshold
+        )?;
+        for report in &self.reports {
+            write!(f, "\n  - {report:#}")?;
+        }
+        if self.omitted > 0 {
+            write!(f, "\n  (and {} more)", self.omitted)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BlockingFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingFailure")
+            .field("reports", &self.reports)
+            .field("omitted", &self.omitted)
+            .finish()
+    }
+}
+
+impl std::error::Error for BlockingFailure {}
+
+/// The logs of the detector's live guards.
+#[derive(Debug, Default)]
+pub(crate) struct GuardRegistry {
+    next_id: u64,
+    logs: Vec<(u64, GuardLog)>,
+}
+
+#[derive(Debug, Default)]
+struct GuardLog {
+    reports: Vec<BlockingReport>,
+    /// Identifies each kept report's block, to merge `Stuck` and `Blocked`.
+    episodes: Vec<(ThreadId, u64)>,
+    omitted: usize,
+}
+
+impl GuardRegistry {
+    fn open(&mut self) -> u64 {
+        self.next_id += 1;
+        self.logs.push((self.next_id, GuardLog::default()));
+        self.next_id
+    }
+
+    fn close(&mut self, id: u64) -> GuardLog {
+        match self.logs.iter().position(|(i, _)| *i == id) {
+            Some(at) => self.logs.swap_remove(at).1,
+            None => GuardLog::default(),
+        }
+    }
+
+    pub(crate) fn record(&mut self, report: &BlockingReport) {
+        for (_, log) in &mut self.logs {
+            log.record(report);
+        }
+    }
+}
+
+impl GuardLog {
+    fn record(&mut self, report: &BlockingReport) {
+        if let Some(at) = self.episodes.iter().position(|e| *e == report.episode) {
+            // The same block, seen again: keep its final word (the total).
+            if report.kind == ReportKind::Blocked {
+                self.reports[at] = report.clone();
+            }
+            return;
+        }
+        if self.reports.len() >= GUARD_CAPACITY {
+            self.omitted += 1;
+            return;
+        }
+        self.reports.push(report.clone());
+        self.episodes.push(report.episode);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ThreadInfo;
+    use proptest::prelude::*;
+    use std::time::Instant;
+
+    fn report(kind: ReportKind, episode: u64) -> BlockingReport {
+        let thread = ThreadInfo::current();
+        BlockingReport {
+            kind,
+            duration: Duration::from_millis(episode),
+            started_at: Instant::now(),
+            name: None,
+            location: None,
+            task_id: None,
+            episode: (thread.id, episode),
+            thread,
+            worker: None,
+            suppressed: 0,
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            stack: None,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_guard_lists_each_block_once_with_its_final_word(
+            reports in prop::collection::vec((any::<bool>(), 0_u64..20), 0..100),
+        ) {
+            let mut log = GuardLog::default();
+            for (blocked, episode) in reports.iter().copied() {
+                let kind = if blocked { ReportKind::Blocked } else { ReportKind::Stuck };
+                log.record(&report(kind, episode));
+            }
+            // One entry per block, in the order the blocks were first seen.
+            let mut first_seen = Vec::new();
+            for (_, episode) in &reports {
+                if !first_seen.contains(episode) {
+                    first_seen.push(*episode);
+                }
+            }
+            let listed: Vec<u64> = log.reports.iter().map(|r| r.episode.1).collect();
+            prop_assert_eq!(&listed, &first_seen);
+            prop_assert_eq!(log.omitted, 0);
+            // A block that ended is listed as ended.
+            for r in &log.reports {
+                let ended = reports.iter().any(|(b, e)| *b && *e == r.episode.1);
+                prop_assert_eq!(r.kind == ReportKind::Blocked, ended);
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_guard_counts_what_it_cannot_keep() {
+        let mut log = GuardLog::default();
+        for episode in 0..(GUARD_CAPACITY as u64 + 3) {
+            log.record(&report(ReportKind::Blocked, episode));
+        }
+        assert_eq!(log.reports.len(), GUARD_CAPACITY);
+        assert_eq!(log.omitted, 3);
+    }
+}

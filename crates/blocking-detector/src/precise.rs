@@ -1,0 +1,86 @@
+//! Precise mode (`--cfg tokio_unstable`): tokio's before/after-task-poll
+//! hooks time every task poll of the runtime, as if each task were watched.
+//! Reports name the task id and the location of the `tokio::spawn` call.
+
+use std::cell::Cell;
+
+use tokio::runtime::TaskMeta;
+
+use crate::activity::PollRecord;
+use crate::detector::Shared;
+use crate::report::TaskId;
+use crate::runtime::with_thread;
+use crate::watch::{SlowPoll, poll_was_slow};
+
+/// The task poll in progress on this thread, between the two hooks.
+#[derive(Clone, Copy)]
+struct TaskPoll {
+    detector: u64,
+    record: PollRecord,
+    /// The record to restore, and whether the thread ran the worker when the
+    /// poll started; `None` if the thread is not bound.
+    previous: Option<(PollRecord, bool)>,
+}
+
+thread_local! {
+    static TASK_POLL: Cell<Option<TaskPoll>> = const { Cell::new(None) };
+}
+
+pub(crate) fn before_poll(shared: &Shared, meta: &TaskMeta<'_>) {
+    if !shared.is_enabled() {
+        return;
+    }
+    let record = PollRecord {
+        start: shared.clock.now_ns(),
+        name: None,
+        location: Some(meta.spawned_at()),
+        task_id: TaskId::from(meta.id()).as_u64(),
+    };
+    let previous = with_thread(shared, true, |w, t| {
+        (t.activity.begin_poll(record), w.is_owner(t))
+    });
+    let _ = TASK_POLL.try_with(|c| {
+        c.set(Some(TaskPoll {
+            detector: shared.id,
+            record,
+            previous,
+        }))
+    });
+}
+
+pub(crate) fn after_poll(shared: &Shared, _meta: &TaskMeta<'_>) {
+    // Runs even when disabled, so that a record published before the
+    // detector was disabled is taken down.
+    let Some(poll) = TASK_POLL.try_with(Cell::take).ok().flatten() else {
+        return;
+    };
+    if poll.detector != shared.id {
+        return;
+    }
+    let end = shared.clock.now_ns();
+    let mut handed_over = false;
+    if let Some((previous, owned)) = poll.previous {
+        let still_owned = with_thread(shared, false, |w, t| {
+            t.activity.end_poll(previous, end);
+            w.is_owner(t)
+        });
+        // Another thread took the worker over during the poll: the task
+        // called `block_in_place`, and the worker's other tasks ran on.
+        handed_over = owned && still_owned == Some(false);
+    }
+    if !handed_over
+        && shared.is_enabled()
+        && end.saturating_sub(poll.record.start) >= shared.threshold_ns
+    {
+        poll_was_slow(
+            shared,
+            SlowPoll {
+                start: poll.record.start,
+                end,
+                name: None,
+                location: poll.record.location,
+                task_id: TaskId::from_raw(poll.record.task_id),
+            },
+        );
+    }
+}

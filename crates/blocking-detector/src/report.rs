@@ -1,0 +1,455 @@
+//! [`BlockingReport`]: one finding of the detector — what blocked, where it
+//! came from, for how long, on which thread — and the [`BlockingHandler`]s
+//! that receive them.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::panic::Location;
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+/// Whether a report is about a block still in progress or one that ended.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::ReportKind;
+///
+/// assert_eq!(ReportKind::Stuck.to_string(), "stuck");
+/// assert_eq!(ReportKind::Blocked.to_string(), "blocked");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReportKind {
+    /// From the runtime watchdog: a worker has been blocked for longer than
+    /// the threshold and still is. The duration is the time so far.
+    Stuck,
+    /// A poll (or, from the watchdog, a stall) that took longer than the
+    /// threshold has ended. The duration is the total. A `Stuck` report of the
+    /// same block, if there was one, came first.
+    Blocked,
+}
+
+impl fmt::Display for ReportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReportKind::Stuck => "stuck",
+            ReportKind::Blocked => "blocked",
+        })
+    }
+}
+
+/// A tokio task id, as a number: the value tokio prints for
+/// [`tokio::task::Id`].
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::TaskId;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let task = tokio::spawn(async {});
+/// let id = TaskId::from(task.id());
+/// assert_eq!(id.to_string(), task.id().to_string());
+/// assert_eq!(TaskId::from(task.id()), id);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    /// The number.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::TaskId;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let task = tokio::spawn(async {});
+    /// assert!(TaskId::from(task.id()).as_u64() > 0);
+    /// # }
+    /// ```
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    pub(crate) fn from_raw(raw: u64) -> Option<TaskId> {
+        (raw != 0).then_some(TaskId(raw))
+    }
+}
+
+impl From<tokio::task::Id> for TaskId {
+    fn from(id: tokio::task::Id) -> TaskId {
+        // tokio exposes the number only through `Display` and `Hash`; `Hash`
+        // writes it with a single `write_u64`, which this hasher keeps.
+        struct Keep(u64);
+        impl Hasher for Keep {
+            fn finish(&self) -> u64 {
+                self.0
+            }
+            fn write(&mut self, bytes: &[u8]) {
+                for b in bytes {
+                    self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+                }
+            }
+            fn write_u64(&mut self, n: u64) {
+                self.0 = n;
+            }
+        }
+        let mut keep = Keep(0);
+        id.hash(&mut keep);
+        TaskId(keep.0.max(1))
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The thread a report is about.
+#[derive(Debug, Clone)]
+pub(crate) struct ThreadInfo {
+    pub(crate) id: ThreadId,
+    pub(crate) name: Option<Arc<str>>,
+}
+
+impl ThreadInfo {
+    pub(crate) fn current() -> ThreadInfo {
+        let thread = std::thread::current();
+        ThreadInfo {
+            id: thread.id(),
+            name: thread.name().map(Arc::from),
+        }
+    }
+}
+
+/// One finding of a [`BlockingDetector`](crate::BlockingDetector): a poll or
+/// a stall that kept a runtime thread from running other tasks for longer
+/// than the threshold.
+///
+/// `Display` writes one line; the alternate form (`{:#}`) adds the captured
+/// stack when there is one.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+/// let detector = BlockingDetector::builder()
+///     .threshold(Duration::from_millis(20))
+///     .handler({
+///         let seen = seen.clone();
+///         move |report: &BlockingReport| seen.lock().unwrap().push(report.clone())
+///     })
+///     .build()?;
+///
+/// detector
+///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+///     .await?;
+///
+/// let seen = seen.lock().unwrap();
+/// let report = &seen[0];
+/// assert_eq!(report.kind(), ReportKind::Blocked);
+/// assert_eq!(report.name(), Some("resize"));
+/// assert_eq!(report.location().unwrap().file(), file!());
+/// assert!(report.duration() >= Duration::from_millis(40));
+/// assert!(report.task_id().is_some());
+/// assert!(report.to_string().contains("task \"resize\""));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct BlockingReport {
+    pub(crate) kind: ReportKind,
+    pub(crate) duration: Duration,
+    pub(crate) started_at: Instant,
+    pub(crate) name: Option<&'static str>,
+    pub(crate) location: Option<&'static Location<'static>>,
+    pub(crate) task_id: Option<TaskId>,
+    pub(crate) thread: ThreadInfo,
+    pub(crate) worker: Option<usize>,
+    pub(crate) suppressed: u64,
+    /// Identifies the block across its `Stuck` and `Blocked` reports.
+    pub(crate) episode: (ThreadId, u64),
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    pub(crate) stack: Option<Arc<crate::StackTrace>>,
+}
+
+impl BlockingReport {
+    /// Whether the block is still in progress ([`ReportKind::Stuck`]) or over.
+    pub fn kind(&self) -> ReportKind {
+        self.kind
+    }
+
+    /// How long the thread was blocked: so far for [`ReportKind::Stuck`], in
+    /// total for [`ReportKind::Blocked`].
+    ///
+    /// Measured with the detector's clock, whose resolution is at most a
+    /// tenth of the threshold.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// When the block started.
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    /// The name given to [`spawn`](crate::BlockingDetector::spawn) or
+    /// [`watch_named`](crate::BlockingDetector::watch_named).
+    pub fn name(&self) -> Option<&'static str> {
+        self.name
+    }
+
+    /// Where the blocking future was watched or spawned (the caller of
+    /// `watch`/`spawn`, or of `tokio::spawn` in precise mode). `None` when
+    /// the watchdog found a stall outside any tracked poll.
+    pub fn location(&self) -> Option<&'static Location<'static>> {
+        self.location
+    }
+
+    /// The tokio task that blocked, when the poll ran inside a task and the
+    /// detector could learn its id.
+    pub fn task_id(&self) -> Option<TaskId> {
+        self.task_id
+    }
+
+    /// The blocked thread.
+    pub fn thread_id(&self) -> ThreadId {
+        self.thread.id
+    }
+
+    /// The blocked thread's name, if it has one.
+    pub fn thread_name(&self) -> Option<&str> {
+        self.thread.name.as_deref()
+    }
+
+    /// The runtime worker the thread was running (its
+    /// [`tokio::runtime::worker_index`]), when known.
+    pub fn worker(&self) -> Option<usize> {
+        self.worker
+    }
+
+    /// How many reports of the same kind from the same location were
+    /// suppressed by rate limiting since the previous one was delivered.
+    /// Always 0 in the reports a [`BlockingGuard`](crate::BlockingGuard)
+    /// collects.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+
+    /// The stuck thread's stack, captured while it was stuck (Linux, feature
+    /// `stack-capture`, [`ReportKind::Stuck`] reports only).
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "stack-capture", target_os = "linux"))))]
+    pub fn stack(&self) -> Option<&crate::StackTrace> {
+        self.stack.as_deref()
+    }
+
+    fn describe_task(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name.is_none() && self.location.is_none() && self.task_id.is_none() {
+            return f.write_str("untracked code");
+        }
+        f.write_str("task")?;
+        if let Some(name) = self.name {
+            write!(f, " {name:?}")?;
+        }
+        if let Some(id) = self.task_id {
+            write!(f, " (id {id})")?;
+        }
+        if let Some(location) = self.location {
+            write!(f, " at {location}")?;
+        }
+        Ok(())
+    }
+
+    fn describe_thread(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.thread_name() {
+            Some(name) => write!(f, "thread {name:?}")?,
+            None => write!(f, "thread {:?}", self.thread.id)?,
+        }
+        if let Some(worker) = self.worker {
+            write!(f, " (worker {worker})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Milliseconds, the unit a blocking report is read in.
+fn millis(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
+impl fmt::Display for BlockingReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("blocking: ")?;
+        match self.kind {
+            ReportKind::Stuck => {
+                self.describe_thread(f)?;
+                write!(f, " has been stuck for {:?} in ", millis(self.duration))?;
+                self.describe_task(f)?;
+            }
+            ReportKind::Blocked => {
+                self.describe_task(f)?;
+                f.write_str(" blocked ")?;
+                self.describe_thread(f)?;
+                write!(f, " for {:?}", millis(self.duration))?;
+            }
+        }
+        if self.suppressed > 0 {
+            write!(f, " ({} similar reports suppressed)", self.suppressed)?;
+        }
+        #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+        if f.alternate()
+            && let Some(stack) = &self.stack
+        {
+            write!(f, "\n{stack}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BlockingReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("BlockingReport");
+        d.field("kind", &self.kind)
+            .field("duration", &self.duration)
+            .field("name", &self.name)
+            .field("location", &self.location)
+            .field("task_id", &self.task_id)
+            .field("thread", &self.thread)
+            .field("worker", &self.worker)
+            .field("suppressed", &self.suppressed);
+        #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+        d.field("stack", &self.stack.as_ref().map(|s| s.addresses().len()));
+        d.finish_non_exhaustive()
+    }
+}
+
+/// Receives the detector's reports.
+///
+/// Closures `Fn(&BlockingReport)` are handlers. A handler runs on the thread
+/// that found the block: the worker that just finished a slow poll, or the
+/// watchdog thread. Keep it short — hand the report to a channel or a log.
+/// A handler that panics has its panic caught; the report is still counted
+/// and still collected by [`BlockingGuard`](crate::BlockingGuard)s.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, BlockingHandler, BlockingReport};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// struct Count(Arc<AtomicUsize>);
+///
+/// impl BlockingHandler for Count {
+///     fn on_report(&self, _report: &BlockingReport) {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let count = Arc::new(AtomicUsize::new(0));
+/// let detector = BlockingDetector::builder()
+///     .threshold(Duration::from_millis(20))
+///     .handler(Count(count.clone()))
+///     .build()?;
+/// detector.watch(async { std::thread::sleep(Duration::from_millis(50)) }).await;
+/// assert_eq!(count.load(Ordering::Relaxed), 1);
+/// # Ok(())
+/// # }
+/// ```
+pub trait BlockingHandler: Send + Sync + 'static {
+    /// Called once per delivered report.
+    fn on_report(&self, report: &BlockingReport);
+}
+
+impl<F> BlockingHandler for F
+where
+    F: Fn(&BlockingReport) + Send + Sync + 'static,
+{
+    fn on_report(&self, report: &BlockingReport) {
+        self(report)
+    }
+}
+
+/// Writes each report as one line to standard error (the default handler
+/// without the `tracing` feature).
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, StderrHandler};
+///
+/// let detector = BlockingDetector::builder().handler(StderrHandler).build().unwrap();
+/// # drop(detector);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StderrHandler;
+
+impl BlockingHandler for StderrHandler {
+    fn on_report(&self, report: &BlockingReport) {
+        eprintln!("{report:#}");
+    }
+}
+
+/// Emits each report as a `tracing` event at `WARN` level, target
+/// `async_patterns_blocking_detector`, with the report's parts as fields (the
+/// default handler with the `tracing` feature).
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, TracingHandler};
+///
+/// let detector = BlockingDetector::builder().handler(TracingHandler).build().unwrap();
+/// # drop(detector);
+/// ```
+#[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingHandler;
+
+#[cfg(feature = "tracing")]
+impl BlockingHandler for TracingHandler {
+    fn on_report(&self, report: &BlockingReport) {
+        tracing::warn!(
+            target: "async_patterns_blocking_detector",
+            kind = %report.kind(),
+            duration_ms = report.duration().as_millis() as u64,
+            task.name = report.name(),
+            task.id = report.task_id().map(TaskId::as_u64),
+            location = report.location().map(tracing::field::display),
+            thread = report.thread_name(),
+            worker = report.worker(),
+            suppressed = report.suppressed(),
+            "{report}"
+        );
+    }
+}
+
+/// The handler used when none is set.
+pub(crate) fn default_handler() -> Arc<dyn BlockingHandler> {
+    #[cfg(feature = "tracing")]
+    {
+        Arc::new(TracingHandler)
+    }
+    #[cfg(not(feature = "tracing"))]
+    {
+        Arc::new(StderrHandler)
+    }
+}

@@ -1,0 +1,700 @@
+//! Installing a detector into a `tokio::runtime::Builder`: the hooks, the
+//! per-runtime registry of threads the watchdog looks at, and the thread-local
+//! binding that lets a hook or a watched poll find its thread's
+//! [`Activity`] without a lock.
+//!
+//! Lifetimes, since nothing may leak: the hooks own a [`HookGuard`]; when the
+//! runtime and its builder are gone, the hooks are dropped and the guard tells
+//! the watchdog thread to exit. To learn when the runtime shuts down (a
+//! current-thread runtime has no thread that stops), the registry keeps one
+//! idle task on the runtime, the sentinel, which tokio drops at shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use async_patterns_core::ConfigError;
+use tokio::runtime::Handle;
+
+use crate::activity::Activity;
+use crate::detector::{BlockingDetector, BlockingDetectorBuilder, Shared, lock};
+use crate::report::ThreadInfo;
+
+/// `RuntimeThread::worker` when the thread has not run a worker yet.
+const NO_WORKER: usize = usize::MAX;
+
+/// Installing a detector into a runtime builder failed.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, InstallError};
+/// use std::time::Duration;
+///
+/// let mut rt = tokio::runtime::Builder::new_multi_thread();
+/// let err = BlockingDetector::builder()
+///     .threshold(Duration::ZERO)
+///     .install(&mut rt)
+///     .unwrap_err();
+/// assert!(matches!(err, InstallError::Config(_)));
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid `threshold`: got 0ns, expected from 1ms to 3600s"
+/// );
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// A setting was out of range.
+    Config(ConfigError),
+    /// The watchdog thread could not be started.
+    Watchdog(io::Error),
+    /// The stack-capture signal handler could not be installed (the signal
+    /// already has a handler, or it is not a real-time signal).
+    StackCapture(io::Error),
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstallError::Config(e) => fmt::Display::fmt(e, f),
+            InstallError::Watchdog(e) => write!(f, "cannot start the watchdog thread: {e}"),
+            InstallError::StackCapture(e) => {
+                write!(f, "cannot install the stack-capture signal handler: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InstallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InstallError::Config(e) => Some(e),
+            InstallError::Watchdog(e) | InstallError::StackCapture(e) => Some(e),
+        }
+    }
+}
+
+impl From<ConfigError> for InstallError {
+    fn from(e: ConfigError) -> InstallError {
+        InstallError::Config(e)
+    }
+}
+
+impl BlockingDetectorBuilder {
+    /// Installs the detector into a runtime `builder` and starts its watchdog
+    /// thread.
+    ///
+    /// The runtime built from `builder` is then watched for workers that stay
+    /// busy longer than the threshold without parking or making progress:
+    /// each is reported *while it is still blocked* ([`ReportKind::Stuck`])
+    /// and again when it ends, with the total ([`ReportKind::Blocked`]).
+    /// Current-thread and multi-thread runtimes both work. With
+    /// `--cfg tokio_unstable`, every task poll of the runtime is timed as if
+    /// it were [watched](BlockingDetector::watch) (precise mode): reports name
+    /// the task id and where it was spawned.
+    ///
+    /// The detector sets the builder's `on_thread_start`, `on_thread_stop`,
+    /// `on_thread_park` and `on_thread_unpark` hooks (and, in precise mode,
+    /// `on_before_task_poll` / `on_after_task_poll`), replacing any set
+    /// before. The watchdog thread sleeps a quarter threshold between looks
+    /// and exits once the runtime and the builder are dropped. While the
+    /// runtime runs, the detector keeps one idle task on it (to learn when it
+    /// shuts down), so `num_alive_tasks` counts one more task.
+    ///
+    /// Build one runtime from the builder at a time; a detector watches one
+    /// runtime.
+    ///
+    /// [`ReportKind::Stuck`]: crate::ReportKind::Stuck
+    /// [`ReportKind::Blocked`]: crate::ReportKind::Blocked
+    ///
+    /// # Limits
+    ///
+    /// Without tokio's per-poll hooks, the watchdog sees a worker thread, not
+    /// a poll: it knows when the thread parked, when a watched poll started
+    /// and ended, and (on targets with 64-bit atomics) when tokio last
+    /// updated the worker's busy-time metric, which it does at least every
+    /// 61 polls. A worker is reported when none of these moved for the
+    /// threshold. So: a burst of fewer than 61 polls that together exceed
+    /// the threshold is reported too; outside tracked polls a stall is seen
+    /// once it has lasted the threshold plus up to half of it (the metric is
+    /// read at each look), so a shorter one may go unreported; and a worker is watched from its first park (or task
+    /// poll in precise mode). On a current-thread runtime, a thread that has
+    /// left `block_on` looks just like a stuck one, so outside tracked polls
+    /// the watchdog reports it only while the runtime has tasks that it
+    /// starves; to watch a `block_on` future that blocks, watch it:
+    /// `rt.block_on(detector.watch(main()))`.
+    ///
+    /// # Errors
+    ///
+    /// [`InstallError::Config`] for an invalid setting, [`InstallError::Watchdog`]
+    /// if the thread cannot be spawned, [`InstallError::StackCapture`] if
+    /// stack capture was asked for and its signal handler cannot be set.
+    ///
+    /// # Examples
+    ///
+    /// A worker blocked for 500 ms is reported while it is still blocked:
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
+    /// use std::sync::mpsc;
+    /// use std::sync::Mutex;
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = mpsc::channel::<BlockingReport>();
+    /// let tx = Mutex::new(tx);
+    /// let mut builder = tokio::runtime::Builder::new_multi_thread();
+    /// let detector = BlockingDetector::builder()
+    ///     .threshold(Duration::from_millis(100))
+    ///     .handler(move |r: &BlockingReport| {
+    ///         let _ = tx.lock().unwrap().send(r.clone());
+    ///     })
+    ///     .install(builder.worker_threads(2).enable_all())?;
+    /// let rt = builder.build()?;
+    ///
+    /// let (done_tx, done_rx) = mpsc::channel();
+    /// rt.block_on(async {
+    ///     // Wait until both workers have parked once and are watched.
+    ///     while detector.counters().watched_threads < 2 {
+    ///         tokio::time::sleep(Duration::from_millis(5)).await;
+    ///     }
+    ///     tokio::spawn(async move {
+    ///         std::thread::sleep(Duration::from_millis(500));
+    ///         done_tx.send(()).unwrap();
+    ///     });
+    /// });
+    /// let first = rx.recv_timeout(Duration::from_secs(10))?;
+    /// assert_eq!(first.kind(), ReportKind::Stuck);
+    /// // Reported while the task was still sleeping.
+    /// assert!(done_rx.try_recv().is_err());
+    ///
+    /// let second = rx.recv_timeout(Duration::from_secs(10))?;
+    /// assert_eq!(second.kind(), ReportKind::Blocked);
+    /// assert!(second.duration() >= Duration::from_millis(400));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn install(
+        self,
+        builder: &mut tokio::runtime::Builder,
+    ) -> Result<BlockingDetector, InstallError> {
+        self.validate()?;
+        #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+        let stack_signal = if self.capture_stacks {
+            Some(
+                crate::stack::install_handler(self.stack_signal)
+                    .map_err(InstallError::StackCapture)?,
+            )
+        } else {
+            None
+        };
+        let installation = Arc::new(Installation {
+            watchdog: Mutex::new(WatchdogState::default()),
+            wake: Condvar::new(),
+            scanned: Condvar::new(),
+            runtime: Mutex::new(None),
+            running: AtomicBool::new(true),
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            stack_signal,
+        });
+        let shared = Shared::new(&self, Some(installation));
+        std::thread::Builder::new()
+            .name("blocking-detector-watchdog".into())
+            .spawn({
+                let shared = shared.clone();
+                move || crate::watchdog::run(&shared)
+            })
+            .map_err(InstallError::Watchdog)?;
+
+        let hooks = Arc::new(HookGuard {
+            shared: shared.clone(),
+        });
+        builder
+            .on_thread_start({
+                let hooks = hooks.clone();
+                move || hooks.thread_start()
+            })
+            .on_thread_stop({
+                let hooks = hooks.clone();
+                move || hooks.thread_stop()
+            })
+            .on_thread_park({
+                let hooks = hooks.clone();
+                move || hooks.park()
+            })
+            .on_thread_unpark({
+                let hooks = hooks.clone();
+                move || hooks.unpark()
+            });
+        #[cfg(tokio_unstable)]
+        builder
+            .on_before_task_poll({
+                let hooks = hooks.clone();
+                move |meta| crate::precise::before_poll(&hooks.shared, meta)
+            })
+            .on_after_task_poll({
+                let hooks = hooks.clone();
+                move |meta| crate::precise::after_poll(&hooks.shared, meta)
+            });
+        drop(hooks);
+        Ok(BlockingDetector { shared })
+    }
+}
+
+impl BlockingDetector {
+    /// Whether the runtime watchdog thread is running: from
+    /// [`install`](BlockingDetectorBuilder::install) until the runtime and its
+    /// builder are dropped. Always `false` for a detector made with
+    /// [`build`](BlockingDetectorBuilder::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let detector = BlockingDetector::builder().install(&mut builder).unwrap();
+    /// let rt = builder.build().unwrap();
+    /// rt.block_on(async { tokio::task::yield_now().await });
+    /// assert!(detector.watchdog_running());
+    ///
+    /// drop((rt, builder));
+    /// let deadline = Instant::now() + Duration::from_secs(10);
+    /// while detector.watchdog_running() && Instant::now() < deadline {
+    ///     std::thread::sleep(Duration::from_millis(5));
+    /// }
+    /// assert!(!detector.watchdog_running());
+    /// ```
+    pub fn watchdog_running(&self) -> bool {
+        self.shared
+            .installation
+            .as_ref()
+            .is_some_and(|i| i.running.load(Acquire))
+    }
+}
+
+/// The runtime side of an installed detector.
+pub(crate) struct Installation {
+    watchdog: Mutex<WatchdogState>,
+    /// Wakes the watchdog: shutdown, a new runtime, a scan request.
+    wake: Condvar,
+    /// Wakes the threads waiting for a requested scan.
+    scanned: Condvar,
+    /// The runtime being watched, if any.
+    runtime: Mutex<Option<Arc<RuntimeWatch>>>,
+    /// Cleared by the watchdog thread as it exits.
+    pub(crate) running: AtomicBool,
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    pub(crate) stack_signal: Option<i32>,
+}
+
+#[derive(Debug, Default)]
+struct WatchdogState {
+    shutdown: bool,
+    runtime_alive: bool,
+    requested: u64,
+    completed: u64,
+}
+
+/// What the watchdog loop does next.
+pub(crate) enum Next {
+    Scan(u64),
+    Exit,
+}
+
+impl Installation {
+    pub(crate) fn watched_threads(&self) -> usize {
+        self.current().map_or(0, |w| w.watched_threads())
+    }
+
+    /// The runtime being watched, if it is alive.
+    pub(crate) fn current(&self) -> Option<Arc<RuntimeWatch>> {
+        lock(&self.runtime).clone().filter(|w| w.is_alive())
+    }
+
+    fn current_or_new(self: &Arc<Self>) -> Arc<RuntimeWatch> {
+        let mut runtime = lock(&self.runtime);
+        if let Some(watch) = runtime.as_ref().filter(|w| w.is_alive()) {
+            return watch.clone();
+        }
+        let handle = Handle::try_current().ok();
+        let workers = handle
+            .as_ref()
+            .map_or(1, |h| h.metrics().num_workers().max(1));
+        let current_thread = handle
+            .as_ref()
+            .is_some_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        let watch = Arc::new(RuntimeWatch {
+            current_thread,
+            threads: Mutex::new(Vec::new()),
+            owners: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            handle: Mutex::new(None),
+            alive: AtomicBool::new(true),
+            sentinel_started: AtomicBool::new(false),
+        });
+        *runtime = Some(watch.clone());
+        drop(runtime);
+        lock(&self.watchdog).runtime_alive = true;
+        self.wake.notify_all();
+        watch
+    }
+
+    fn runtime_ended(&self, watch: &Arc<RuntimeWatch>) {
+        let current = lock(&self.runtime)
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(w, watch));
+        if current {
+            lock(&self.watchdog).runtime_alive = false;
+        }
+    }
+
+    /// Watchdog thread: waits for the next reason to look (a tick while a
+    /// runtime is alive, a scan request) or for shutdown.
+    pub(crate) fn wait(&self, tick: Duration, last: u64) -> Next {
+        let mut state = lock(&self.watchdog);
+        if !state.shutdown && state.requested == last {
+            state = if state.runtime_alive {
+                self.wake
+                    .wait_timeout(state, tick)
+                    .map(|(s, _)| s)
+                    .unwrap_or_else(|e| e.into_inner().0)
+            } else {
+                self.wake
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            };
+        }
+        if state.shutdown {
+            Next::Exit
+        } else {
+            Next::Scan(state.requested)
+        }
+    }
+
+    /// Watchdog thread: a scan covering requests up to `requested` is done.
+    pub(crate) fn scanned(&self, requested: u64) {
+        let mut state = lock(&self.watchdog);
+        state.completed = state.completed.max(requested);
+        drop(state);
+        self.scanned.notify_all();
+    }
+
+    /// Watchdog thread: it is exiting.
+    pub(crate) fn exited(&self) {
+        self.running.store(false, Release);
+        let mut state = lock(&self.watchdog);
+        state.shutdown = true;
+        drop(state);
+        self.scanned.notify_all();
+    }
+
+    /// Asks the watchdog for one look at the runtime now and waits for it (up
+    /// to `timeout`); returns at once if no runtime is being watched.
+    pub(crate) fn scan_now(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.watchdog);
+        if state.shutdown || !state.runtime_alive {
+            return;
+        }
+        state.requested += 1;
+        let target = state.requested;
+        self.wake.notify_all();
+        while state.completed < target && !state.shutdown {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            state = self
+                .scanned
+                .wait_timeout(state, left)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    fn shutdown(&self) {
+        lock(&self.watchdog).shutdown = true;
+        self.wake.notify_all();
+    }
+}
+
+/// One runtime, as the watchdog sees it.
+pub(crate) struct RuntimeWatch {
+    /// A current-thread runtime: its thread may leave `block_on` at any time.
+    pub(crate) current_thread: bool,
+    pub(crate) threads: Mutex<Vec<Arc<RuntimeThread>>>,
+    /// For each worker index, the id of the thread that last ran it.
+    owners: Box<[AtomicU64]>,
+    /// The runtime's handle, for its metrics; taken by the sentinel at
+    /// shutdown, which breaks the cycle runtime → hooks → detector → handle.
+    handle: Mutex<Option<Handle>>,
+    alive: AtomicBool,
+    sentinel_started: AtomicBool,
+}
+
+impl RuntimeWatch {
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(Acquire)
+    }
+
+    /// Whether `thread` is the one currently running its worker.
+    pub(crate) fn is_owner(&self, thread: &RuntimeThread) -> bool {
+        let worker = thread.worker.load(Relaxed);
+        thread.alive.load(Relaxed)
+            && self
+                .owners
+                .get(worker)
+                .is_some_and(|o| o.load(Relaxed) == thread.id)
+    }
+
+    fn watched_threads(&self) -> usize {
+        lock(&self.threads)
+            .iter()
+            .filter(|t| self.is_owner(t))
+            .count()
+    }
+
+    pub(crate) fn handle(&self) -> Option<Handle> {
+        lock(&self.handle).clone()
+    }
+
+    /// Records that the calling thread runs worker `worker_index()`, and makes
+    /// sure the sentinel is on the runtime.
+    #[inline]
+    fn claim(self: &Arc<Self>, thread: &RuntimeThread, installation: &Arc<Installation>) {
+        let Some(worker) = tokio::runtime::worker_index() else {
+            return;
+        };
+        if thread.worker.load(Relaxed) != worker {
+            thread.worker.store(worker, Relaxed);
+        }
+        if let Some(owner) = self.owners.get(worker)
+            && owner.load(Relaxed) != thread.id
+        {
+            owner.store(thread.id, Relaxed);
+        }
+        if !self.sentinel_started.load(Relaxed) {
+            self.start_sentinel(installation);
+        }
+    }
+
+    #[cold]
+    fn start_sentinel(self: &Arc<Self>, installation: &Arc<Installation>) {
+        if self.sentinel_started.swap(true, Relaxed) {
+            return;
+        }
+        let Ok(handle) = Handle::try_current() else {
+            self.sentinel_started.store(false, Relaxed);
+            return;
+        };
+        *lock(&self.handle) = Some(handle.clone());
+        // If the runtime is shutting down, `spawn` drops the sentinel at
+        // once, which ends this watch; the lock above is released by then.
+        drop(handle.spawn(Sentinel {
+            watch: self.clone(),
+            installation: installation.clone(),
+        }));
+    }
+
+    fn remove(&self, thread: &RuntimeThread) {
+        thread.alive.store(false, Relaxed);
+        lock(&self.threads).retain(|t| t.id != thread.id);
+    }
+}
+
+/// A thread of a watched runtime.
+pub(crate) struct RuntimeThread {
+    /// Unique among all threads of all runtimes; never 0.
+    pub(crate) id: u64,
+    pub(crate) info: ThreadInfo,
+    /// The worker index it last ran, or [`NO_WORKER`].
+    pub(crate) worker: AtomicUsize,
+    pub(crate) activity: Activity,
+    pub(crate) alive: AtomicBool,
+    /// The kernel thread id, for `tgkill`.
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    pub(crate) tid: i32,
+}
+
+impl RuntimeThread {
+    fn current() -> RuntimeThread {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        RuntimeThread {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            info: ThreadInfo::current(),
+            worker: AtomicUsize::new(NO_WORKER),
+            activity: Activity::new(),
+            alive: AtomicBool::new(true),
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            tid: crate::stack::current_tid(),
+        }
+    }
+
+    pub(crate) fn worker(&self) -> Option<usize> {
+        Some(self.worker.load(Relaxed)).filter(|w| *w != NO_WORKER)
+    }
+}
+
+/// The idle task whose drop tells the watch that its runtime shut down.
+struct Sentinel {
+    watch: Arc<RuntimeWatch>,
+    installation: Arc<Installation>,
+}
+
+impl std::future::Future for Sentinel {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // Never woken: it only waits to be dropped with the runtime.
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self.watch.alive.store(false, Release);
+        let handle = lock(&self.watch.handle).take();
+        drop(handle);
+        self.installation.runtime_ended(&self.watch);
+    }
+}
+
+/// How many reported polls a thread remembers, to tell an outer poll which
+/// of its time nested polls already reported.
+pub(crate) const REPORTED_POLLS: usize = 8;
+
+/// Per-thread state: the binding to a watched runtime, and the last polls
+/// this thread reported as `(start, end)` (so that a watched future inside a
+/// watched task does not report the same block twice).
+pub(crate) struct ThreadState {
+    pub(crate) binding: RefCell<Option<Binding>>,
+    pub(crate) reported: Cell<[(u64, u64); REPORTED_POLLS]>,
+    pub(crate) next_reported: Cell<usize>,
+}
+
+/// This thread belongs to `watch`, a runtime watched by detector `detector`.
+pub(crate) struct Binding {
+    pub(crate) detector: u64,
+    pub(crate) watch: Arc<RuntimeWatch>,
+    pub(crate) thread: Arc<RuntimeThread>,
+}
+
+thread_local! {
+    pub(crate) static THREAD: ThreadState = const {
+        ThreadState {
+            binding: RefCell::new(None),
+            reported: Cell::new([(0, 0); REPORTED_POLLS]),
+            next_reported: Cell::new(0),
+        }
+    };
+}
+
+/// Runs `f` with the runtime `shared` watches and the calling thread's record
+/// in it. With `claim`, binds the thread first if needed and notes which
+/// worker it runs — only for hooks that run with the worker's core (park,
+/// unpark, before a task poll). `None` if the detector is not installed, the
+/// thread is not bound (without `claim`), or the thread-local is gone.
+pub(crate) fn with_thread<R>(
+    shared: &Shared,
+    claim: bool,
+    f: impl FnOnce(&RuntimeWatch, &RuntimeThread) -> R,
+) -> Option<R> {
+    let installation = shared.installation.as_ref()?;
+    THREAD
+        .try_with(|state| {
+            let mut f = Some(f);
+            {
+                // The common case: bound already; no reference counts touched.
+                let binding = state.binding.borrow();
+                if let Some(b) = binding
+                    .as_ref()
+                    .filter(|b| b.detector == shared.id && b.watch.is_alive())
+                {
+                    if claim {
+                        b.watch.claim(&b.thread, installation);
+                    }
+                    return f.take().map(|f| f(&b.watch, &b.thread));
+                }
+            }
+            if !claim {
+                return None;
+            }
+            let (watch, thread) = bind(state, shared.id, installation)?;
+            watch.claim(&thread, installation);
+            f.take().map(|f| f(&watch, &thread))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Binds the calling thread to the runtime `installation` watches, replacing
+/// a stale binding. `None` while a watched poll on this thread holds the
+/// binding (a runtime driven from inside a poll is not watched).
+#[cold]
+fn bind(
+    state: &ThreadState,
+    detector: u64,
+    installation: &Arc<Installation>,
+) -> Option<(Arc<RuntimeWatch>, Arc<RuntimeThread>)> {
+    let mut binding = state.binding.try_borrow_mut().ok()?;
+    if let Some(old) = binding.take() {
+        old.watch.remove(&old.thread);
+    }
+    let watch = installation.current_or_new();
+    let thread = Arc::new(RuntimeThread::current());
+    lock(&watch.threads).push(thread.clone());
+    *binding = Some(Binding {
+        detector,
+        watch: watch.clone(),
+        thread: thread.clone(),
+    });
+    Some((watch, thread))
+}
+
+/// Owned by the runtime's hooks; dropping the last one stops the watchdog.
+struct HookGuard {
+    shared: Arc<Shared>,
+}
+
+impl HookGuard {
+    fn thread_start(&self) {
+        // Binds the thread early; it becomes a worker at its first park.
+        with_thread(&self.shared, true, |_, _| ());
+    }
+
+    fn thread_stop(&self) {
+        let _ = THREAD.try_with(|state| {
+            if let Ok(mut binding) = state.binding.try_borrow_mut()
+                && let Some(b) = binding.take_if(|b| b.detector == self.shared.id)
+            {
+                b.watch.remove(&b.thread);
+            }
+        });
+    }
+
+    fn park(&self) {
+        // Park state is kept even while disabled, so that it is right when
+        // the detector is enabled again.
+        let now = self.shared.clock.now_ns();
+        with_thread(&self.shared, true, |_, t| t.activity.park(now));
+    }
+
+    fn unpark(&self) {
+        let now = self.shared.clock.now_ns();
+        with_thread(&self.shared, true, |_, t| t.activity.unpark(now));
+    }
+}
+
+impl Drop for HookGuard {
+    fn drop(&mut self) {
+        if let Some(installation) = &self.shared.installation {
+            installation.shutdown();
+        }
+    }
+}
