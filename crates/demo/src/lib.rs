@@ -48,19 +48,3 @@ mod cookbook {
     #[doc = include_str!("../../../docs/mutex.md")]
     struct Mutex;
 }
-
-    #[doc = include_str!("../../../docs/bridge.md")]
-    struct Bridge;
-
-    #[doc = include_str!("../../../docs/batching.md")]
-    struct Batching;
-
-    #[doc = include_str!("../../../docs/txn-channel.md")]
-    struct TxnChannel;
-
-    #[doc = include_str!("../../../docs/reusable-receiver.md")]
-    struct ReusableReceiver;
-
-    #[doc = include_str!("../../../docs/per-core-runtime.md")]
-    struct PerCoreRuntime;
-}
