@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_patterns_batching::{BatchConfig, BatchExt, BatchMetrics};
+use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
 use async_patterns_bridge::{
     CallError, ChannelBuilder, Overflow, ServiceBuilder, SyncClient, SyncSender,
 };
@@ -56,6 +57,10 @@ pub struct DemoConfig {
     /// detector to report.
     pub inject_blocking: bool,
 }
+
+/// A worker busy this long without parking or making progress is reported
+/// by the blocking detector.
+pub const BLOCKING_THRESHOLD: Duration = Duration::from_millis(100);
 
 impl Default for DemoConfig {
     fn default() -> Self {
@@ -216,6 +221,8 @@ pub struct Report {
     pub unknown_ids: u64,
     /// How the per-core runtime shut down.
     pub shutdown: ShutdownReport,
+    /// What the blocking detectors reported, one line each.
+    pub blocking_reports: Vec<String>,
 }
 
 impl Report {
@@ -267,7 +274,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "dead-lettered  {:>8}  events in {} batches ({} of them never reached the server)",
+            "dead-lettered  {:>8}  events in {} batch(es) ({} of them never reached the server)",
             self.dead_lettered, self.dead_lettered_batches, self.dead_lettered_only
         )?;
         writeln!(
@@ -275,6 +282,15 @@ impl fmt::Display for Report {
             "lost           {:>8}  = produced − uploaded − dead-lettered only − dropped",
             self.lost
         )?;
+        writeln!(
+            f,
+            "blocking       {:>8}  reports from the blocking detectors (threshold {:?})",
+            self.blocking_reports.len(),
+            BLOCKING_THRESHOLD
+        )?;
+        for line in &self.blocking_reports {
+            writeln!(f, "  {line}")?;
+        }
         writeln!(
             f,
             "runtime        shutdown: {} tasks completed, {} cancelled, {} panicked",
@@ -296,6 +312,13 @@ impl fmt::Display for Report {
         }
     }
 }
+
+/// Room in the bridge between the legacy callback and the batcher.
+const BRIDGE_CAPACITY: usize = 512;
+
+/// Events in the legacy device's occasional backlog burst, read without a
+/// pause: more than [`BRIDGE_CAPACITY`], so some are dropped by policy.
+const BACKLOG: u64 = 600;
 
 /// How often the caller's `on_progress` runs.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -322,11 +345,17 @@ pub fn run(
         )));
     }
     let started = Instant::now();
+    let watch = Watch::default();
     let runtime = PerCoreRuntime::builder()
         .workers(config.workers)
         .thread_name_prefix("demo-worker")
+        .configure_runtime({
+            let watch = watch.clone();
+            move |worker, builder| watch.install(worker.index(), builder)
+        })
         .build()
         .map_err(|e| fail("cannot start the per-core runtime")(&e))?;
+    watch.check()?;
     let workers = runtime.workers();
     let pipeline_worker = workers - 1;
     let producer_workers: Vec<usize> = if workers == 1 {
@@ -367,7 +396,7 @@ pub fn run(
         .map_err(|e| fail("the enrichment service does not answer")(&e))?;
 
     // The stages, back to front.
-    let (events_tx, events_rx) = ChannelBuilder::new(1024)
+    let (events_tx, events_rx) = ChannelBuilder::new(BRIDGE_CAPACITY)
         .overflow(Overflow::DropNewest)
         .build::<Event>()
         .map_err(|e| fail("bridge channel")(&e))?;
@@ -378,11 +407,7 @@ pub fn run(
         .on_dead_letter(move |letter: DeadLetter<Vec<Event>>| {
             add(&dead_letters.dead_letter_batches, 1);
             let ids = letter.into_inner().into_iter().map(|e| e.id);
-            dead_letters
-                .dead_letter_ids
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(ids);
+            lock(&dead_letters.dead_letter_ids).extend(ids);
         })
         .build()
         .map_err(|e| fail("txn-channel")(&e))?;
@@ -405,44 +430,30 @@ pub fn run(
             .build()
             .map_err(|e| fail("retry policy")(&e))?;
         let addr = server.addr();
+        let detector = watch.detector(pipeline_worker)?;
         runtime
-            .spawn_on(pipeline_worker, move || async move {
-                upload_stage(batches_rx, addr, policy, &counters).await;
-                drop(done_tx);
+            .spawn_on(pipeline_worker, move || {
+                detector.watch_named("upload stage", async move {
+                    upload_stage(batches_rx, addr, policy, &counters).await;
+                    drop(done_tx);
+                })
             })
             .map_err(|e| fail("cannot start the uploader")(&e))?
     };
     let batcher = {
         let counters = Arc::clone(&counters);
         let inject_blocking = config.inject_blocking;
+        let detector = watch.detector(pipeline_worker)?;
         runtime
-            .spawn_on(pipeline_worker, move || async move {
-                let mut batches = events_rx.batched(batch_config);
-                let outcome = batches.outcome();
-                let mut n = 0u64;
-                while let Some(batch) = batches.next().await {
-                    n += 1;
-                    if inject_blocking && n == 10 {
-                        // The deliberately blocking step: the detector reports it.
-                        std::thread::sleep(Duration::from_millis(300));
-                    }
-                    add(&counters.batches, 1);
-                    add(&counters.batched_items, batch.len() as u64);
-                    counters
-                        .dropped
-                        .store(batches.get_ref().dropped(), Ordering::Relaxed);
-                    if batches_tx.send(batch.into_vec()).await.is_err() {
-                        break; // the uploader is gone; the books will show it
-                    }
-                }
-                counters
-                    .dropped
-                    .store(batches.get_ref().dropped(), Ordering::Relaxed);
-                drop(batches);
-                outcome
-                    .await
-                    .map(|summary| summary.value)
-                    .unwrap_or_default()
+            .spawn_on(pipeline_worker, move || {
+                let stage = batching_stage(
+                    events_rx,
+                    batch_config,
+                    batches_tx,
+                    counters,
+                    inject_blocking,
+                );
+                detector.watch_named("batching stage", stage)
             })
             .map_err(|e| fail("cannot start the batcher")(&e))?
     };
@@ -484,12 +495,7 @@ pub fn run(
     let shutdown = runtime.shutdown(Duration::from_secs(5));
     let elapsed = started.elapsed();
 
-    let dead_lettered_ids = std::mem::take(
-        &mut *counters
-            .dead_letter_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
+    let dead_lettered_ids = std::mem::take(&mut *lock(&counters.dead_letter_ids));
     let uploaded: HashSet<u64> = received.iter().copied().collect();
     let dead: HashSet<u64> = dead_lettered_ids.iter().copied().collect();
     let dead_only = dead.difference(&uploaded).count() as u64;
@@ -518,7 +524,75 @@ pub fn run(
         lost,
         unknown_ids: unknown,
         shutdown,
+        blocking_reports: watch.reports(),
     })
+}
+
+/// One blocking detector per worker runtime (a detector watches one
+/// runtime), reporting into a shared list — and to stderr at once, so a
+/// stuck worker shows up while it is still stuck.
+#[derive(Clone, Default)]
+struct Watch {
+    detectors: Arc<Mutex<Vec<(usize, BlockingDetector)>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    reports: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    fn install(&self, worker: usize, builder: &mut tokio::runtime::Builder) {
+        let reports = Arc::clone(&self.reports);
+        let installed = BlockingDetector::builder()
+            .threshold(BLOCKING_THRESHOLD)
+            .handler(move |report: &BlockingReport| {
+                let when = match report.kind() {
+                    ReportKind::Stuck => "while stuck",
+                    _ => "after",
+                };
+                let line = format!("worker {worker} ({when}): {report}");
+                eprintln!("\n{line}");
+                lock(&reports).push(line);
+            })
+            .install(builder);
+        match installed {
+            Ok(detector) => lock(&self.detectors).push((worker, detector)),
+            Err(e) => lock(&self.errors).push(format!("worker {worker}: {e}")),
+        }
+    }
+
+    fn check(&self) -> Result<(), DemoError> {
+        match lock(&self.errors).first() {
+            None => Ok(()),
+            Some(e) => Err(DemoError(format!(
+                "cannot install the blocking detector: {e}"
+            ))),
+        }
+    }
+
+    /// The detector of `worker`'s runtime, to watch a stage by name.
+    fn detector(&self, worker: usize) -> Result<BlockingDetector, DemoError> {
+        lock(&self.detectors)
+            .iter()
+            .find(|(w, _)| *w == worker)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| DemoError(format!("no blocking detector on worker {worker}")))
+    }
+
+    fn reports(&self) -> Vec<String> {
+        lock(&self.reports).clone()
+    }
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watch")
+            .field("detectors", &lock(&self.detectors).len())
+            .field("reports", &lock(&self.reports).len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn progress(counters: &Counters, runtime: &PerCoreRuntime, started: Instant) -> Progress {
@@ -530,11 +604,7 @@ fn progress(counters: &Counters, runtime: &PerCoreRuntime, started: Instant) -> 
         batched: get(&counters.batched_items),
         uploaded: get(&counters.committed_items),
         retried: get(&counters.failed_calls),
-        dead_lettered: counters
-            .dead_letter_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len() as u64,
+        dead_lettered: lock(&counters.dead_letter_ids).len() as u64,
         workers: metrics
             .iter()
             .zip(&counters.produced)
@@ -576,12 +646,17 @@ fn spawn_producers(
                     on_event(raw, worker, &tx, &enrich, &callback_counters);
                 });
                 let mut start = ids.start;
+                let mut reads = 0u64;
                 while start < ids.end {
-                    let end = (start + 50).min(ids.end);
+                    reads += 1;
+                    // The device delivers small bursts, and now and then a
+                    // backlog larger than the bridge holds: the overflow
+                    // policy drops (and counts) what does not fit.
+                    let burst = if reads % 40 == 0 { BACKLOG } else { 50 };
+                    let end = (start + burst).min(ids.end);
                     library.read(start..end);
                     start = end;
-                    // The device delivers in bursts.
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             })
             .map_err(|e| fail("cannot start a producer")(&e))?;
@@ -619,6 +694,43 @@ fn on_event(
         id: raw.id,
         payload,
     });
+}
+
+/// Groups the bridge's events into batches by count, weight and time, and
+/// hands each batch to the txn-channel; returns the batcher's final metrics.
+async fn batching_stage(
+    events: async_patterns_bridge::Receiver<Event>,
+    config: BatchConfig<Event>,
+    batches_tx: async_patterns_txn_channel::Sender<Vec<Event>>,
+    counters: Arc<Counters>,
+    inject_blocking: bool,
+) -> BatchMetrics {
+    let mut batches = events.batched(config);
+    let outcome = batches.outcome();
+    let mut n = 0u64;
+    while let Some(batch) = batches.next().await {
+        n += 1;
+        if inject_blocking && n == 10 {
+            // The deliberately blocking step: the detector reports it.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        add(&counters.batches, 1);
+        add(&counters.batched_items, batch.len() as u64);
+        counters
+            .dropped
+            .store(batches.get_ref().dropped(), Ordering::Relaxed);
+        if batches_tx.send(batch.into_vec()).await.is_err() {
+            break; // the uploader is gone; the books will show it
+        }
+    }
+    counters
+        .dropped
+        .store(batches.get_ref().dropped(), Ordering::Relaxed);
+    drop(batches);
+    outcome
+        .await
+        .map(|summary| summary.value)
+        .unwrap_or_default()
 }
 
 /// Uploads each batch of the txn-channel with a client-streaming call fed by
