@@ -469,13 +469,10 @@ pub fn run(
     // the bridge closes and the stages drain, back to the uploader.
     drop((events_tx, enrich));
 
-    loop {
-        match done_rx.recv_timeout(PROGRESS_EVERY) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                on_progress(&progress(&counters, &runtime, started));
-            }
-            _ => break,
-        }
+    // Progress until the uploader, the last stage, is done.
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(PROGRESS_EVERY)
+    {
+        on_progress(&progress(&counters, &runtime, started));
     }
     on_progress(&progress(&counters, &runtime, started));
 
@@ -652,7 +649,11 @@ fn spawn_producers(
                     // The device delivers small bursts, and now and then a
                     // backlog larger than the bridge holds: the overflow
                     // policy drops (and counts) what does not fit.
-                    let burst = if reads % 40 == 0 { BACKLOG } else { 50 };
+                    let burst = if reads.is_multiple_of(40) {
+                        BACKLOG
+                    } else {
+                        50
+                    };
                     let end = (start + burst).min(ids.end);
                     library.read(start..end);
                     start = end;
