@@ -90,9 +90,12 @@ fn a_panicking_handler_fails_its_call_and_hands_queued_requests_back() {
         let (client, server) = service::<u32, u32>(8);
         let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
         let gate_rx = std::sync::Mutex::new(gate_rx);
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel::<()>();
+        let taken_tx = std::sync::Mutex::new(taken_tx);
         let served = rt.spawn(server.serve(move |n| {
             if n == 1 {
                 // Hold the service until the other calls are queued.
+                taken_tx.lock().unwrap().send(()).unwrap();
                 gate_rx.lock().unwrap().recv().unwrap();
             }
             async move {
@@ -104,6 +107,8 @@ fn a_panicking_handler_fails_its_call_and_hands_queued_requests_back() {
             let client = client.clone();
             std::thread::spawn(move || client.call(1))
         };
+        // Call 1 is in the handler before the others are sent, so they queue.
+        taken_rx.recv().unwrap();
         let queued: Vec<_> = (2..5)
             .map(|n| {
                 let client = client.clone();
