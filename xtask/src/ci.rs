@@ -193,13 +193,50 @@ fn bench() -> Result<()> {
 
 fn package() -> Result<()> {
     forget_unpacked_workspace_crates();
+    forget_verified_workspace_crates(PACKAGE_TARGET_DIR);
     let mut cmd = run::cargo();
-    cmd.args(["package", "--workspace", "--allow-dirty"]);
+    cmd.args([
+        "package",
+        "--workspace",
+        "--allow-dirty",
+        "--target-dir",
+        PACKAGE_TARGET_DIR,
+    ]);
     // `publish = false` crates (xtask, benches, demo, test kits) are not packaged.
     for package in tidy::unpublished_packages()? {
         cmd.args(["--exclude", &package]);
     }
     run::section("package", cmd, Limit::minutes(30))
+}
+
+/// Where `cargo package` builds the crates it verifies.
+const PACKAGE_TARGET_DIR: &str = "target/package-verify";
+
+/// `cargo package` verifies a crate against its siblings as registry
+/// crates, and cargo never rebuilds a registry crate of an unchanged version:
+/// the artifacts of an earlier run's sibling would be reused. So the
+/// artifacts of our own crates in the verification target directory are
+/// removed first (the dependencies stay cached).
+fn forget_verified_workspace_crates(target_dir: &str) {
+    for sub in ["debug/.fingerprint", "debug/deps", "debug/build"] {
+        let Ok(entries) = std::fs::read_dir(std::path::Path::new(target_dir).join(sub)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with("async-patterns")
+                || name.starts_with("async_patterns")
+                || name.starts_with("libasync_patterns");
+            if ours {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
+    }
 }
 
 /// `cargo package --workspace` verifies each crate against its siblings
