@@ -4,13 +4,30 @@
 //! test so that no other test's threads come and go while it counts.
 #![cfg(target_os = "linux")]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_patterns_per_core_runtime::PerCoreRuntime;
 
 /// The threads of this process, from `/proc/self/task`.
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// The thread count once it reaches `expected`, or the last count seen after
+/// five seconds. A joined thread leaves `/proc/self/task` a moment after
+/// `join` returns — the kernel wakes the joiner before it reaps the thread —
+/// so a count taken at once can still include it; a thread that really
+/// outlived its runtime stays (tokio keeps an idle blocking thread for ten
+/// seconds), and the count never settles.
+fn settled_threads(expected: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = threads();
+        if now == expected || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::yield_now();
+    }
 }
 
 #[test]
@@ -31,7 +48,7 @@ fn no_thread_outlives_its_runtime() {
     let report = rt.shutdown(Duration::from_millis(50));
     assert_eq!(report.cancelled(), 3);
     drop(handles);
-    assert_eq!(threads(), before, "after shutdown");
+    assert_eq!(settled_threads(before), before, "after shutdown");
 
     // Dropped without shutdown, pinned.
     let rt = PerCoreRuntime::builder()
@@ -44,7 +61,7 @@ fn no_thread_outlives_its_runtime() {
     })
     .unwrap();
     drop(rt);
-    assert_eq!(threads(), before, "after drop");
+    assert_eq!(settled_threads(before), before, "after drop");
 
     // A build that fails on its second worker stops the first.
     let first = async_patterns_per_core_runtime::CpuBudget::detect().cpus()[0];
@@ -52,7 +69,7 @@ fn no_thread_outlives_its_runtime() {
         .pin_to_cpus([first, libc::CPU_SETSIZE as usize - 1])
         .build();
     assert!(failed.is_err());
-    assert_eq!(threads(), before, "after a failed build");
+    assert_eq!(settled_threads(before), before, "after a failed build");
 
     // A build whose start hook panics on one worker.
     let failed = PerCoreRuntime::builder()
@@ -60,5 +77,5 @@ fn no_thread_outlives_its_runtime() {
         .on_worker_start(|id| assert_eq!(id.index(), 0, "refusing to start"))
         .build();
     assert!(failed.is_err());
-    assert_eq!(threads(), before, "after a failed start hook");
+    assert_eq!(settled_threads(before), before, "after a failed start hook");
 }
