@@ -92,10 +92,11 @@ mod metrics;
 mod mpsc;
 mod stream;
 
+pub use async_patterns_core::{SendError, TrySendError};
 pub use batch::{Batch, FlushReason};
 pub use channel::{BatchReceiver, BatchSender, channel};
 pub use config::{BatchConfig, BatchConfigBuilder};
-pub use error::{SendError, TryRecvError, TrySendError};
+pub use error::TryRecvError;
 pub use flush::Flusher;
 pub use metrics::{BatchMetrics, ReasonCounts, Spread};
 pub use mpsc::{BatchedMpsc, batched};

@@ -3,12 +3,10 @@
 //! "Cannot start a runtime from within a runtime" panic.
 
 use std::future::Future;
-use std::pin::pin;
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::sync::OnceLock;
+use std::thread;
 
-use async_patterns_core::RuntimeContext;
+use async_patterns_core::{RuntimeContext, park_on};
 use tokio::runtime::{Handle, Runtime};
 
 use crate::error::BlockOnError;
@@ -149,31 +147,4 @@ where
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
-}
-
-/// Polls `future` on this thread, parking it between polls. For threads in a
-/// runtime's context that run none of its tasks, where tokio's own
-/// `block_on` may panic (inside a multi-thread runtime's `block_on`).
-fn park_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(Thread);
-
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        thread::park();
-    }
 }

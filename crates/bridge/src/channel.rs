@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use async_patterns_core::{BlockingStrategy, ConfigError, RuntimeContext};
 use futures_core::Stream;
 
-use crate::error::{SendBlockingError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::error::{SendTimeoutError, TryRecvError};
 use crate::loom::AtomicWaker;
 use crate::loom::sync::Arc;
 use crate::loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::loom::thread;
 use crate::ring::{MAX_CAPACITY, Pop, PushError, Ring, TxWait, Wakes};
 use crate::waiters::{WaiterId, Waiters, Wake};
+use crate::{SendBlockingError, SendError, TrySendError};
 
 /// What a send does when the channel is full.
 ///

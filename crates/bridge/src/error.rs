@@ -3,79 +3,6 @@
 
 use std::fmt;
 
-/// [`SyncSender::try_send`](crate::SyncSender::try_send) failed; the value is
-/// handed back.
-///
-/// # Examples
-///
-/// ```
-/// use async_patterns_bridge::{channel, TrySendError};
-///
-/// let (tx, rx) = channel::<u32>(1);
-/// tx.try_send(1).unwrap();
-/// assert_eq!(tx.try_send(2), Err(TrySendError::Full(2)));
-/// drop(rx);
-/// let err = tx.try_send(3).unwrap_err();
-/// assert_eq!(err.to_string(), "channel closed");
-/// assert_eq!(err.into_inner(), 3);
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TrySendError<T> {
-    /// The channel is full (with the [`Reject`](crate::Overflow::Reject)
-    /// policy).
-    Full(T),
-    /// The receiver was closed or dropped.
-    Closed(T),
-}
-
-/// [`SyncSender::send`](crate::SyncSender::send) failed because the receiver
-/// was closed or dropped; the value is handed back.
-///
-/// # Examples
-///
-/// ```
-/// use async_patterns_bridge::{channel, SendError};
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let (tx, rx) = channel::<&str>(4);
-/// drop(rx);
-/// let err = tx.send("late").await.unwrap_err();
-/// assert_eq!(err, SendError("late"));
-/// assert_eq!(err.to_string(), "channel closed");
-/// # }
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct SendError<T>(pub T);
-
-/// [`SyncSender::send_blocking`](crate::SyncSender::send_blocking) failed;
-/// the value is handed back.
-///
-/// # Examples
-///
-/// ```
-/// use async_patterns_bridge::{channel, SendBlockingError};
-///
-/// let (tx, _rx) = channel::<u32>(1);
-/// tx.send_blocking(1).unwrap(); // room: sent at once, in any context
-///
-/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-/// let err = rt.block_on(async { tx.send_blocking(2) }).unwrap_err();
-/// assert_eq!(err, SendBlockingError::WouldDeadlock(2));
-/// assert!(err.to_string().starts_with("waiting for room would deadlock"));
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SendBlockingError<T> {
-    /// The receiver was closed or dropped.
-    Closed(T),
-    /// The channel is full and the calling thread drives a current-thread
-    /// runtime: waiting for room would stop the receiver from ever making
-    /// it.
-    WouldDeadlock(T),
-}
-
 /// [`SyncSender::send_timeout`](crate::SyncSender::send_timeout) failed; the
 /// value is handed back.
 ///
@@ -99,7 +26,7 @@ pub enum SendTimeoutError<T> {
     /// The receiver was closed or dropped.
     Closed(T),
     /// The channel is full and the calling thread drives a current-thread
-    /// runtime; see [`SendBlockingError::WouldDeadlock`].
+    /// runtime; see [`SendBlockingError::WouldDeadlock`](crate::SendBlockingError::WouldDeadlock).
     WouldDeadlock(T),
 }
 
@@ -177,55 +104,6 @@ pub enum CallError<Req> {
 /// ```
 pub struct BlockOnError<F>(pub F);
 
-impl<T> TrySendError<T> {
-    /// The value that was not sent.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_bridge::TrySendError;
-    ///
-    /// assert_eq!(TrySendError::Full(5).into_inner(), 5);
-    /// ```
-    pub fn into_inner(self) -> T {
-        match self {
-            TrySendError::Full(value) | TrySendError::Closed(value) => value,
-        }
-    }
-}
-
-impl<T> SendError<T> {
-    /// The value that was not sent.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_bridge::SendError;
-    ///
-    /// assert_eq!(SendError("x").into_inner(), "x");
-    /// ```
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-}
-
-impl<T> SendBlockingError<T> {
-    /// The value that was not sent.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_bridge::SendBlockingError;
-    ///
-    /// assert_eq!(SendBlockingError::WouldDeadlock(3).into_inner(), 3);
-    /// ```
-    pub fn into_inner(self) -> T {
-        match self {
-            SendBlockingError::Closed(value) | SendBlockingError::WouldDeadlock(value) => value,
-        }
-    }
-}
-
 impl<T> SendTimeoutError<T> {
     /// The value that was not sent.
     ///
@@ -283,54 +161,6 @@ impl<F> BlockOnError<F> {
 const CLOSED: &str = "channel closed";
 const WOULD_DEADLOCK: &str =
     "waiting for room would deadlock: this thread drives a current-thread tokio runtime";
-
-impl<T> fmt::Display for TrySendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TrySendError::Full(_) => "channel full",
-            TrySendError::Closed(_) => CLOSED,
-        })
-    }
-}
-
-impl<T> fmt::Debug for TrySendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TrySendError::Full(_) => "Full(..)",
-            TrySendError::Closed(_) => "Closed(..)",
-        })
-    }
-}
-
-impl<T> fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(CLOSED)
-    }
-}
-
-impl<T> fmt::Debug for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SendError(..)")
-    }
-}
-
-impl<T> fmt::Display for SendBlockingError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SendBlockingError::Closed(_) => CLOSED,
-            SendBlockingError::WouldDeadlock(_) => WOULD_DEADLOCK,
-        })
-    }
-}
-
-impl<T> fmt::Debug for SendBlockingError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SendBlockingError::Closed(_) => "Closed(..)",
-            SendBlockingError::WouldDeadlock(_) => "WouldDeadlock(..)",
-        })
-    }
-}
 
 impl<T> fmt::Display for SendTimeoutError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -405,9 +235,6 @@ impl<F> fmt::Debug for BlockOnError<F> {
     }
 }
 
-impl<T> std::error::Error for TrySendError<T> {}
-impl<T> std::error::Error for SendError<T> {}
-impl<T> std::error::Error for SendBlockingError<T> {}
 impl<T> std::error::Error for SendTimeoutError<T> {}
 impl std::error::Error for TryRecvError {}
 impl<Req> std::error::Error for CallError<Req> {}

@@ -125,12 +125,10 @@ mod ring;
 mod service;
 mod waiters;
 
+pub use async_patterns_core::{SendBlockingError, SendError, TrySendError};
 pub use block_on::{block_on, block_on_local};
 pub use channel::{ChannelBuilder, Overflow, Receiver, SyncSender, channel};
-pub use error::{
-    BlockOnError, CallError, SendBlockingError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError,
-};
+pub use error::{BlockOnError, CallError, SendTimeoutError, TryRecvError};
 pub use service::{ServiceBuilder, ServiceReceiver, SyncClient, service};
 
 /// The README's example, compiled and run as a doc test.

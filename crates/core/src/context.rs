@@ -3,6 +3,10 @@
 //! `block_in_place`, or would deadlock if it blocked.
 
 use std::fmt;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -266,5 +270,60 @@ impl fmt::Display for RuntimeContext {
             RuntimeContext::MultiThreadWorker => "on a multi-thread tokio worker",
             RuntimeContext::BlockingThread => "on a tokio blocking-pool thread",
         })
+    }
+}
+
+/// Runs `future` to completion on the calling thread, parking the thread
+/// between polls, and returns its output.
+///
+/// It needs no runtime and enters none, so it never panics with "Cannot start
+/// a runtime from within a runtime". It does block the thread, so call it
+/// only where blocking is safe — inside [`RuntimeContext::run_blocking`], or
+/// where [`RuntimeContext::can_block`] said so — and only for a future that
+/// other threads complete (a channel, a task on another runtime's worker):
+/// nothing else runs on this thread while it waits. Timers and sockets in
+/// `future` need the current thread's runtime context, as on a
+/// `spawn_blocking` thread of a running runtime.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_core::{RuntimeContext, park_on};
+///
+/// let rt = tokio::runtime::Runtime::new().unwrap();
+/// let (tx, rx) = tokio::sync::oneshot::channel();
+/// rt.spawn(async move { tx.send(42).unwrap() });
+///
+/// // A plain thread waits for a result that a runtime's task produces.
+/// let got = RuntimeContext::run_blocking(|| park_on(rx)).unwrap();
+/// assert_eq!(got, Ok(42));
+/// ```
+///
+/// # Panics
+///
+/// Panics of `future` propagate.
+pub fn park_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        // A wake between the poll and here leaves a token, so `park` returns
+        // at once; a spurious return only costs one more poll.
+        thread::park();
     }
 }

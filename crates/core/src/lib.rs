@@ -9,7 +9,7 @@
 //!   thread — and may it block here, only through `block_in_place`, or not at
 //!   all? [`RuntimeContext::run_blocking`] applies the answer instead of
 //!   panicking with "Cannot start a runtime from within a runtime" or
-//!   deadlocking.
+//!   deadlocking; [`park_on`] waits for a future on a thread that may block.
 //! - [`RetryPolicy`] and [`Backoff`]: exponential backoff with a cap,
 //!   [`Jitter`], a maximum number of attempts and a maximum elapsed time,
 //!   measured on tokio's clock so that tests under `tokio::time::pause()` are
@@ -20,6 +20,9 @@
 //!   first; never a hang.
 //! - [`ConfigError`]: the error every builder of the workspace returns, naming
 //!   the setting, the rejected value and the accepted range.
+//! - [`SendError`], [`TrySendError`], [`SendBlockingError`]: the errors of
+//!   every channel of the workspace, each handing back the value it could
+//!   not send.
 //!
 //! # When to use it, and when not
 //!
@@ -75,7 +78,9 @@ mod context;
 mod error;
 pub mod outcome;
 mod retry;
+mod send;
 
-pub use context::{BlockingStrategy, RuntimeContext, WouldDeadlock};
+pub use context::{BlockingStrategy, RuntimeContext, WouldDeadlock, park_on};
 pub use error::ConfigError;
 pub use retry::{Backoff, Jitter, RetryPolicy, RetryPolicyBuilder};
+pub use send::{SendBlockingError, SendError, TrySendError};

@@ -7,7 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use async_patterns_core::RuntimeContext;
 
@@ -159,23 +159,7 @@ impl<T> JoinHandle<T> {
 }
 
 fn park_until_ready<T>(handle: &mut JoinHandle<T>) -> Result<T, JoinError> {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(result) = handle.task.poll_join(&mut cx) {
-            return result;
-        }
-        std::thread::park();
-    }
+    async_patterns_core::park_on(std::future::poll_fn(|cx| handle.task.poll_join(cx)))
 }
 
 impl<T> Future for JoinHandle<T> {

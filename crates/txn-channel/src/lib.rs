@@ -103,15 +103,14 @@ mod chan;
 mod channel;
 mod dead_letter;
 mod delivery;
-mod error;
 mod loom;
 mod receiver;
 mod sender;
 
+pub use async_patterns_core::{SendBlockingError, SendError, TrySendError};
 pub use channel::{DEFAULT_CAPACITY, TransactionalChannel, TransactionalChannelBuilder};
 pub use dead_letter::DeadLetter;
 pub use delivery::{BatchDelivery, Committed, Delivery};
-pub use error::{SendBlockingError, SendError, TrySendError};
 pub use receiver::TransactionalReceiver;
 pub use sender::{Permit, Sender};
 

@@ -18,36 +18,7 @@ pub(crate) use loom::sync::{
 /// polls. Only called where [`RuntimeContext`](async_patterns_core::RuntimeContext)
 /// says the thread may block.
 #[cfg(not(loom))]
-pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::pin::pin;
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    use std::thread::{self, Thread};
-
-    struct Unpark(Thread);
-
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        // A wake between the poll and here leaves a token, so `park`
-        // returns at once; spurious returns only cost one more poll.
-        thread::park();
-    }
-}
+pub(crate) use async_patterns_core::park_on as block_on;
 
 #[cfg(loom)]
 pub(crate) use loom::future::block_on;

@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 use async_patterns_core::{RuntimeContext, WouldDeadlock};
 
 use crate::chan::{Chan, WaitSlot};
-use crate::error::{SendBlockingError, SendError, TrySendError};
 use crate::loom::{Arc, block_on};
+use crate::{SendBlockingError, SendError, TrySendError};
 
 /// The sending half of a [`TransactionalChannel`](crate::TransactionalChannel).
 ///
