@@ -280,7 +280,7 @@ impl BlockingReport {
             None => write!(f, "thread {:?}", self.thread.id)?,
         }
         if let Some(worker) = self.worker {
-            write!(f, " (worker {worker})")?;
+            write!(f, " (tokio worker {worker})")?;
         }
         Ok(())
     }
