@@ -112,17 +112,20 @@ fn unstable() -> Result<()> {
 }
 
 /// Loom models live in test targets named `loom*` (files `tests/loom*.rs`,
-/// gated by `#![cfg(loom)]`); they run with `--cfg loom` in a target
-/// directory of their own, so the normal build cache is untouched.
+/// gated by `#![cfg(async_patterns_loom)]`) or among a crate's unit tests
+/// (`#[cfg(all(test, async_patterns_loom))]`, in modules whose path names
+/// loom); they run with `--cfg async_patterns_loom` — our own cfg, never the
+/// bare `loom` a user's tests may set — in a target directory of their own,
+/// so the normal build cache is untouched.
 fn loom() -> Result<()> {
     let models = tidy::loom_targets()?;
     if models.is_empty() {
         println!("\n::: loom :::  no loom models in the workspace yet");
         return Ok(());
     }
-    for (package, target) in models {
+    for (package, models) in models {
         let mut cmd = run::cargo();
-        cmd.env("RUSTFLAGS", "--cfg loom")
+        cmd.env("RUSTFLAGS", "--cfg async_patterns_loom")
             .env("LOOM_MAX_PREEMPTIONS", "3")
             .args([
                 "test",
@@ -131,9 +134,18 @@ fn loom() -> Result<()> {
                 "target/loom",
                 "--package",
             ])
-            .arg(&package)
-            .args(["--test", &target]);
-        run::section(&format!("loom {package}/{target}"), cmd, Limit::minutes(20))?;
+            .arg(&package);
+        let label = match &models {
+            tidy::LoomModels::TestTarget(target) => {
+                cmd.args(["--test", target]);
+                format!("loom {package}/{target}")
+            }
+            tidy::LoomModels::Lib => {
+                cmd.args(["--lib", "--", "loom"]);
+                format!("loom {package} (unit)")
+            }
+        };
+        run::section(&label, cmd, Limit::minutes(20))?;
     }
     Ok(())
 }

@@ -50,22 +50,65 @@ pub(crate) fn unpublished_packages() -> Result<Vec<String>> {
         .collect())
 }
 
-/// `(package, test target)` for every test target named `loom*`.
-pub(crate) fn loom_targets() -> Result<Vec<(String, String)>> {
+/// Where a crate keeps loom models: integration tests named `loom*`
+/// (`tests/loom*.rs`, using the public API), or unit tests inside the crate
+/// (`#[cfg(all(test, async_patterns_loom))]`) for models of private state
+/// machines, so that no loom-only item is public.
+#[derive(Debug)]
+pub(crate) enum LoomModels {
+    /// `cargo test --test <target>`.
+    TestTarget(String),
+    /// `cargo test --lib loom`: the unit tests whose path names loom.
+    Lib,
+}
+
+/// `(package, models)` for every place a loom model lives.
+pub(crate) fn loom_targets() -> Result<Vec<(String, LoomModels)>> {
     let meta = metadata()?;
     let mut out = Vec::new();
     for package in packages(&meta) {
+        let name = str_of(package, "name").to_string();
         for target in package["targets"].as_array().into_iter().flatten() {
-            let is_test = target["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "test"));
-            let name = target["name"].as_str().unwrap_or_default();
-            if is_test && name.starts_with("loom") {
-                out.push((str_of(package, "name").to_string(), name.to_string()));
+            let kinds = target["kind"].as_array();
+            let is = |kind: &str| kinds.is_some_and(|k| k.iter().any(|k| k == kind));
+            let target_name = str_of(target, "name");
+            if is("test") && target_name.starts_with("loom") {
+                out.push((
+                    name.clone(),
+                    LoomModels::TestTarget(target_name.to_string()),
+                ));
+            }
+            if is("lib") {
+                let src = Path::new(str_of(target, "src_path"))
+                    .parent()
+                    .context("a lib target without a directory")?
+                    .to_path_buf();
+                if contains_text(&src, LOOM_UNIT_TESTS)? {
+                    out.push((name.clone(), LoomModels::Lib));
+                }
             }
         }
     }
     Ok(out)
+}
+
+/// How a crate gates loom models kept among its unit tests.
+const LOOM_UNIT_TESTS: &str = "cfg(all(test, async_patterns_loom))";
+
+fn contains_text(dir: &Path, needle: &str) -> Result<bool> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if contains_text(&path, needle)? {
+                return Ok(true);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs")
+            && fs::read_to_string(&path)?.contains(needle)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn metadata() -> Result<Value> {
@@ -229,6 +272,14 @@ fn scan_markers(dir: &Path, problems: &mut Vec<String>) -> Result<()> {
         concat!("dbg", "!("),
         concat!("#[", "ignore"),
     ];
+    // The bare `loom` cfg is the one a user's own loom tests set for every
+    // crate they build: ours must never react to it.
+    let bare_loom = [
+        concat!("(", "loom)"),
+        concat!("(", "loom,"),
+        concat!(", ", "loom)"),
+        concat!(", ", "loom,"),
+    ];
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
@@ -242,6 +293,14 @@ fn scan_markers(dir: &Path, problems: &mut Vec<String>) -> Result<()> {
                 if let Some(m) = markers.iter().find(|m| line.contains(*m)) {
                     problems.push(format!(
                         "{}:{}: `{m}` left in the code",
+                        path.display(),
+                        n + 1
+                    ));
+                }
+                let cfg = line.contains("cfg");
+                if let Some(m) = bare_loom.iter().find(|m| cfg && line.contains(*m)) {
+                    problems.push(format!(
+                        "{}:{}: `{m}`: gate loom code on our own cfg, `async_patterns_loom`",
                         path.display(),
                         n + 1
                     ));

@@ -14,14 +14,14 @@ pub(crate) fn expiry(oldest: Instant, max_delay: Duration) -> Option<Instant> {
     oldest.checked_add(max_delay)
 }
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 #[derive(Debug, Default)]
 pub(crate) struct Deadline {
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     armed_for: Option<Instant>,
 }
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 impl Deadline {
     pub(crate) fn new() -> Self {
         Deadline::default()
@@ -67,7 +67,7 @@ impl Deadline {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 impl Deadline {
     /// When the timer fires, if it is armed and has not fired yet.
     pub(crate) fn running(&self) -> Option<Instant> {
@@ -91,11 +91,11 @@ impl Deadline {
     }
 }
 
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 #[derive(Debug)]
 pub(crate) struct Deadline;
 
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 impl Deadline {
     pub(crate) fn new() -> Self {
         Deadline

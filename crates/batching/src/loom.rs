@@ -1,15 +1,15 @@
 //! The synchronization primitives of the batching channel and the flush
-//! signal: `std`'s normally, loom's under `cfg(loom)`, so that the loom
+//! signal: `std`'s normally, loom's under `cfg(async_patterns_loom)`, so that the loom
 //! models in `tests/loom*.rs` check the very code that ships.
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, Ordering};
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
 /// Locks `mutex`, ignoring poisoning: every critical section of this crate

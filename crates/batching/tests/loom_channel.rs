@@ -1,9 +1,9 @@
 //! Loom models of the batching channel's send / take / close: every
 //! interleaving of senders, the receiver and a flusher delivers each sent
 //! item exactly once, in per-sender order, and every waiting side is woken.
-//! Run by `cargo xtask ci` with `--cfg loom`; under loom the deadline timer
+//! Run by `cargo xtask ci` with `--cfg async_patterns_loom`; under loom the deadline timer
 //! never fires, so batches close by count, flush and close only.
-#![cfg(loom)]
+#![cfg(async_patterns_loom)]
 
 use std::time::Duration;
 

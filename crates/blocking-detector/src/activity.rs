@@ -9,8 +9,9 @@
 //! never follow a pointer into freed memory; the sequence number only
 //! guarantees that a name's pointer and length come from the same write.
 
-// `pub` for the loom models, which see this module under `--cfg loom`.
-#![cfg_attr(not(loom), allow(unreachable_pub))]
+// Under `--cfg async_patterns_loom` only this module is built, for the
+// models in `loom_tests`.
+#![cfg_attr(async_patterns_loom, allow(dead_code))]
 
 use std::panic::Location;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -19,44 +20,44 @@ use crate::loom::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, fence};
 
 /// How often a reader retries a record that is being rewritten before it
 /// gives up for this look (the watchdog looks again one tick later).
-const READ_ATTEMPTS: usize = if cfg!(loom) { 2 } else { 64 };
+const READ_ATTEMPTS: usize = if cfg!(async_patterns_loom) { 2 } else { 64 };
 
 /// The poll a thread is inside, as far as the detector tracks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PollRecord {
+pub(crate) struct PollRecord {
     /// When the poll started, in clock nanoseconds; 0 when no tracked poll
     /// is running.
-    pub start: u64,
+    pub(crate) start: u64,
     /// The name given to `watch_named` / `spawn`.
-    pub name: Option<&'static str>,
+    pub(crate) name: Option<&'static str>,
     /// Where the future was watched or the task spawned.
-    pub location: Option<&'static Location<'static>>,
+    pub(crate) location: Option<&'static Location<'static>>,
     /// The tokio task id, 0 when unknown.
-    pub task_id: u64,
+    pub(crate) task_id: u64,
 }
 
 impl PollRecord {
     /// No tracked poll.
-    pub const IDLE: PollRecord = PollRecord {
+    pub(crate) const IDLE: PollRecord = PollRecord {
         start: 0,
         name: None,
         location: None,
         task_id: 0,
     };
 
-    pub fn is_polling(&self) -> bool {
+    pub(crate) fn is_polling(&self) -> bool {
         self.start != 0
     }
 }
 
 /// What the watchdog sees of a thread in one look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
-    pub parked: bool,
+pub(crate) struct Snapshot {
+    pub(crate) parked: bool,
     /// The last park, unpark or end of a tracked poll.
-    pub progress_at: u64,
+    pub(crate) progress_at: u64,
     /// `None` when the record was being rewritten on every attempt.
-    pub record: Option<PollRecord>,
+    pub(crate) record: Option<PollRecord>,
 }
 
 /// The lock-free state of one runtime thread.
@@ -66,7 +67,7 @@ pub struct Snapshot {
 /// [`park`](Self::park), [`unpark`](Self::unpark)); any thread may call
 /// [`snapshot`](Self::snapshot).
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     parked: AtomicBool,
     progress_at: AtomicU64,
     // The record, guarded by `seq` (odd while a write is in progress).
@@ -79,7 +80,7 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn new() -> Activity {
+    pub(crate) fn new() -> Activity {
         Activity {
             parked: AtomicBool::new(false),
             progress_at: AtomicU64::new(0),
@@ -96,8 +97,8 @@ impl Activity {
     /// handed back to [`end_poll`](Self::end_poll) (tracked polls nest).
     #[inline]
     // Used by precise mode (`cfg(tokio_unstable)`), the tests and the models.
-    #[cfg_attr(not(any(tokio_unstable, loom, test)), allow(dead_code))]
-    pub fn begin_poll(&self, record: PollRecord) -> PollRecord {
+    #[cfg_attr(not(any(tokio_unstable, async_patterns_loom, test)), allow(dead_code))]
+    pub(crate) fn begin_poll(&self, record: PollRecord) -> PollRecord {
         let previous = self.own_record();
         self.write(&record);
         previous
@@ -107,7 +108,7 @@ impl Activity {
     /// the current one (a watched future inside a task): the task id carries
     /// over.
     #[inline]
-    pub fn begin_nested_poll(
+    pub(crate) fn begin_nested_poll(
         &self,
         start: u64,
         name: Option<&'static str>,
@@ -126,19 +127,19 @@ impl Activity {
     /// Writer only: restores the record that `begin_poll` replaced and notes
     /// progress at `now`.
     #[inline]
-    pub fn end_poll(&self, previous: PollRecord, now: u64) {
+    pub(crate) fn end_poll(&self, previous: PollRecord, now: u64) {
         self.write(&previous);
         self.progress_at.store(now, Release);
     }
 
     /// Writer only: the thread is about to park.
-    pub fn park(&self, now: u64) {
+    pub(crate) fn park(&self, now: u64) {
         self.progress_at.store(now, Release);
         self.parked.store(true, Release);
     }
 
     /// Writer only: the thread woke up and is about to run tasks.
-    pub fn unpark(&self, now: u64) {
+    pub(crate) fn unpark(&self, now: u64) {
         self.progress_at.store(now, Release);
         self.parked.store(false, Release);
     }
@@ -146,7 +147,7 @@ impl Activity {
     /// Writer only: the record as the writer last wrote it. No other thread
     /// writes it, so plain relaxed loads are consistent here.
     #[inline]
-    pub fn own_record(&self) -> PollRecord {
+    pub(crate) fn own_record(&self) -> PollRecord {
         let name_ptr = self.name_ptr.load(Relaxed);
         let name_len = self.name_len.load(Relaxed);
         PollRecord {
@@ -182,7 +183,7 @@ impl Activity {
     }
 
     /// Any thread: one consistent look at the thread's state.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             parked: self.parked.load(Acquire),
             progress_at: self.progress_at.load(Acquire),
@@ -243,17 +244,17 @@ unsafe fn location_from_raw(ptr: *mut Location<'static>) -> Option<&'static Loca
     unsafe { ptr.cast_const().as_ref() }
 }
 
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 fn spin_hint() {
     loom::thread::yield_now();
 }
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 fn spin_hint() {
     std::hint::spin_loop();
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(async_patterns_loom)))]
 mod tests {
     use super::*;
 

@@ -89,45 +89,51 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// Under `--cfg loom` only the lock-free record is built, for the models in
-// `tests/loom*.rs` (tokio's runtime hooks do not exist under loom).
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod activity;
-#[cfg(not(loom))]
+// Under `--cfg async_patterns_loom` only the lock-free record is built, for
+// the models in `loom_tests` (tokio's runtime hooks do not exist under loom).
 mod activity;
 mod loom;
+#[cfg(all(test, async_patterns_loom))]
+mod loom_tests;
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 mod clock;
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 mod detector;
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 mod guard;
-#[cfg(all(not(loom), tokio_unstable))]
+#[cfg(all(not(async_patterns_loom), tokio_unstable))]
 mod precise;
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 mod report;
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 mod runtime;
-#[cfg(all(not(loom), feature = "stack-capture", target_os = "linux"))]
+#[cfg(all(
+    not(async_patterns_loom),
+    feature = "stack-capture",
+    target_os = "linux"
+))]
 mod stack;
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 mod watch;
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 mod watchdog;
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub use detector::{BlockingDetector, BlockingDetectorBuilder, Counters};
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub use guard::{BlockingFailure, BlockingGuard};
-#[cfg(all(not(loom), feature = "tracing"))]
+#[cfg(all(not(async_patterns_loom), feature = "tracing"))]
 pub use report::TracingHandler;
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub use report::{BlockingHandler, BlockingReport, ReportKind, StderrHandler, TaskId};
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub use runtime::InstallError;
-#[cfg(all(not(loom), feature = "stack-capture", target_os = "linux"))]
+#[cfg(all(
+    not(async_patterns_loom),
+    feature = "stack-capture",
+    target_os = "linux"
+))]
 pub use stack::{StackFrame, StackTrace};
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub use watch::Watched;

@@ -213,7 +213,7 @@ struct Shared<T> {
 /// How many times a blocked sender looks for room before it parks; the spin
 /// hints between looks double each time (1 + 2 + … + 64). Loom models skip
 /// the spin: it only changes timing.
-const SPIN_STEPS: u32 = if cfg!(loom) { 0 } else { 7 };
+const SPIN_STEPS: u32 = if cfg!(async_patterns_loom) { 0 } else { 7 };
 
 /// Why a waiting send gave up; the value comes back.
 pub(crate) enum WaitError<T> {
@@ -1094,18 +1094,18 @@ impl<T> fmt::Debug for Receiver<T> {
 /// Tokio's cooperative budget, so that a consumer that always finds items
 /// still yields to its runtime now and then. Loom models run without it.
 mod coop {
-    #[cfg(not(loom))]
+    #[cfg(not(async_patterns_loom))]
     pub(super) use tokio::task::coop::poll_proceed;
 
-    #[cfg(loom)]
+    #[cfg(async_patterns_loom)]
     pub(super) fn poll_proceed(_: &mut std::task::Context<'_>) -> std::task::Poll<Progress> {
         std::task::Poll::Ready(Progress)
     }
 
-    #[cfg(loom)]
+    #[cfg(async_patterns_loom)]
     pub(super) struct Progress;
 
-    #[cfg(loom)]
+    #[cfg(async_patterns_loom)]
     impl Progress {
         pub(super) fn made_progress(&self) {}
     }

@@ -1,8 +1,8 @@
 //! The synchronization primitives of the crate's state machines: `std`'s in
-//! normal builds, loom's under `cfg(loom)`, so that the loom models in
+//! normal builds, loom's under `cfg(async_patterns_loom)`, so that the loom models in
 //! `tests/loom*.rs` explore the same code that ships.
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 mod imp {
     pub(crate) mod sync {
         pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,7 +39,7 @@ mod imp {
     }
 }
 
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 mod imp {
     pub(crate) mod sync {
         pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};

@@ -2,7 +2,7 @@
 //! call slot while the service answers, ends, or goes away with the request
 //! still queued. The caller must always return — with the answer, or with
 //! `Closed` and the request if the service never took it.
-#![cfg(loom)]
+#![cfg(async_patterns_loom)]
 
 use std::future::Future;
 

@@ -4,7 +4,7 @@
 //! dropped while a sender is mid-write. Each model checks that nothing hangs
 //! (loom reports a deadlock) and that every item is received, handed back or
 //! counted as dropped.
-#![cfg(loom)]
+#![cfg(async_patterns_loom)]
 
 use async_patterns_bridge::{ChannelBuilder, Overflow, SendBlockingError, TrySendError, channel};
 use loom::future::block_on;

@@ -104,9 +104,8 @@ mod runtime;
 mod task;
 mod worker;
 
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod loom_model;
+#[cfg(all(test, async_patterns_loom))]
+mod loom_model;
 
 pub use builder::{BuildError, Builder};
 pub use cpus::CpuBudget;

@@ -1,29 +1,29 @@
 //! The sync primitives of the crate's state machines (the task state word,
 //! the task's cell, the join waker, the worker inbox): std's and futures' in
-//! normal builds, loom's under `--cfg loom` so that the models in
+//! normal builds, loom's under `--cfg async_patterns_loom` so that the models in
 //! `tests/loom*.rs` explore every interleaving. `Arc` is always std's: the
 //! task waker is built with `futures_util::task::waker_ref`, which needs it.
 
 pub(crate) use std::sync::Arc;
 
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 pub(crate) use loom::cell::UnsafeCell;
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
 /// `std::cell::UnsafeCell` with loom's closure-based access API.
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> Self {
         UnsafeCell(std::cell::UnsafeCell::new(value))
@@ -38,9 +38,9 @@ impl<T> UnsafeCell<T> {
 /// `AtomicWaker`, or loom's model of it.
 #[derive(Debug, Default)]
 pub(crate) struct AtomicWaker {
-    #[cfg(not(loom))]
+    #[cfg(not(async_patterns_loom))]
     inner: futures_util::task::AtomicWaker,
-    #[cfg(loom)]
+    #[cfg(async_patterns_loom)]
     inner: loom::future::AtomicWaker,
 }
 
@@ -50,9 +50,9 @@ impl AtomicWaker {
     }
 
     pub(crate) fn register(&self, waker: &std::task::Waker) {
-        #[cfg(not(loom))]
+        #[cfg(not(async_patterns_loom))]
         self.inner.register(waker);
-        #[cfg(loom)]
+        #[cfg(async_patterns_loom)]
         self.inner.register_by_ref(waker);
     }
 

@@ -338,7 +338,7 @@ impl<F, Fut: Future> Drop for Task<F, Fut> {
     // Under loom the guard is left out: the last reference is ordered after
     // every other access by `Arc` (std's, which loom does not see), and the
     // models never reach the guarded path.
-    #[cfg(not(loom))]
+    #[cfg(not(async_patterns_loom))]
     fn drop(&mut self) {
         let worker = &self.worker;
         self.stage.with_mut(|stage| {
@@ -355,7 +355,7 @@ impl<F, Fut: Future> Drop for Task<F, Fut> {
         });
     }
 
-    #[cfg(loom)]
+    #[cfg(async_patterns_loom)]
     fn drop(&mut self) {}
 }
 
@@ -405,7 +405,7 @@ impl Registry {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(async_patterns_loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;

@@ -84,7 +84,7 @@ impl WorkerShared {
     }
 
     /// Whether the calling thread is this worker's thread.
-    #[cfg_attr(loom, allow(dead_code))]
+    #[cfg_attr(async_patterns_loom, allow(dead_code))]
     pub(crate) fn is_current_thread(&self) -> bool {
         self.thread.get() == Some(&std::thread::current().id())
     }

@@ -1,14 +1,14 @@
 //! The synchronisation primitives of the lease state machine: std's, or
-//! loom's models of them when built with `--cfg loom`, so that the same code
+//! loom's models of them when built with `--cfg async_patterns_loom`, so that the same code
 //! runs under the loom model checker (`tests/loom*.rs`).
 
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Locks `mutex`, ignoring poisoning: every critical section leaves the

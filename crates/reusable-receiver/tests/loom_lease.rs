@@ -1,8 +1,8 @@
 //! Loom models of the lease hand-over: a stream polled and dropped on one
 //! thread, a new lease taken on another, a revocation or an acknowledgement
 //! on a third, in every interleaving. Run by `cargo xtask ci` with
-//! `RUSTFLAGS="--cfg loom"`.
-#![cfg(loom)]
+//! `RUSTFLAGS="--cfg async_patterns_loom"`.
+#![cfg(async_patterns_loom)]
 
 use std::sync::Arc as StdArc;
 use std::task::{Context, Poll, Wake, Waker};

@@ -1,14 +1,14 @@
 //! The synchronization primitives of the channel, from `std` normally and
-//! from [loom](https://docs.rs/loom) under `--cfg loom`, so that the same
+//! from [loom](https://docs.rs/loom) under `--cfg async_patterns_loom`, so that the same
 //! state machine runs in the loom models of `tests/loom*.rs`.
 
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub(crate) use std::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
 };
 
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 pub(crate) use loom::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
@@ -17,8 +17,8 @@ pub(crate) use loom::sync::{
 /// Runs `future` to completion on the calling thread, parking it between
 /// polls. Only called where [`RuntimeContext`](async_patterns_core::RuntimeContext)
 /// says the thread may block.
-#[cfg(not(loom))]
+#[cfg(not(async_patterns_loom))]
 pub(crate) use async_patterns_core::park_on as block_on;
 
-#[cfg(loom)]
+#[cfg(async_patterns_loom)]
 pub(crate) use loom::future::block_on;

@@ -3,7 +3,7 @@
 //! In every interleaving no item is lost or duplicated, every value a sender
 //! got back was never delivered, and nobody waits forever (loom reports a
 //! deadlock if a wakeup or a slot goes missing).
-#![cfg(loom)]
+#![cfg(async_patterns_loom)]
 
 use std::future::Future;
 use std::pin::pin;

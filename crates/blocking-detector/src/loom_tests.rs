@@ -1,11 +1,10 @@
 //! Loom models of the lock-free thread record the watchdog reads while the
 //! thread writes it: a reader sees a whole record or none, never a mix of two
 //! writes, and a parked flag is never seen without the time it was set at.
-#![cfg(loom)]
 
 use std::panic::Location;
 
-use async_patterns_blocking_detector::activity::{Activity, PollRecord};
+use crate::activity::{Activity, PollRecord};
 use loom::sync::Arc;
 use loom::thread;
 
