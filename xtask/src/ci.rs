@@ -147,6 +147,38 @@ fn loom() -> Result<()> {
         };
         run::section(&label, cmd, Limit::minutes(20))?;
     }
+    users_loom_cfg()
+}
+
+/// A user who runs their own loom tests builds every crate with the bare
+/// `--cfg loom`: ours must keep their real primitives (before 0.2 they
+/// switched to loom's, and every use outside a model panicked). Each crate's
+/// channel or runtime tests run under that cfg. (blocking-detector and
+/// reusable-receiver's tonic tests are left out: under `--cfg loom` tokio
+/// itself drops its thread hooks and `tokio::net`.)
+fn users_loom_cfg() -> Result<()> {
+    for (package, test) in [
+        ("async-patterns-bridge", "channel"),
+        ("async-patterns-batching", "channel"),
+        ("async-patterns-txn-channel", "channel"),
+        ("async-patterns-per-core-runtime", "runtime"),
+    ] {
+        let mut cmd = run::cargo();
+        cmd.env("RUSTFLAGS", "--cfg loom").args([
+            "test",
+            "--target-dir",
+            "target/loom-user",
+            "--package",
+            package,
+            "--test",
+            test,
+        ]);
+        run::section(
+            &format!("loom: a user's --cfg loom leaves {package} alone"),
+            cmd,
+            Limit::minutes(10),
+        )?;
+    }
     Ok(())
 }
 

@@ -253,6 +253,8 @@ impl RuntimeContext {
     /// Inside a [`LocalSet`](tokio::task::LocalSet) polled by a multi-thread
     /// worker, tokio's `block_in_place` panics; see the limits on
     /// [`RuntimeContext`]. Panics raised by `f` propagate.
+    #[cfg(feature = "rt-multi-thread")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rt-multi-thread")))]
     pub fn run_blocking<R>(f: impl FnOnce() -> R) -> Result<R, WouldDeadlock> {
         match RuntimeContext::current().blocking_strategy() {
             BlockingStrategy::Direct => Ok(f()),

@@ -20,9 +20,16 @@
 //!   first; never a hang.
 //! - [`ConfigError`]: the error every builder of the workspace returns, naming
 //!   the setting, the rejected value and the accepted range.
-//! - [`SendError`], [`TrySendError`], [`SendBlockingError`]: the errors of
-//!   every channel of the workspace, each handing back the value it could
-//!   not send.
+//! - [`SendError`], [`TrySendError`], [`SendBlockingError`],
+//!   [`SendTimeoutError`], [`TryRecvError`]: the errors of every channel of
+//!   the workspace, each failed send handing back the value it could not
+//!   send. [`SendBlockingError`] says once what `send_blocking` means in
+//!   every crate.
+//! - [`DeadLetterReason`]: why a transactional consumer gave up on an item,
+//!   in txn-channel and txn-jetstream alike.
+//!
+//! The names and meanings shared by all the crates are listed in the
+//! [conventions](https://github.com/async-patterns/async-patterns/blob/main/docs/conventions.md).
 //!
 //! # When to use it, and when not
 //!
@@ -75,12 +82,18 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod context;
+mod dead_letter;
 mod error;
 pub mod outcome;
 mod retry;
 mod send;
 
+#[doc(hidden)]
+#[path = "private/mod.rs"]
+pub mod __private;
+
 pub use context::{BlockingStrategy, RuntimeContext, WouldDeadlock, park_on};
 pub use error::ConfigError;
 pub use retry::{Backoff, Jitter, RetryPolicy, RetryPolicyBuilder};
-pub use send::{SendBlockingError, SendError, TrySendError};
+pub use dead_letter::DeadLetterReason;
+pub use send::{SendBlockingError, SendError, SendTimeoutError, TryRecvError, TrySendError};
