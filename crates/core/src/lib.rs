@@ -93,7 +93,7 @@ mod send;
 pub mod __private;
 
 pub use context::{BlockingStrategy, RuntimeContext, WouldDeadlock, park_on};
+pub use dead_letter::DeadLetterReason;
 pub use error::ConfigError;
 pub use retry::{Backoff, Jitter, RetryPolicy, RetryPolicyBuilder};
-pub use dead_letter::DeadLetterReason;
 pub use send::{SendBlockingError, SendError, SendTimeoutError, TryRecvError, TrySendError};
