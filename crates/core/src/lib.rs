@@ -25,8 +25,10 @@
 //!   the workspace, each failed send handing back the value it could not
 //!   send. [`SendBlockingError`] says once what `send_blocking` means in
 //!   every crate.
-//! - [`DeadLetterReason`]: why a transactional consumer gave up on an item,
-//!   in txn-channel and txn-jetstream alike.
+//! - [`Transaction`] and [`DeadLetterReason`]: the handler's view of a
+//!   transactional delivery (commit, rollback, retry after, fail) and why a
+//!   consumer gave up on an item — the same in txn-channel and
+//!   txn-jetstream, so a handler runs on either.
 //!
 //! The names and meanings shared by all the crates are listed in the
 //! [conventions](https://github.com/async-patterns/async-patterns/blob/main/docs/conventions.md).
@@ -87,6 +89,7 @@ mod error;
 pub mod outcome;
 mod retry;
 mod send;
+mod transaction;
 
 #[doc(hidden)]
 #[path = "private/mod.rs"]
@@ -97,3 +100,4 @@ pub use dead_letter::DeadLetterReason;
 pub use error::ConfigError;
 pub use retry::{Backoff, Jitter, RetryPolicy, RetryPolicyBuilder};
 pub use send::{SendBlockingError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+pub use transaction::Transaction;
