@@ -17,7 +17,8 @@ const HELP: &str = "\
 cargo xtask <TASK> [ARGS]
 
 tasks:
-  ci                  every check and test: fmt, tidy, clippy, tests, loom, docs, benches, packaging
+  ci                  every check and test: fmt, tidy, clippy, tests, loom, miri, docs, benches, packaging
+                      (`ci --only test,miri` runs the named sections alone)
   bench [PATTERN...]  run the criterion groups (all, or the named ones) and write docs/benchmarks.md
                       (`bench --render` rewrites it from docs/benchmarks/*.json without measuring)
   doc [--open]        build the API docs of every crate
@@ -44,22 +45,16 @@ fn dispatch() -> Result<()> {
             println!("{HELP}");
             Ok(())
         }
-        Some("ci") => {
-            no_args("ci", &rest)?;
-            ci::run()
-        }
+        Some("ci") => match rest.as_slice() {
+            [] => ci::run(None),
+            [flag, sections] if flag == "--only" => ci::run(Some(sections)),
+            _ => bail!("usage: cargo xtask ci [--only SECTION[,SECTION...]]"),
+        },
         Some("bench") => bench::run(&rest),
         Some("doc") => doc(&rest),
         Some("demo") => demo(&rest),
         Some(other) => bail!("unknown task `{other}`\n\n{HELP}"),
     }
-}
-
-fn no_args(task: &str, rest: &[String]) -> Result<()> {
-    if let Some(arg) = rest.first() {
-        bail!("`cargo xtask {task}` takes no arguments, got `{arg}`");
-    }
-    Ok(())
 }
 
 /// The workspace root: the parent of this crate's manifest directory.

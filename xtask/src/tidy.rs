@@ -92,6 +92,37 @@ pub(crate) fn loom_targets() -> Result<Vec<(String, LoomModels)>> {
     Ok(out)
 }
 
+/// `(package, miri test targets)` for every published crate with `unsafe`
+/// code in its `src/`: the crates miri must check. Its test targets named
+/// `miri*` (`tests/miri*.rs`) are its stress tests for miri.
+pub(crate) fn unsafe_crates() -> Result<Vec<(String, Vec<String>)>> {
+    let meta = metadata()?;
+    let mut out = Vec::new();
+    for package in packages(&meta).filter(|p| is_published(p)) {
+        let mut has_unsafe = false;
+        let mut miri_tests = Vec::new();
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let kinds = target["kind"].as_array();
+            let is = |kind: &str| kinds.is_some_and(|k| k.iter().any(|k| k == kind));
+            let target_name = str_of(target, "name");
+            if is("test") && target_name.starts_with("miri") {
+                miri_tests.push(target_name.to_string());
+            }
+            if is("lib") {
+                let src = Path::new(str_of(target, "src_path"))
+                    .parent()
+                    .context("a lib target without a directory")?
+                    .to_path_buf();
+                has_unsafe = contains_text(&src, "unsafe ")?;
+            }
+        }
+        if has_unsafe {
+            out.push((str_of(package, "name").to_string(), miri_tests));
+        }
+    }
+    Ok(out)
+}
+
 /// How a crate gates loom models kept among its unit tests.
 const LOOM_UNIT_TESTS: &str = "cfg(all(test, async_patterns_loom))";
 
