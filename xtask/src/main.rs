@@ -4,6 +4,7 @@
 //! cargo; the output is grouped in labelled sections so that a failure is
 //! easy to find.
 
+mod api_docs;
 mod bench;
 mod ci;
 mod run;

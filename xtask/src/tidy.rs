@@ -226,6 +226,13 @@ fn check_package(package: &Value, problems: &mut Vec<String>) -> Result<()> {
             problems.push(format!("{rel}/Cargo.toml: missing `{field}`"));
         }
     }
+    if !dir.join("CHANGELOG.md").is_file() {
+        problems.push(format!("{rel}: no CHANGELOG.md"));
+    }
+    let src = dir.join("src");
+    if src.is_dir() {
+        crate::api_docs::check_dir(&src, problems)?;
+    }
     if package["metadata"]["docs"]["rs"].is_null() {
         problems.push(format!("{rel}/Cargo.toml: no `[package.metadata.docs.rs]`"));
     }
