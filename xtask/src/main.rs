@@ -20,8 +20,10 @@ cargo xtask <TASK> [ARGS]
 tasks:
   ci                  every check and test: fmt, tidy, clippy, tests, loom, miri, docs, benches, packaging
                       (`ci --only test,miri` runs the named sections alone)
-  bench [PATTERN...]  run the criterion groups (all, or the named ones) and write docs/benchmarks.md
-                      (`bench --render` rewrites it from docs/benchmarks/*.json without measuring)
+  bench [PATTERN...]  measure the bench targets (all, or the named ones) on this machine, store the
+                      results in docs/benchmarks/<machine>/, write docs/benchmarks.md, judge the targets
+                      (`bench --check` judges the stored results without measuring; `bench --render`
+                      rewrites the Markdown; `bench --help` for the options; never part of `ci`)
   doc [--open]        build the API docs of every crate
   demo [-- ARGS]      run the end-to-end demo (`cargo xtask demo -- --help` for its options)
   help                this text";
