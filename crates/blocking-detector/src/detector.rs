@@ -517,6 +517,14 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Gives the active guards the current figure of a block still in
+    /// progress (`report` is `Stuck`), without counting or delivering it.
+    pub(crate) fn refresh_guards(&self, report: &BlockingReport) {
+        lock(&self.guards).record(report);
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         self.hot.release();

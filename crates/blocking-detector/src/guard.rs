@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::detector::{BlockingDetector, Shared, lock};
 use crate::report::{BlockingReport, ReportKind};
@@ -12,20 +12,25 @@ use crate::report::{BlockingReport, ReportKind};
 /// How many reports one guard keeps; more are counted, not kept.
 const GUARD_CAPACITY: usize = 256;
 
-/// How long a guard waits for the watchdog to look at the runtime once more
-/// before it decides.
+/// How long a guard waits, when it ends, for the watchdog to see the end of
+/// the blocks it saw in progress.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest pause between two looks the guard asks for while it waits.
+const FLUSH_PAUSE: Duration = Duration::from_millis(20);
 
 impl BlockingDetector {
     /// A guard that fails the test (panics when dropped) if any poll or stall
     /// over the threshold is reported while it is alive, listing every one.
     ///
     /// Reports are collected before rate limiting, so the list is complete
-    /// (up to 256 entries; the rest are counted). A block the watchdog saw
-    /// both in progress and ended is listed once, with its total. Before
-    /// deciding, the guard has the watchdog (if the detector is installed)
-    /// look at the runtime once more, so a block still in progress is listed
-    /// too. Use [`BlockingGuard::check`] to get the failure as a value.
+    /// (up to 256 entries; the rest are counted). Each block is listed once,
+    /// with its final duration: if the detector is installed, the guard has
+    /// the watchdog look at the runtime when it ends and, if a block it saw
+    /// in progress has not visibly ended yet (the worker has not parked or
+    /// moved on since), looks again until it has — up to 2 s; a block still
+    /// in progress then is listed as stuck, with its duration so far. Use
+    /// [`BlockingGuard::check`] to get the failure as a value.
     ///
     /// # Examples
     ///
@@ -147,7 +152,21 @@ impl BlockingGuard {
     fn finish(&mut self) -> Result<(), BlockingFailure> {
         self.finished = true;
         if let Some(installation) = &self.shared.installation {
-            installation.scan_now(FLUSH_TIMEOUT);
+            // A block the watchdog saw in progress may have ended a moment
+            // ago without the watchdog knowing yet (the worker has not parked
+            // or made visible progress since): look again until every such
+            // block has ended, so that each is listed with its total. One
+            // still in progress at the deadline is listed as stuck, with its
+            // duration at the last look (each requested look refreshes it).
+            let deadline = Instant::now() + FLUSH_TIMEOUT;
+            let mut pause = Duration::from_millis(1);
+            while installation.scan_now(deadline).is_some_and(|open| open > 0) {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(FLUSH_PAUSE);
+            }
         }
         let log = lock(&self.shared.guards).close(self.id);
         if log.reports.is_empty() {
@@ -292,8 +311,9 @@ impl GuardRegistry {
 impl GuardLog {
     fn record(&mut self, report: &BlockingReport) {
         if let Some(at) = self.episodes.iter().position(|e| *e == report.episode) {
-            // The same block, seen again: keep its final word (the total).
-            if report.kind == ReportKind::Blocked {
+            // The same block, seen again: keep its latest word; once it has
+            // ended (`Blocked`, the total), that is final.
+            if self.reports[at].kind != ReportKind::Blocked {
                 self.reports[at] = report.clone();
             }
             return;
@@ -314,11 +334,11 @@ mod tests {
     use proptest::prelude::*;
     use std::time::Instant;
 
-    fn report(kind: ReportKind, episode: u64) -> BlockingReport {
+    fn report(kind: ReportKind, episode: u64, duration_ms: u64) -> BlockingReport {
         let thread = ThreadInfo::current();
         BlockingReport {
             kind,
-            duration: Duration::from_millis(episode),
+            duration: Duration::from_millis(duration_ms),
             started_at: Instant::now(),
             name: None,
             location: None,
@@ -338,9 +358,10 @@ mod tests {
             reports in prop::collection::vec((any::<bool>(), 0_u64..20), 0..100),
         ) {
             let mut log = GuardLog::default();
-            for (blocked, episode) in reports.iter().copied() {
+            // Each report's duration is its position: it tells them apart.
+            for (at, (blocked, episode)) in reports.iter().copied().enumerate() {
                 let kind = if blocked { ReportKind::Blocked } else { ReportKind::Stuck };
-                log.record(&report(kind, episode));
+                log.record(&report(kind, episode, at as u64));
             }
             // One entry per block, in the order the blocks were first seen.
             let mut first_seen = Vec::new();
@@ -352,10 +373,20 @@ mod tests {
             let listed: Vec<u64> = log.reports.iter().map(|r| r.episode.1).collect();
             prop_assert_eq!(&listed, &first_seen);
             prop_assert_eq!(log.omitted, 0);
-            // A block that ended is listed as ended.
             for r in &log.reports {
-                let ended = reports.iter().any(|(b, e)| *b && *e == r.episode.1);
-                prop_assert_eq!(r.kind == ReportKind::Blocked, ended);
+                let of_block = || {
+                    reports
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (_, e))| *e == r.episode.1)
+                };
+                // A block that ended is listed as ended, with the figure of
+                // its end; one still in progress with its latest figure.
+                let expected = match of_block().find(|(_, (b, _))| *b) {
+                    Some((at, _)) => (ReportKind::Blocked, at),
+                    None => (ReportKind::Stuck, of_block().next_back().unwrap().0),
+                };
+                prop_assert_eq!((r.kind, r.duration.as_millis() as usize), expected);
             }
         }
     }
@@ -364,7 +395,7 @@ mod tests {
     fn a_full_guard_counts_what_it_cannot_keep() {
         let mut log = GuardLog::default();
         for episode in 0..(GUARD_CAPACITY as u64 + 3) {
-            log.record(&report(ReportKind::Blocked, episode));
+            log.record(&report(ReportKind::Blocked, episode, 1));
         }
         assert_eq!(log.reports.len(), GUARD_CAPACITY);
         assert_eq!(log.omitted, 3);

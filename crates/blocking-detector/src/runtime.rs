@@ -197,6 +197,7 @@ impl BlockingDetectorBuilder {
             scanned: Condvar::new(),
             runtime: Mutex::new(None),
             running: AtomicBool::new(true),
+            clock: crate::clock::Clock::for_threshold(self.threshold),
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
             stack_signal,
         });
@@ -288,6 +289,8 @@ pub(crate) struct Installation {
     runtime: Mutex<Option<Arc<RuntimeWatch>>>,
     /// Cleared by the watchdog thread as it exits.
     pub(crate) running: AtomicBool,
+    /// The detector's clock, to note when a runtime ended.
+    clock: crate::clock::Clock,
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     pub(crate) stack_signal: Option<i32>,
 }
@@ -298,6 +301,10 @@ struct WatchdogState {
     runtime_alive: bool,
     requested: u64,
     completed: u64,
+    /// Blocks seen in progress and not yet seen to end, after the last scan.
+    open: usize,
+    /// The watchdog thread has finished (after its last scan).
+    exited: bool,
 }
 
 /// What the watchdog loop does next.
@@ -334,6 +341,7 @@ impl Installation {
             owners: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             handle: Mutex::new(None),
             alive: AtomicBool::new(true),
+            ended_at: AtomicU64::new(0),
             sentinel_started: AtomicBool::new(false),
         });
         *runtime = Some(watch.clone());
@@ -348,7 +356,12 @@ impl Installation {
             .as_ref()
             .is_some_and(|w| Arc::ptr_eq(w, watch));
         if current {
-            lock(&self.watchdog).runtime_alive = false;
+            let mut state = lock(&self.watchdog);
+            state.runtime_alive = false;
+            // One more look, to end the blocks still open on its threads.
+            state.requested += 1;
+            drop(state);
+            self.wake.notify_all();
         }
     }
 
@@ -375,10 +388,12 @@ impl Installation {
         }
     }
 
-    /// Watchdog thread: a scan covering requests up to `requested` is done.
-    pub(crate) fn scanned(&self, requested: u64) {
+    /// Watchdog thread: a scan covering requests up to `requested` is done,
+    /// and `open` blocks are still in progress.
+    pub(crate) fn scanned(&self, requested: u64, open: usize) {
         let mut state = lock(&self.watchdog);
         state.completed = state.completed.max(requested);
+        state.open = open;
         drop(state);
         self.scanned.notify_all();
     }
@@ -388,31 +403,37 @@ impl Installation {
         self.running.store(false, Release);
         let mut state = lock(&self.watchdog);
         state.shutdown = true;
+        state.exited = true;
         drop(state);
         self.scanned.notify_all();
     }
 
-    /// Asks the watchdog for one look at the runtime now and waits for it (up
-    /// to `timeout`); returns at once if no runtime is being watched.
-    pub(crate) fn scan_now(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
+    /// Asks the watchdog for one look at the runtime now and waits for it,
+    /// until `deadline`. Returns how many blocks were still in progress after
+    /// that look, or `None` if the watchdog is gone or did not answer in time.
+    /// A requested look also gives the guards the current figure of each
+    /// block still in progress.
+    pub(crate) fn scan_now(&self, deadline: Instant) -> Option<usize> {
         let mut state = lock(&self.watchdog);
-        if state.shutdown || !state.runtime_alive {
-            return;
+        if state.exited {
+            return None;
         }
         state.requested += 1;
         let target = state.requested;
         self.wake.notify_all();
-        while state.completed < target && !state.shutdown {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return;
-            };
+        while state.completed < target {
+            // Shutting down, the watchdog ends the open blocks and exits.
+            if state.exited {
+                return None;
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
             state = self
                 .scanned
                 .wait_timeout(state, left)
                 .map(|(s, _)| s)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
+        Some(state.open)
     }
 
     fn shutdown(&self) {
@@ -432,12 +453,19 @@ pub(crate) struct RuntimeWatch {
     /// shutdown, which breaks the cycle runtime → hooks → detector → handle.
     handle: Mutex<Option<Handle>>,
     alive: AtomicBool,
+    /// When the runtime shut down (its sentinel was dropped); 0 before.
+    ended_at: AtomicU64,
     sentinel_started: AtomicBool,
 }
 
 impl RuntimeWatch {
     pub(crate) fn is_alive(&self) -> bool {
         self.alive.load(Acquire)
+    }
+
+    /// When the runtime shut down, if it has.
+    pub(crate) fn ended_at(&self) -> Option<u64> {
+        Some(self.ended_at.load(Acquire)).filter(|t| *t != 0)
     }
 
     /// Whether `thread` is the one currently running its worker.
@@ -558,6 +586,8 @@ impl std::future::Future for Sentinel {
 
 impl Drop for Sentinel {
     fn drop(&mut self) {
+        let now = self.installation.clock.now_ns();
+        self.watch.ended_at.store(now, Release);
         self.watch.alive.store(false, Release);
         let handle = lock(&self.watch.handle).take();
         drop(handle);
@@ -625,7 +655,7 @@ pub(crate) fn with_thread<R>(
             if !claim {
                 return None;
             }
-            let (watch, thread) = bind(state, shared.id, installation)?;
+            let (watch, thread) = bind(state, shared, installation)?;
             watch.claim(&thread, installation);
             f.take().map(|f| f(&watch, &thread))
         })
@@ -639,11 +669,15 @@ pub(crate) fn with_thread<R>(
 #[cold]
 fn bind(
     state: &ThreadState,
-    detector: u64,
+    shared: &Shared,
     installation: &Arc<Installation>,
 ) -> Option<(Arc<RuntimeWatch>, Arc<RuntimeThread>)> {
+    let detector = shared.id;
     let mut binding = state.binding.try_borrow_mut().ok()?;
     if let Some(old) = binding.take() {
+        // The thread left that runtime (it shut down): a block it was in
+        // there has ended.
+        old.thread.activity.park(shared.clock.now_ns());
         old.watch.remove(&old.thread);
     }
     let watch = installation.current_or_new();
@@ -669,10 +703,13 @@ impl HookGuard {
     }
 
     fn thread_stop(&self) {
+        let now = self.shared.clock.now_ns();
         let _ = THREAD.try_with(|state| {
             if let Ok(mut binding) = state.binding.try_borrow_mut()
                 && let Some(b) = binding.take_if(|b| b.detector == self.shared.id)
             {
+                // A block the thread was in has ended: it is leaving.
+                b.thread.activity.park(now);
                 b.watch.remove(&b.thread);
             }
         });

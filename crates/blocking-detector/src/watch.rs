@@ -237,11 +237,14 @@ impl<F: Future> Future for Watched<F> {
         if !hot.installed.load(Relaxed) {
             // No runtime watches this detector: nothing to publish.
             let start = clock.now_ns();
+            let mut record = Published::begin(None, clock, start, *this.name, this.location);
+            record.watched = Some((hot, detector, threshold_ns));
             let output = future.poll(cx);
             let end = clock.now_ns();
             if end.saturating_sub(start) >= threshold_ns {
                 self::slow(hot, detector, start, end, *this.name, this.location);
             }
+            std::mem::forget(record);
             return output;
         }
         let timed = THREAD.try_with(|state| {
@@ -251,26 +254,27 @@ impl<F: Future> Future for Watched<F> {
             let bound = binding.as_ref().filter(|b| b.detector == detector);
             let start = clock.now_ns();
             let activity = bound.map(|b| &b.thread.activity);
-            let record = Published::begin(activity, clock, start, *this.name, this.location);
+            let mut record = Published::begin(activity, clock, start, *this.name, this.location);
+            record.watched = Some((hot, detector, threshold_ns));
             let output = future.as_mut().poll(cx);
             let end = clock.now_ns();
             let slow = end.saturating_sub(start) >= threshold_ns;
-            record.end(end, slow);
             // The thread ran a worker but no longer does: another thread took
             // the worker over during the poll (the future called
             // `block_in_place`), and the worker's other tasks ran on.
             let handed_over = slow
                 && bound
                     .is_some_and(|b| b.thread.worker().is_some() && !b.watch.is_owner(&b.thread));
-            (output, start, end, slow && !handed_over)
+            if slow && !handed_over {
+                // Reported before the record is taken down: whoever sees the
+                // poll over (the watchdog, for a guard) finds the report made.
+                self::slow(hot, detector, start, end, *this.name, this.location);
+            }
+            record.end(end, slow);
+            output
         });
         match timed {
-            Ok((output, start, end, slow)) => {
-                if slow {
-                    self::slow(hot, detector, start, end, *this.name, this.location);
-                }
-                output
-            }
+            Ok(output) => output,
             // The thread-locals are being destroyed: poll untimed.
             Err(_) => future.poll(cx),
         }
@@ -308,6 +312,11 @@ struct Published<'a> {
     activity: Option<&'a Activity>,
     previous: PollRecord,
     clock: Clock,
+    start: u64,
+    name: Option<&'static str>,
+    location: &'static Location<'static>,
+    /// The detector, to report a slow poll that panics.
+    watched: Option<(&'static Hot, u64, u64)>,
 }
 
 impl<'a> Published<'a> {
@@ -327,6 +336,10 @@ impl<'a> Published<'a> {
             activity,
             previous,
             clock,
+            start,
+            name,
+            location,
+            watched: None,
         }
     }
 
@@ -348,9 +361,16 @@ impl<'a> Published<'a> {
 
 impl Drop for Published<'_> {
     fn drop(&mut self) {
-        // Only reached when the inner poll panicked.
+        // Only reached when the inner poll panicked. A slow poll that ends
+        // in a panic blocked the thread all the same: report it first.
+        let end = self.clock.now_ns();
+        if let Some((hot, detector, threshold_ns)) = self.watched
+            && end.saturating_sub(self.start) >= threshold_ns
+        {
+            self::slow(hot, detector, self.start, end, self.name, self.location);
+        }
         if let Some(a) = self.activity {
-            a.end_poll(self.previous, self.clock.now_ns());
+            a.end_poll(self.previous, end);
         }
     }
 }

@@ -332,6 +332,28 @@ fn a_watched_future_that_panics_propagates_the_panic() {
 }
 
 #[test]
+fn a_slow_poll_that_panics_is_reported_all_the_same() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (detector, _) = detector();
+    let guard = detector.fail_on_blocking();
+    let result = rt.block_on(async {
+        detector
+            .spawn("boom", async {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!("after blocking");
+            })
+            .await
+    });
+    assert!(result.unwrap_err().is_panic());
+    let failure = guard.check().unwrap_err();
+    assert_eq!(failure.reports().len(), 1, "{failure}");
+    assert_eq!(failure.reports()[0].name(), Some("boom"));
+    assert!(failure.reports()[0].duration() >= Duration::from_millis(45));
+}
+
+#[test]
 fn a_watched_future_outliving_its_detector_is_polled_untimed() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

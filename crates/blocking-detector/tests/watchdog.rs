@@ -379,3 +379,62 @@ fn a_builder_can_build_a_second_runtime_after_the_first_is_gone() {
         while rx.recv_timeout(THRESHOLD).is_ok() {}
     }
 }
+
+/// Issue 13 §2. A task blocks 300 ms in untracked code and returns; the
+/// worker does not park at once (here a short follow-up poll keeps it busy
+/// for 40 ms more, which makes the window wide enough to hit every time),
+/// and `check()` runs right after the task's `JoinHandle` resolves. The
+/// guard must list the block once, with its final duration — not the figure
+/// of the `Stuck` report the watchdog made at 50-odd ms.
+#[test]
+fn the_guard_lists_a_block_once_with_its_final_duration_even_before_the_worker_parks() {
+    let threshold = Duration::from_millis(50);
+    let mut builder = Builder::new_multi_thread();
+    builder.worker_threads(1);
+    let w = watched(builder, threshold);
+    let guard = w.detector.fail_on_blocking();
+    w.rt.block_on(async {
+        until_watched(&w.detector, 1).await;
+        tokio::spawn(async {
+            std::thread::sleep(Duration::from_millis(300));
+            // Runs next on the same worker (the LIFO slot), before it parks;
+            // shorter than the threshold, so in precise mode it is no block
+            // of its own.
+            drop(tokio::spawn(async { spin_for(Duration::from_millis(40)) }));
+        })
+        .await
+        .unwrap();
+    });
+    let failure = guard.check().unwrap_err();
+    assert_eq!(failure.reports().len(), 1, "{failure}");
+    let report = &failure.reports()[0];
+    assert_eq!(report.kind(), ReportKind::Blocked, "{failure}");
+    assert!(report.duration() >= Duration::from_millis(300), "{failure}");
+}
+
+/// The same class of bug: a block still open when its runtime shuts down
+/// must end in the guard with its total, not stay at the `Stuck` figure.
+#[test]
+fn a_block_open_when_the_runtime_shuts_down_is_listed_with_its_total() {
+    let w = watched(multi_thread(), THRESHOLD);
+    let guard = w.detector.fail_on_blocking();
+    let (started_tx, started_rx) = mpsc::channel();
+    w.rt.block_on(async {
+        until_watched(&w.detector, 2).await;
+        drop(tokio::spawn(async move {
+            started_tx.send(()).unwrap();
+            std::thread::sleep(BLOCK);
+        }));
+    });
+    started_rx.recv_timeout(WAIT).unwrap();
+    // Wait for the `Stuck` report, then shut the runtime down: dropping it
+    // waits for the blocked worker, which then stops without parking.
+    let (stuck, _) = w.reports.recv_timeout(WAIT).expect("a stuck report");
+    assert_eq!(stuck.kind(), ReportKind::Stuck);
+    drop(w.rt);
+    let failure = guard.check().unwrap_err();
+    assert_eq!(failure.reports().len(), 1, "{failure}");
+    let report = &failure.reports()[0];
+    assert_eq!(report.kind(), ReportKind::Blocked, "{failure}");
+    assert!(report.duration() >= BLOCK - BLOCK / 5, "{failure}");
+}
