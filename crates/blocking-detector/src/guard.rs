@@ -353,6 +353,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
         #[test]
         fn a_guard_lists_each_block_once_with_its_final_word(
             reports in prop::collection::vec((any::<bool>(), 0_u64..20), 0..100),

@@ -249,8 +249,11 @@ impl BlockingReport {
         self.suppressed
     }
 
-    /// The stuck thread's stack, captured while it was stuck (Linux, feature
-    /// `stack-capture`, [`ReportKind::Stuck`] reports only).
+    /// The stuck thread's stack, captured while it was stuck (Linux x86_64
+    /// and aarch64, feature `stack-capture`, [`ReportKind::Stuck`] reports
+    /// only; `None` elsewhere, or if the thread did not answer the signal).
+    /// Which frames it holds depends on frame pointers: see
+    /// [`capture_stacks`](crate::BlockingDetectorBuilder::capture_stacks).
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     #[cfg_attr(docsrs, doc(cfg(all(feature = "stack-capture", target_os = "linux"))))]
     pub fn stack(&self) -> Option<&crate::StackTrace> {

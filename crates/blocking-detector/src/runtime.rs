@@ -542,9 +542,12 @@ pub(crate) struct RuntimeThread {
     pub(crate) worker: AtomicUsize,
     pub(crate) activity: Activity,
     pub(crate) alive: AtomicBool,
-    /// The kernel thread id, for `tgkill`.
+    /// The kernel thread id, to signal it.
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     pub(crate) tid: i32,
+    /// Its stack, for the stack-capture signal handler.
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    pub(crate) stack: Option<crate::stack::StackBounds>,
 }
 
 impl RuntimeThread {
@@ -558,6 +561,8 @@ impl RuntimeThread {
             alive: AtomicBool::new(true),
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
             tid: crate::stack::current_tid(),
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            stack: crate::stack::StackBounds::current(),
         }
     }
 

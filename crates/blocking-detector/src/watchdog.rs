@@ -357,7 +357,8 @@ fn report(
             let mut report = build(shared, thread, &episode, now);
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
             if let Some(signal) = installation.stack_signal {
-                report.stack = crate::stack::capture(thread.tid, signal).map(Arc::new);
+                report.stack =
+                    crate::stack::capture(thread.tid, signal, thread.stack).map(Arc::new);
             }
             let _ = installation;
             shared.dispatch(report);
