@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, Location};
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use async_patterns_core::__private::CachePadded;
+pub(crate) use async_patterns_core::__private::lock;
 use async_patterns_core::ConfigError;
 
 use crate::clock::Clock;
@@ -63,6 +65,20 @@ const RATE_LIMIT_ENTRIES: usize = 1024;
 #[derive(Clone)]
 pub struct BlockingDetector {
     pub(crate) shared: Arc<Shared>,
+    /// Shared by the clones: when the last is dropped, the detector lives on
+    /// for as long as futures it watches do.
+    _handle: Arc<Handle>,
+}
+
+/// The handles' part of a detector's life (see [`Hot::keep`]).
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.hot.orphan(&self.shared);
+    }
 }
 
 /// Configures a [`BlockingDetector`].
@@ -89,10 +105,49 @@ pub struct BlockingDetectorBuilder {
     pub(crate) handler: Option<Arc<dyn BlockingHandler>>,
     pub(crate) report_interval: Duration,
     pub(crate) enabled: bool,
+    pub(crate) descheduled: DescheduledPolicy,
+    pub(crate) hooks: crate::runtime::UserHooks,
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     pub(crate) capture_stacks: bool,
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     pub(crate) stack_signal: Option<i32>,
+}
+
+/// What happens to a stall that the wait for a CPU explains — one that,
+/// less the time its thread waited in the kernel's run queue, is under the
+/// threshold ([`StallClass::Descheduled`](crate::StallClass::Descheduled)):
+/// on a busy machine (any CI runner) a well-behaved task is sometimes kept
+/// off a CPU longer than the threshold, and that is not the task's fault.
+///
+/// Such stalls are always counted (`descheduled` in [`Counters`]); the policy
+/// says who else hears of them. A stall whose figures are unknown (no
+/// per-thread CPU counters on this platform) is never taken for descheduled.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, DescheduledPolicy};
+///
+/// // Production: do not page anyone because the machine was busy.
+/// let detector = BlockingDetector::builder()
+///     .descheduled(DescheduledPolicy::Ignore)
+///     .build()
+///     .unwrap();
+/// # drop(detector);
+/// assert_eq!(DescheduledPolicy::default(), DescheduledPolicy::IgnoreInGuards);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DescheduledPolicy {
+    /// Report them like any other stall, to the handler and the test guards.
+    Report,
+    /// Report them to the handler (classified, so it can tell), but do not
+    /// fail a test guard on them. The default: a test passes on a loaded CI
+    /// machine and still fails on code that blocks.
+    #[default]
+    IgnoreInGuards,
+    /// Report them to neither: count them only.
+    Ignore,
 }
 
 /// A snapshot of a detector's counters.
@@ -113,6 +168,12 @@ pub struct Counters {
     pub blocked: u64,
     /// [`ReportKind::Stuck`] reports: blocks the watchdog saw in progress.
     pub stuck: u64,
+    /// Reports counted above whose stall the wait for a CPU explains
+    /// ([`StallClass::Descheduled`](crate::StallClass::Descheduled)).
+    pub descheduled: u64,
+    /// Reports counted above that the [`DescheduledPolicy`] kept from the
+    /// handler.
+    pub ignored: u64,
     /// Reports counted above that rate limiting kept from the handler.
     pub suppressed: u64,
     /// The total duration of the `blocked` reports.
@@ -124,6 +185,15 @@ pub struct Counters {
 }
 
 impl BlockingDetector {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> BlockingDetector {
+        BlockingDetector {
+            _handle: Arc::new(Handle {
+                shared: shared.clone(),
+            }),
+            shared,
+        }
+    }
+
     /// A builder with the defaults: threshold 100 ms, one report per kind and
     /// location per second, the default handler ([`StderrHandler`], or
     /// `TracingHandler` with the `tracing` feature), enabled.
@@ -145,6 +215,8 @@ impl BlockingDetector {
             handler: None,
             report_interval: DEFAULT_REPORT_INTERVAL,
             enabled: true,
+            descheduled: DescheduledPolicy::default(),
+            hooks: crate::runtime::UserHooks::default(),
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
             capture_stacks: false,
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
@@ -200,6 +272,8 @@ impl BlockingDetector {
         Counters {
             blocked: c.blocked.load(Relaxed),
             stuck: c.stuck.load(Relaxed),
+            descheduled: c.descheduled.load(Relaxed),
+            ignored: c.ignored.load(Relaxed),
             suppressed: c.suppressed.load(Relaxed),
             blocked_time: Duration::from_nanos(c.blocked_ns.load(Relaxed)),
             watched_threads: self.shared.watched_threads(),
@@ -347,6 +421,213 @@ impl BlockingDetectorBuilder {
         self
     }
 
+    /// What to do with stalls that the wait for a CPU explains (default
+    /// [`DescheduledPolicy::IgnoreInGuards`]): whether the handler and the
+    /// test guards hear of them. A stall is judged on its duration less the
+    /// time its thread waited for a CPU; see [`DescheduledPolicy`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::{BlockingDetector, DescheduledPolicy};
+    /// use std::time::Duration;
+    ///
+    /// // Fail tests on every stall over 20 ms, busy machine or not.
+    /// let strict = BlockingDetector::builder()
+    ///     .threshold(Duration::from_millis(20))
+    ///     .descheduled(DescheduledPolicy::Report)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(strict);
+    /// ```
+    pub fn descheduled(mut self, policy: DescheduledPolicy) -> Self {
+        self.descheduled = policy;
+        self
+    }
+
+    /// Also run `hook` when a thread of the runtime starts: tokio's runtime
+    /// builder keeps one hook of each kind, and
+    /// [`install`](Self::install) sets its own, replacing whatever was set
+    /// there before. Give yours here instead and both run (yours after the
+    /// detector's).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let started = Arc::new(AtomicUsize::new(0));
+    /// let mut builder = tokio::runtime::Builder::new_multi_thread();
+    /// let detector = BlockingDetector::builder()
+    ///     .on_thread_start({
+    ///         let started = started.clone();
+    ///         move || {
+    ///             started.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     })
+    ///     .install(builder.worker_threads(2))?;
+    /// let rt = builder.build()?;
+    /// rt.block_on(async { tokio::task::yield_now().await });
+    /// drop(rt);
+    /// assert!(started.load(Ordering::Relaxed) >= 2);
+    /// # drop(detector);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_thread_start(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.hooks.thread_start = Some(Arc::new(hook));
+        self
+    }
+
+    /// Also run `hook` when a thread of the runtime stops (before the
+    /// detector's own hook); see [`on_thread_start`](Self::on_thread_start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let stopped = Arc::new(AtomicUsize::new(0));
+    /// let mut builder = tokio::runtime::Builder::new_multi_thread();
+    /// let detector = BlockingDetector::builder()
+    ///     .on_thread_stop({
+    ///         let stopped = stopped.clone();
+    ///         move || {
+    ///             stopped.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     })
+    ///     .install(builder.worker_threads(2))?;
+    /// drop(builder.build()?);
+    /// assert_eq!(stopped.load(Ordering::Relaxed), 2);
+    /// # drop(detector);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_thread_stop(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.hooks.thread_stop = Some(Arc::new(hook));
+        self
+    }
+
+    /// Also run `hook` when a worker is about to park (before the
+    /// detector's own hook, so time your hook takes counts as the worker's
+    /// busy time); see [`on_thread_start`](Self::on_thread_start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let parks = Arc::new(AtomicUsize::new(0));
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let detector = BlockingDetector::builder()
+    ///     .on_thread_park({
+    ///         let parks = parks.clone();
+    ///         move || {
+    ///             parks.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     })
+    ///     .install(builder.enable_time())?;
+    /// let rt = builder.build()?;
+    /// rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(5)).await });
+    /// assert!(parks.load(Ordering::Relaxed) >= 1);
+    /// # drop(detector);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_thread_park(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.hooks.thread_park = Some(Arc::new(hook));
+        self
+    }
+
+    /// Also run `hook` when a worker wakes up (after the detector's own
+    /// hook); see [`on_thread_start`](Self::on_thread_start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let wakes = Arc::new(AtomicUsize::new(0));
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let detector = BlockingDetector::builder()
+    ///     .on_thread_unpark({
+    ///         let wakes = wakes.clone();
+    ///         move || {
+    ///             wakes.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     })
+    ///     .install(builder.enable_time())?;
+    /// let rt = builder.build()?;
+    /// rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(5)).await });
+    /// assert!(wakes.load(Ordering::Relaxed) >= 1);
+    /// # drop(detector);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_thread_unpark(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.hooks.thread_unpark = Some(Arc::new(hook));
+        self
+    }
+
+    /// Also run `hook` before each task poll (precise mode, built with
+    /// `--cfg tokio_unstable`, after the detector's own hook); see
+    /// [`on_thread_start`](Self::on_thread_start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(tokio_unstable)] {
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    ///
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let detector = BlockingDetector::builder()
+    ///     .on_before_task_poll(|meta| eprintln!("polling task {}", meta.id()))
+    ///     .install(&mut builder)
+    ///     .unwrap();
+    /// # drop(detector);
+    /// # }
+    /// ```
+    #[cfg(tokio_unstable)]
+    #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
+    pub fn on_before_task_poll(
+        mut self,
+        hook: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.before_task_poll = Some(Arc::new(hook));
+        self
+    }
+
+    /// Also run `hook` after each task poll (precise mode, before the
+    /// detector's own hook); see [`on_thread_start`](Self::on_thread_start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(tokio_unstable)] {
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    ///
+    /// let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// let detector = BlockingDetector::builder()
+    ///     .on_after_task_poll(|meta| eprintln!("polled task {}", meta.id()))
+    ///     .install(&mut builder)
+    ///     .unwrap();
+    /// # drop(detector);
+    /// # }
+    /// ```
+    #[cfg(tokio_unstable)]
+    #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
+    pub fn on_after_task_poll(
+        mut self,
+        hook: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.after_task_poll = Some(Arc::new(hook));
+        self
+    }
+
     /// Start enabled (the default) or disabled; see
     /// [`BlockingDetector::set_enabled`].
     ///
@@ -386,9 +667,18 @@ impl BlockingDetectorBuilder {
     /// ```
     pub fn build(self) -> Result<BlockingDetector, ConfigError> {
         self.validate()?;
-        Ok(BlockingDetector {
-            shared: Shared::new(&self, None),
-        })
+        let installation = crate::runtime::Installation::new(
+            false,
+            &self,
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            None,
+        );
+        let shared = Shared::new(&self, installation.clone());
+        // Started here, not from a runtime thread: a thread inherits the
+        // CPU affinity and priority of the one that starts it. If the OS
+        // refuses a thread, reports come without CPU figures.
+        let _ = installation.start_watchdog(&shared);
+        Ok(BlockingDetector::from_shared(shared))
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -410,6 +700,8 @@ impl fmt::Debug for BlockingDetectorBuilder {
             .field("custom_handler", &self.handler.is_some())
             .field("report_interval", &self.report_interval)
             .field("enabled", &self.enabled)
+            .field("descheduled", &self.descheduled)
+            .field("hooks", &self.hooks)
             .finish_non_exhaustive()
     }
 }
@@ -426,17 +718,20 @@ pub(crate) struct Shared {
     /// The clock reading when the detector was last enabled.
     pub(crate) enabled_since: AtomicU64,
     handler: Arc<dyn BlockingHandler>,
+    pub(crate) descheduled: DescheduledPolicy,
     report_interval_ns: u64,
     limiter: Mutex<RateLimiter>,
     pub(crate) guards: Mutex<GuardRegistry>,
     counters: CounterCells,
-    pub(crate) installation: Option<Arc<crate::runtime::Installation>>,
+    pub(crate) installation: Arc<crate::runtime::Installation>,
 }
 
 #[derive(Default)]
 struct CounterCells {
     blocked: AtomicU64,
     stuck: AtomicU64,
+    descheduled: AtomicU64,
+    ignored: AtomicU64,
     suppressed: AtomicU64,
     blocked_ns: AtomicU64,
 }
@@ -444,7 +739,7 @@ struct CounterCells {
 impl Shared {
     pub(crate) fn new(
         config: &BlockingDetectorBuilder,
-        installation: Option<Arc<crate::runtime::Installation>>,
+        installation: Arc<crate::runtime::Installation>,
     ) -> Arc<Shared> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let clock = Clock::for_threshold(config.threshold);
@@ -453,7 +748,7 @@ impl Shared {
         hot.enabled.store(config.enabled, Relaxed);
         hot.threshold_ns.store(threshold_ns, Relaxed);
         hot.coarse.store(clock.is_coarse(), Relaxed);
-        hot.installed.store(installation.is_some(), Relaxed);
+        hot.installed.store(installation.hooked, Relaxed);
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Relaxed),
             threshold: config.threshold,
@@ -462,9 +757,12 @@ impl Shared {
             enabled_since: AtomicU64::new(clock.now_ns()),
             clock,
             handler: config.handler.clone().unwrap_or_else(default_handler),
+            descheduled: config.descheduled,
             report_interval_ns: config.report_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
             limiter: Mutex::new(RateLimiter::default()),
-            guards: Mutex::new(GuardRegistry::default()),
+            guards: Mutex::new(GuardRegistry::new(
+                config.descheduled != DescheduledPolicy::Report,
+            )),
             counters: CounterCells::default(),
             installation,
         });
@@ -479,13 +777,15 @@ impl Shared {
     }
 
     fn is_installed(&self) -> bool {
-        self.installation.is_some()
+        self.installation.hooked
     }
 
     fn watched_threads(&self) -> usize {
-        self.installation
-            .as_ref()
-            .map_or(0, |i| i.watched_threads())
+        if self.installation.hooked {
+            self.installation.watched_threads()
+        } else {
+            0
+        }
     }
 
     /// Counts `report`, gives it to the active guards, and delivers it to the
@@ -502,7 +802,14 @@ impl Shared {
                 c.blocked_ns.fetch_add(ns, Relaxed);
             }
         }
+        if report.class.is_descheduled() {
+            c.descheduled.fetch_add(1, Relaxed);
+        }
         lock(&self.guards).record(&report);
+        if report.class.is_descheduled() && self.descheduled == DescheduledPolicy::Ignore {
+            c.ignored.fetch_add(1, Relaxed);
+            return;
+        }
         let origin = Origin::of(&report);
         let admitted =
             lock(&self.limiter).admit(origin, self.clock.now_ns(), self.report_interval_ns);
@@ -528,6 +835,8 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         self.hot.release();
+        // A detector made with `build` has nothing else to stop its watchdog.
+        self.installation.shutdown();
     }
 }
 
@@ -536,8 +845,13 @@ impl Drop for Shared {
 /// id instead of a reference count, so that spawning watched tasks from one
 /// thread and finishing them on others does not bounce a shared counter
 /// between cores. Slots are reused when detectors are dropped, so their
-/// number is the most detectors alive at once; a future whose detector is
-/// gone sees another id and is polled untimed.
+/// number is the most detectors alive at once.
+///
+/// A watched future keeps its detector alive: futures are counted in
+/// per-thread shards ([`live`](Self::live); a future may be counted up on
+/// one shard and down on another, only the sum means anything), and when the
+/// last handle goes while futures remain, [`keep`](Self::keep) holds the
+/// detector until the last of them is dropped.
 pub(crate) struct Hot {
     /// The id of the detector using the slot; 0 while free.
     pub(crate) id: AtomicU64,
@@ -547,10 +861,31 @@ pub(crate) struct Hot {
     /// Installed in a runtime: watched polls publish what they poll.
     pub(crate) installed: AtomicBool,
     shared: Mutex<Weak<Shared>>,
+    /// Watched futures alive, counted per thread shard.
+    live: [CachePadded<AtomicI64>; SHARDS],
+    /// The last handle is gone.
+    orphaned: AtomicBool,
+    /// The detector, held for its futures once its handles are gone.
+    keep: Mutex<Option<(u64, Arc<Shared>)>>,
 }
+
+/// Shards of the live-future count.
+const SHARDS: usize = 16;
 
 /// Free slots.
 static FREE_HOT: Mutex<Vec<&'static Hot>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// The calling thread's shard of the live-future counts.
+    static SHARD: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Relaxed) as usize % SHARDS
+    };
+}
+
+fn shard() -> usize {
+    SHARD.try_with(|s| *s).unwrap_or(0)
+}
 
 impl Hot {
     fn acquire() -> &'static Hot {
@@ -562,6 +897,9 @@ impl Hot {
                 coarse: AtomicBool::new(false),
                 installed: AtomicBool::new(false),
                 shared: Mutex::new(Weak::new()),
+                live: std::array::from_fn(|_| CachePadded::new(AtomicI64::new(0))),
+                orphaned: AtomicBool::new(false),
+                keep: Mutex::new(None),
             }))
         })
     }
@@ -569,6 +907,12 @@ impl Hot {
     fn release(&'static self) {
         self.id.store(0, Release);
         *lock(&self.shared) = Weak::new();
+        // No future of the detector is left (it kept the detector alive), so
+        // the shards add up to 0; a new detector starts them from 0.
+        for count in &self.live {
+            count.store(0, Relaxed);
+        }
+        self.orphaned.store(false, Relaxed);
         lock(&FREE_HOT).push(self);
     }
 
@@ -577,12 +921,43 @@ impl Hot {
         let shared = lock(&self.shared).upgrade()?;
         (shared.id == id).then_some(shared)
     }
-}
 
-/// Locks `mutex`, ignoring poisoning: the detector's state stays consistent
-/// under a panic, since every critical section is a single update.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A watched future of the detector was made.
+    #[inline]
+    pub(crate) fn future_made(&self) {
+        self.live[shard()].fetch_add(1, SeqCst);
+    }
+
+    /// A watched future of detector `id` was dropped.
+    #[inline]
+    pub(crate) fn future_dropped(&self, id: u64) {
+        self.live[shard()].fetch_sub(1, SeqCst);
+        // Pairs with `orphan`: either this sees the flag, or `orphan` sees
+        // this future gone (both are sequentially consistent).
+        if self.orphaned.load(SeqCst) {
+            self.let_go_if_unused(id);
+        }
+    }
+
+    /// The last handle of `shared` is gone.
+    fn orphan(&self, shared: &Arc<Shared>) {
+        *lock(&self.keep) = Some((shared.id, shared.clone()));
+        self.orphaned.store(true, SeqCst);
+        self.let_go_if_unused(shared.id);
+    }
+
+    /// Drops the kept detector `id` if no watched future of it is alive.
+    #[cold]
+    fn let_go_if_unused(&self, id: u64) {
+        // After `orphan` no future is made (that takes a handle), so each
+        // shard only goes down: a sum of 0 read shard by shard means none is
+        // left at the end of the reading.
+        let alive: i64 = self.live.iter().map(|c| c.load(SeqCst)).sum();
+        if alive == 0 {
+            let kept = lock(&self.keep).take_if(|(kept, _)| *kept == id);
+            drop(kept);
+        }
+    }
 }
 
 /// What rate limiting groups reports by.

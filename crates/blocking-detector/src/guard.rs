@@ -1,6 +1,7 @@
 //! Test support: [`BlockingGuard`] collects every report made while it is
 //! alive and fails the test when it is dropped if there was any.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::thread::ThreadId;
@@ -114,7 +115,7 @@ impl BlockingGuard {
             .logs
             .iter()
             .find(|(id, _)| *id == self.id)
-            .map(|(_, log)| log.reports.clone())
+            .map(|(_, log)| log.listed().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -151,7 +152,8 @@ impl BlockingGuard {
 
     fn finish(&mut self) -> Result<(), BlockingFailure> {
         self.finished = true;
-        if let Some(installation) = &self.shared.installation {
+        {
+            let installation = &self.shared.installation;
             // A block the watchdog saw in progress may have ended a moment
             // ago without the watchdog knowing yet (the worker has not parked
             // or made visible progress since): look again until every such
@@ -169,12 +171,13 @@ impl BlockingGuard {
             }
         }
         let log = lock(&self.shared.guards).close(self.id);
-        if log.reports.is_empty() {
+        let reports: Vec<BlockingReport> = log.listed().cloned().collect();
+        if reports.is_empty() && log.omitted == 0 {
             return Ok(());
         }
         Err(BlockingFailure {
             threshold: self.shared.threshold,
-            reports: log.reports,
+            reports,
             omitted: log.omitted,
         })
     }
@@ -273,24 +276,48 @@ impl fmt::Debug for BlockingFailure {
 impl std::error::Error for BlockingFailure {}
 
 /// The logs of the detector's live guards.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GuardRegistry {
     next_id: u64,
+    /// Guards do not fail on stalls the wait for a CPU explains.
+    ignore_descheduled: bool,
     logs: Vec<(u64, GuardLog)>,
 }
 
+/// How many ended blocks a guard remembers that it does not list.
+const REMEMBERED: usize = 1024;
+
 #[derive(Debug, Default)]
 struct GuardLog {
+    ignore_descheduled: bool,
+    /// The latest word on each block, in the order the blocks were first
+    /// seen; a block whose latest word says descheduled is not listed (when
+    /// ignored).
     reports: Vec<BlockingReport>,
     /// Identifies each kept report's block, to merge `Stuck` and `Blocked`.
     episodes: Vec<(ThreadId, u64)>,
+    /// Ended blocks that were never kept (ignored as descheduled), so that a
+    /// late look at one does not list it after all.
+    ended: VecDeque<(ThreadId, u64)>,
     omitted: usize,
 }
 
 impl GuardRegistry {
+    pub(crate) fn new(ignore_descheduled: bool) -> GuardRegistry {
+        GuardRegistry {
+            next_id: 0,
+            ignore_descheduled,
+            logs: Vec::new(),
+        }
+    }
+
     fn open(&mut self) -> u64 {
         self.next_id += 1;
-        self.logs.push((self.next_id, GuardLog::default()));
+        let log = GuardLog {
+            ignore_descheduled: self.ignore_descheduled,
+            ..GuardLog::default()
+        };
+        self.logs.push((self.next_id, log));
         self.next_id
     }
 
@@ -309,12 +336,33 @@ impl GuardRegistry {
 }
 
 impl GuardLog {
+    fn ignored(&self, report: &BlockingReport) -> bool {
+        self.ignore_descheduled && report.class.is_descheduled()
+    }
+
+    /// The blocks to list.
+    fn listed(&self) -> impl Iterator<Item = &BlockingReport> {
+        self.reports.iter().filter(|r| !self.ignored(r))
+    }
+
     fn record(&mut self, report: &BlockingReport) {
         if let Some(at) = self.episodes.iter().position(|e| *e == report.episode) {
             // The same block, seen again: keep its latest word; once it has
             // ended (`Blocked`, the total), that is final.
             if self.reports[at].kind != ReportKind::Blocked {
                 self.reports[at] = report.clone();
+            }
+            return;
+        }
+        if self.ended.contains(&report.episode) {
+            return;
+        }
+        if self.ignored(report) {
+            if report.kind == ReportKind::Blocked {
+                if self.ended.len() == REMEMBERED {
+                    self.ended.pop_front();
+                }
+                self.ended.push_back(report.episode);
             }
             return;
         }
@@ -330,7 +378,7 @@ impl GuardLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::ThreadInfo;
+    use crate::report::{StallClass, ThreadInfo};
     use proptest::prelude::*;
     use std::time::Instant;
 
@@ -347,6 +395,8 @@ mod tests {
             thread,
             worker: None,
             suppressed: 0,
+            times: None,
+            class: StallClass::Unknown,
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
             stack: None,
         }
@@ -390,6 +440,46 @@ mod tests {
                 prop_assert_eq!((r.kind, r.duration.as_millis() as usize), expected);
             }
         }
+    }
+
+    fn descheduled(kind: ReportKind, episode: u64) -> BlockingReport {
+        BlockingReport {
+            class: StallClass::Descheduled,
+            ..report(kind, episode, 1)
+        }
+    }
+
+    fn ignoring() -> GuardLog {
+        GuardLog {
+            ignore_descheduled: true,
+            ..GuardLog::default()
+        }
+    }
+
+    #[test]
+    fn a_guard_that_ignores_descheduled_stalls_lists_a_block_by_its_latest_word() {
+        let mut log = ignoring();
+        // Seen stuck and unexplained, then it ended explained: not listed.
+        log.record(&report(ReportKind::Stuck, 1, 30));
+        log.record(&descheduled(ReportKind::Blocked, 1));
+        // Ended explained without a stuck report; a late look changes nothing.
+        log.record(&descheduled(ReportKind::Blocked, 2));
+        log.record(&report(ReportKind::Stuck, 2, 30));
+        // Stuck, explained so far, then it ended as the task's own block.
+        log.record(&descheduled(ReportKind::Stuck, 3));
+        log.record(&report(ReportKind::Blocked, 3, 100));
+        let listed: Vec<_> = log.listed().map(|r| (r.episode.1, r.kind)).collect();
+        assert_eq!(listed, [(3, ReportKind::Blocked)]);
+        // A guard that does not ignore them lists all three.
+        let mut strict = GuardLog::default();
+        for r in [
+            descheduled(ReportKind::Blocked, 1),
+            descheduled(ReportKind::Blocked, 2),
+            report(ReportKind::Blocked, 3, 100),
+        ] {
+            strict.record(&r);
+        }
+        assert_eq!(strict.listed().count(), 3);
     }
 
     #[test]

@@ -108,6 +108,8 @@ mod precise;
 mod report;
 #[cfg(not(async_patterns_loom))]
 mod runtime;
+#[cfg(not(async_patterns_loom))]
+mod sched;
 #[cfg(all(
     not(async_patterns_loom),
     feature = "stack-capture",
@@ -120,13 +122,15 @@ mod watch;
 mod watchdog;
 
 #[cfg(not(async_patterns_loom))]
-pub use detector::{BlockingDetector, BlockingDetectorBuilder, Counters};
+pub use detector::{BlockingDetector, BlockingDetectorBuilder, Counters, DescheduledPolicy};
 #[cfg(not(async_patterns_loom))]
 pub use guard::{BlockingFailure, BlockingGuard};
 #[cfg(all(not(async_patterns_loom), feature = "tracing"))]
 pub use report::TracingHandler;
 #[cfg(not(async_patterns_loom))]
-pub use report::{BlockingHandler, BlockingReport, ReportKind, StderrHandler, TaskId};
+pub use report::{
+    BlockingHandler, BlockingReport, ReportKind, StallClass, StallTimes, StderrHandler, TaskId,
+};
 #[cfg(not(async_patterns_loom))]
 pub use runtime::InstallError;
 #[cfg(all(

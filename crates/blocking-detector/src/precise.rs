@@ -30,8 +30,16 @@ pub(crate) fn before_poll(shared: &Shared, meta: &TaskMeta<'_>) {
     if !shared.is_enabled() {
         return;
     }
+    let start = shared.clock.now_ns();
+    // The start figure of a poll that turns out slow, at most once per
+    // quarter threshold (see `watch`).
+    let _ = crate::runtime::THREAD.try_with(|s| {
+        if start.saturating_sub(s.own_sample_at.get()) > shared.threshold_ns / 4 {
+            crate::watch::sample_own(s, start);
+        }
+    });
     let record = PollRecord {
-        start: shared.clock.now_ns(),
+        start,
         name: None,
         location: Some(meta.spawned_at()),
         task_id: TaskId::from(meta.id()).as_u64(),

@@ -12,9 +12,9 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_patterns_core::ConfigError;
@@ -23,6 +23,7 @@ use tokio::runtime::Handle;
 use crate::activity::Activity;
 use crate::detector::{BlockingDetector, BlockingDetectorBuilder, Shared, lock};
 use crate::report::ThreadInfo;
+use crate::sched::ThreadSamples;
 
 /// `RuntimeThread::worker` when the thread has not run a worker yet.
 const NO_WORKER: usize = usize::MAX;
@@ -98,13 +99,25 @@ impl BlockingDetectorBuilder {
     /// it were [watched](BlockingDetector::watch) (precise mode): reports name
     /// the task id and where it was spawned.
     ///
-    /// The detector sets the builder's `on_thread_start`, `on_thread_stop`,
-    /// `on_thread_park` and `on_thread_unpark` hooks (and, in precise mode,
-    /// `on_before_task_poll` / `on_after_task_poll`), replacing any set
-    /// before. The watchdog thread sleeps a quarter threshold between looks
-    /// and exits once the runtime and the builder are dropped. While the
-    /// runtime runs, the detector keeps one idle task on it (to learn when it
-    /// shuts down), so `num_alive_tasks` counts one more task.
+    /// # Your own runtime hooks
+    ///
+    /// tokio's runtime builder keeps one hook of each kind. The detector sets
+    /// the builder's `on_thread_start`, `on_thread_stop`, `on_thread_park`
+    /// and `on_thread_unpark` (and, in precise mode, `on_before_task_poll` /
+    /// `on_after_task_poll`), so any of those set on the runtime builder
+    /// before is replaced. To keep yours, give them to the detector's builder
+    /// instead — [`on_thread_start`](Self::on_thread_start),
+    /// [`on_thread_stop`](Self::on_thread_stop),
+    /// [`on_thread_park`](Self::on_thread_park),
+    /// [`on_thread_unpark`](Self::on_thread_unpark) (and, in precise mode,
+    /// `on_before_task_poll`, `on_after_task_poll`) — and the installed hooks
+    /// call them; setting one on the runtime builder after `install`
+    /// replaces the detector's.
+    ///
+    /// The watchdog thread sleeps a quarter threshold between looks and exits
+    /// once the runtime and the builder are dropped. While the runtime runs,
+    /// the detector keeps one idle task on it (to learn when it shuts down),
+    /// so `num_alive_tasks` counts one more task.
     ///
     /// Build one runtime from the builder at a time; a detector watches one
     /// runtime.
@@ -122,12 +135,21 @@ impl BlockingDetectorBuilder {
     /// threshold. So: a burst of fewer than 61 polls that together exceed
     /// the threshold is reported too; outside tracked polls a stall is seen
     /// once it has lasted the threshold plus up to half of it (the metric is
-    /// read at each look), so a shorter one may go unreported; and a worker is watched from its first park (or task
-    /// poll in precise mode). On a current-thread runtime, a thread that has
-    /// left `block_on` looks just like a stuck one, so outside tracked polls
-    /// the watchdog reports it only while the runtime has tasks that it
-    /// starves; to watch a `block_on` future that blocks, watch it:
-    /// `rt.block_on(detector.watch(main()))`.
+    /// read at each look), so a shorter one may go unreported; and a worker
+    /// is watched from its first park (or task poll in precise mode).
+    ///
+    /// On a current-thread runtime, a stall outside tracked polls is
+    /// reported only while the runtime has tasks waiting (besides the
+    /// detector's idle one), not regardless: the runtime's thread is the
+    /// caller's, which leaves the runtime whenever `block_on` returns, and
+    /// tokio has no hook for that. Outside tracked polls, a thread that
+    /// returned from `block_on` and went on with other work looks exactly
+    /// like one stuck in a poll — it does not park — so reporting it
+    /// regardless would report every program that does anything between two
+    /// `block_on` calls. A stall with tasks waiting starves them, and that
+    /// is reported. To have a blocking `block_on` future itself reported,
+    /// watch it — `rt.block_on(detector.watch(main()))` — or build with
+    /// `--cfg tokio_unstable` (precise mode tracks every task poll).
     ///
     /// # Errors
     ///
@@ -191,57 +213,118 @@ impl BlockingDetectorBuilder {
         } else {
             None
         };
-        let installation = Arc::new(Installation {
-            watchdog: Mutex::new(WatchdogState::default()),
-            wake: Condvar::new(),
-            scanned: Condvar::new(),
-            runtime: Mutex::new(None),
-            running: AtomicBool::new(true),
-            clock: crate::clock::Clock::for_threshold(self.threshold),
+        let installation = Installation::new(
+            true,
+            &self,
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
             stack_signal,
-        });
-        let shared = Shared::new(&self, Some(installation));
-        std::thread::Builder::new()
-            .name("blocking-detector-watchdog".into())
-            .spawn({
-                let shared = shared.clone();
-                move || crate::watchdog::run(&shared)
-            })
+        );
+        let shared = Shared::new(&self, installation.clone());
+        installation
+            .start_watchdog(&shared)
             .map_err(InstallError::Watchdog)?;
 
         let hooks = Arc::new(HookGuard {
             shared: shared.clone(),
+            user: self.hooks.clone(),
         });
+        // Ours first where the time of the event matters (a thread starts,
+        // wakes up), theirs first where their hook is part of the worker's
+        // busy time (before it parks, before it stops).
         builder
             .on_thread_start({
                 let hooks = hooks.clone();
-                move || hooks.thread_start()
+                move || {
+                    hooks.thread_start();
+                    if let Some(f) = &hooks.user.thread_start {
+                        f();
+                    }
+                }
             })
             .on_thread_stop({
                 let hooks = hooks.clone();
-                move || hooks.thread_stop()
+                move || {
+                    if let Some(f) = &hooks.user.thread_stop {
+                        f();
+                    }
+                    hooks.thread_stop();
+                }
             })
             .on_thread_park({
                 let hooks = hooks.clone();
-                move || hooks.park()
+                move || {
+                    if let Some(f) = &hooks.user.thread_park {
+                        f();
+                    }
+                    hooks.park();
+                }
             })
             .on_thread_unpark({
                 let hooks = hooks.clone();
-                move || hooks.unpark()
+                move || {
+                    hooks.unpark();
+                    if let Some(f) = &hooks.user.thread_unpark {
+                        f();
+                    }
+                }
             });
         #[cfg(tokio_unstable)]
         builder
             .on_before_task_poll({
                 let hooks = hooks.clone();
-                move |meta| crate::precise::before_poll(&hooks.shared, meta)
+                move |meta| {
+                    crate::precise::before_poll(&hooks.shared, meta);
+                    if let Some(f) = &hooks.user.before_task_poll {
+                        f(meta);
+                    }
+                }
             })
             .on_after_task_poll({
                 let hooks = hooks.clone();
-                move |meta| crate::precise::after_poll(&hooks.shared, meta)
+                move |meta| {
+                    if let Some(f) = &hooks.user.after_task_poll {
+                        f(meta);
+                    }
+                    crate::precise::after_poll(&hooks.shared, meta);
+                }
             });
         drop(hooks);
-        Ok(BlockingDetector { shared })
+        Ok(BlockingDetector::from_shared(shared))
+    }
+}
+
+/// A hook with no arguments, as tokio's runtime builder takes them.
+pub(crate) type Hook = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// A task-poll hook, as tokio's runtime builder takes them.
+#[cfg(tokio_unstable)]
+pub(crate) type TaskHook = Arc<dyn Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static>;
+
+/// The user's own runtime hooks, which [`install`](BlockingDetectorBuilder::install)
+/// calls beside the detector's.
+#[derive(Clone, Default)]
+pub(crate) struct UserHooks {
+    pub(crate) thread_start: Option<Hook>,
+    pub(crate) thread_stop: Option<Hook>,
+    pub(crate) thread_park: Option<Hook>,
+    pub(crate) thread_unpark: Option<Hook>,
+    #[cfg(tokio_unstable)]
+    pub(crate) before_task_poll: Option<TaskHook>,
+    #[cfg(tokio_unstable)]
+    pub(crate) after_task_poll: Option<TaskHook>,
+}
+
+impl fmt::Debug for UserHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("UserHooks");
+        d.field("thread_start", &self.thread_start.is_some())
+            .field("thread_stop", &self.thread_stop.is_some())
+            .field("thread_park", &self.thread_park.is_some())
+            .field("thread_unpark", &self.thread_unpark.is_some());
+        #[cfg(tokio_unstable)]
+        d.field("before_task_poll", &self.before_task_poll.is_some())
+            .field("after_task_poll", &self.after_task_poll.is_some());
+        d.finish()
     }
 }
 
@@ -271,15 +354,18 @@ impl BlockingDetector {
     /// assert!(!detector.watchdog_running());
     /// ```
     pub fn watchdog_running(&self) -> bool {
-        self.shared
-            .installation
-            .as_ref()
-            .is_some_and(|i| i.running.load(Acquire))
+        let installation = &self.shared.installation;
+        installation.hooked && installation.running.load(Acquire)
     }
 }
 
-/// The runtime side of an installed detector.
+/// The watchdog side of a detector: its thread, the runtime it watches (if
+/// the detector is installed in one) and the threads it samples.
 pub(crate) struct Installation {
+    /// Installed in a runtime's hooks: the watchdog watches the runtime's
+    /// threads. A detector made with `build` only samples the threads its
+    /// watched futures run on.
+    pub(crate) hooked: bool,
     watchdog: Mutex<WatchdogState>,
     /// Wakes the watchdog: shutdown, a new runtime, a scan request.
     wake: Condvar,
@@ -287,10 +373,16 @@ pub(crate) struct Installation {
     scanned: Condvar,
     /// The runtime being watched, if any.
     runtime: Mutex<Option<Arc<RuntimeWatch>>>,
-    /// Cleared by the watchdog thread as it exits.
+    /// The threads whose CPU counters the watchdog samples.
+    sampled: Mutex<Vec<Weak<ThreadSamples>>>,
+    /// Set when the watchdog thread starts, cleared as it exits.
     pub(crate) running: AtomicBool,
+    /// Whether the watchdog thread was started (or failed to start).
+    started: AtomicBool,
     /// The detector's clock, to note when a runtime ended.
     clock: crate::clock::Clock,
+    /// How long the watchdog sleeps between looks.
+    tick: Duration,
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     pub(crate) stack_signal: Option<i32>,
 }
@@ -299,6 +391,8 @@ pub(crate) struct Installation {
 struct WatchdogState {
     shutdown: bool,
     runtime_alive: bool,
+    /// Threads are being sampled: look every tick.
+    sampling: bool,
     requested: u64,
     completed: u64,
     /// Blocks seen in progress and not yet seen to end, after the last scan.
@@ -314,6 +408,98 @@ pub(crate) enum Next {
 }
 
 impl Installation {
+    pub(crate) fn new(
+        hooked: bool,
+        config: &BlockingDetectorBuilder,
+        #[cfg(all(feature = "stack-capture", target_os = "linux"))] stack_signal: Option<i32>,
+    ) -> Arc<Installation> {
+        Arc::new(Installation {
+            hooked,
+            watchdog: Mutex::new(WatchdogState::default()),
+            wake: Condvar::new(),
+            scanned: Condvar::new(),
+            runtime: Mutex::new(None),
+            sampled: Mutex::new(Vec::new()),
+            running: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            clock: crate::clock::Clock::for_threshold(config.threshold),
+            tick: (config.threshold / 4).max(Duration::from_millis(1)),
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            stack_signal,
+        })
+    }
+
+    /// Starts the watchdog thread, once.
+    pub(crate) fn start_watchdog(self: &Arc<Self>, shared: &Arc<Shared>) -> io::Result<()> {
+        if self.started.swap(true, AcqRel) {
+            return Ok(());
+        }
+        self.running.store(true, Release);
+        let spawned = std::thread::Builder::new()
+            .name("blocking-detector-watchdog".into())
+            .spawn({
+                let installation = self.clone();
+                let shared = Arc::downgrade(shared);
+                move || crate::watchdog::run(&installation, &shared)
+            });
+        if spawned.is_err() {
+            self.exited();
+        }
+        spawned.map(drop)
+    }
+
+    /// Samples the calling thread's CPU counters from now on (the thread
+    /// runs a watched poll of `shared`); starts the watchdog if needed.
+    #[cold]
+    pub(crate) fn sample_current_thread(self: &Arc<Self>, shared: &Arc<Shared>) {
+        if let Some(samples) = ThreadSamples::current() {
+            // A start figure for the poll about to begin.
+            samples.sample_own();
+            self.sample(&samples);
+            // Without a thread there are no figures; nothing else is lost.
+            let _ = self.start_watchdog(shared);
+        }
+    }
+
+    /// Samples `samples` from now on.
+    pub(crate) fn sample(&self, samples: &Arc<ThreadSamples>) {
+        let mut sampled = lock(&self.sampled);
+        if sampled
+            .iter()
+            .any(|s| std::ptr::eq(s.as_ptr(), Arc::as_ptr(samples)))
+        {
+            return;
+        }
+        sampled.push(Arc::downgrade(samples));
+        drop(sampled);
+        let mut state = lock(&self.watchdog);
+        if !state.sampling {
+            state.sampling = true;
+            drop(state);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Watchdog thread: takes a sample of every sampled thread that is
+    /// still alive, and forgets the others.
+    pub(crate) fn take_samples(&self) {
+        // Read outside the lock: a runtime thread that registers must never
+        // wait for the watchdog's system calls.
+        let threads: Vec<Weak<ThreadSamples>> = lock(&self.sampled).clone();
+        let gone: Vec<*const ThreadSamples> = threads
+            .iter()
+            .filter(|s| s.upgrade().is_none_or(|s| s.sample().is_none()))
+            .map(Weak::as_ptr)
+            .collect();
+        if !gone.is_empty() {
+            let mut sampled = lock(&self.sampled);
+            sampled.retain(|s| !gone.contains(&s.as_ptr()));
+            if sampled.is_empty() {
+                lock(&self.watchdog).sampling = false;
+            }
+        }
+    }
+
     pub(crate) fn watched_threads(&self) -> usize {
         self.current().map_or(0, |w| w.watched_threads())
     }
@@ -367,10 +553,11 @@ impl Installation {
 
     /// Watchdog thread: waits for the next reason to look (a tick while a
     /// runtime is alive, a scan request) or for shutdown.
-    pub(crate) fn wait(&self, tick: Duration, last: u64) -> Next {
+    pub(crate) fn wait(&self, last: u64) -> Next {
+        let tick = self.tick;
         let mut state = lock(&self.watchdog);
         if !state.shutdown && state.requested == last {
-            state = if state.runtime_alive {
+            state = if state.runtime_alive || state.sampling {
                 self.wake
                     .wait_timeout(state, tick)
                     .map(|(s, _)| s)
@@ -414,6 +601,9 @@ impl Installation {
     /// A requested look also gives the guards the current figure of each
     /// block still in progress.
     pub(crate) fn scan_now(&self, deadline: Instant) -> Option<usize> {
+        if !self.started.load(Acquire) {
+            return None;
+        }
         let mut state = lock(&self.watchdog);
         if state.exited {
             return None;
@@ -436,7 +626,7 @@ impl Installation {
         Some(state.open)
     }
 
-    fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         lock(&self.watchdog).shutdown = true;
         self.wake.notify_all();
     }
@@ -542,6 +732,8 @@ pub(crate) struct RuntimeThread {
     pub(crate) worker: AtomicUsize,
     pub(crate) activity: Activity,
     pub(crate) alive: AtomicBool,
+    /// Its CPU counters, where they can be read.
+    pub(crate) samples: Option<Arc<ThreadSamples>>,
     /// The kernel thread id, to signal it.
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     pub(crate) tid: i32,
@@ -559,6 +751,7 @@ impl RuntimeThread {
             worker: AtomicUsize::new(NO_WORKER),
             activity: Activity::new(),
             alive: AtomicBool::new(true),
+            samples: ThreadSamples::current(),
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
             tid: crate::stack::current_tid(),
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
@@ -609,6 +802,12 @@ pub(crate) const REPORTED_POLLS: usize = 8;
 /// watched task does not report the same block twice).
 pub(crate) struct ThreadState {
     pub(crate) binding: RefCell<Option<Binding>>,
+    /// The detector whose watchdog samples this thread's CPU counters (the
+    /// last one to run a watched poll here).
+    pub(crate) sampled_by: Cell<u64>,
+    /// When this thread last read its own CPU counters at the start of a
+    /// poll (detector clock).
+    pub(crate) own_sample_at: Cell<u64>,
     pub(crate) reported: Cell<[(u64, u64); REPORTED_POLLS]>,
     pub(crate) next_reported: Cell<usize>,
 }
@@ -624,6 +823,8 @@ thread_local! {
     pub(crate) static THREAD: ThreadState = const {
         ThreadState {
             binding: RefCell::new(None),
+            sampled_by: Cell::new(0),
+            own_sample_at: Cell::new(0),
             reported: Cell::new([(0, 0); REPORTED_POLLS]),
             next_reported: Cell::new(0),
         }
@@ -640,7 +841,7 @@ pub(crate) fn with_thread<R>(
     claim: bool,
     f: impl FnOnce(&RuntimeWatch, &RuntimeThread) -> R,
 ) -> Option<R> {
-    let installation = shared.installation.as_ref()?;
+    let installation = Some(&shared.installation).filter(|i| i.hooked)?;
     THREAD
         .try_with(|state| {
             let mut f = Some(f);
@@ -687,6 +888,9 @@ fn bind(
     }
     let watch = installation.current_or_new();
     let thread = Arc::new(RuntimeThread::current());
+    if let Some(samples) = &thread.samples {
+        installation.sample(samples);
+    }
     lock(&watch.threads).push(thread.clone());
     *binding = Some(Binding {
         detector,
@@ -699,6 +903,7 @@ fn bind(
 /// Owned by the runtime's hooks; dropping the last one stops the watchdog.
 struct HookGuard {
     shared: Arc<Shared>,
+    user: UserHooks,
 }
 
 impl HookGuard {
@@ -735,8 +940,6 @@ impl HookGuard {
 
 impl Drop for HookGuard {
     fn drop(&mut self) {
-        if let Some(installation) = &self.shared.installation {
-            installation.shutdown();
-        }
+        self.shared.installation.shutdown();
     }
 }

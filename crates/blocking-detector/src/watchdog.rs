@@ -8,20 +8,19 @@
 //! reads so that its tests can replay recorded looks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Acquire;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::activity::{PollRecord, Snapshot};
 use crate::detector::{Shared, lock};
 use crate::report::{BlockingReport, ReportKind, TaskId};
 use crate::runtime::{Installation, Next, RuntimeThread, RuntimeWatch};
+use crate::sched::{classify, fit, split};
 
-/// The watchdog thread's body; returns when the runtime's hooks are dropped.
-pub(crate) fn run(shared: &Arc<Shared>) {
-    let Some(installation) = shared.installation.as_ref() else {
-        return;
-    };
+/// The watchdog thread's body; returns when the runtime's hooks are dropped
+/// (an installed detector) or the detector is (one made with `build`).
+pub(crate) fn run(installation: &Arc<Installation>, shared: &Weak<Shared>) {
     // Tells waiting guards that the watchdog is gone, even if a scan panics.
     struct Exit<'a>(&'a Installation);
     impl Drop for Exit<'_> {
@@ -30,17 +29,24 @@ pub(crate) fn run(shared: &Arc<Shared>) {
         }
     }
     let _exit = Exit(installation);
+    crate::sched::raise_priority();
 
-    let tick = (shared.threshold / 4).max(Duration::from_millis(1));
     let mut scanner = Scanner::default();
     let mut last = 0;
     loop {
-        match installation.wait(tick, last) {
+        let next = installation.wait(last);
+        // Held for one scan only: a detector made with `build` is not kept
+        // alive by its watchdog.
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match next {
             Next::Exit => {
                 // The runtime and its hooks are gone, and with them its
                 // threads: the blocks still open have ended.
                 if shared.is_enabled() {
-                    scanner.scan(shared, installation, None, false);
+                    installation.take_samples();
+                    scanner.scan(&shared, installation, None, false);
                 }
                 return;
             }
@@ -48,8 +54,9 @@ pub(crate) fn run(shared: &Arc<Shared>) {
                 // A look a guard asked for refreshes the blocks in progress.
                 let refresh = requested != last;
                 if shared.is_enabled() {
+                    installation.take_samples();
                     let watch = installation.current();
-                    scanner.scan(shared, installation, watch.as_ref(), refresh);
+                    scanner.scan(&shared, installation, watch.as_ref(), refresh);
                 } else {
                     // Nothing is measured or reported while disabled.
                     scanner.threads.clear();
@@ -106,8 +113,8 @@ impl Episode {
 }
 
 /// Everything one look at a thread reads.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Look {
+#[derive(Clone, Copy)]
+pub(crate) struct Look<'a> {
     pub(crate) now: u64,
     pub(crate) threshold_ns: u64,
     /// When the detector was last enabled: time before it is not counted.
@@ -118,6 +125,9 @@ pub(crate) struct Look {
     /// Whether a stall outside tracked polls would keep tasks waiting (on a
     /// current-thread runtime, only while tasks are alive).
     pub(crate) starving_if_untracked: bool,
+    /// Whether the thread is waiting for a CPU right now (runnable, and no
+    /// CPU time since the previous look); asked only of a stuck thread.
+    pub(crate) waiting_for_cpu: &'a dyn Fn() -> bool,
 }
 
 /// What a look found.
@@ -132,7 +142,7 @@ pub(crate) enum Finding {
 impl ThreadWatch {
     /// One look at the thread: at most one block ended and one new block
     /// found stuck, in that order.
-    pub(crate) fn look(&mut self, look: &Look) -> Vec<Finding> {
+    pub(crate) fn look(&mut self, look: &Look<'_>) -> Vec<Finding> {
         let now = look.now;
         // tokio updates a worker's busy time at least every 61 polls and at
         // every park: a change means the worker is not stuck in one poll.
@@ -172,6 +182,11 @@ impl ThreadWatch {
             && (tracked || look.starving_if_untracked)
             && since != 0
             && now.saturating_sub(since) >= look.threshold_ns;
+        // A thread waiting for a CPU is not reported stuck now: the wait is
+        // not in its figures until it gets the CPU back (Linux adds it up
+        // then), and a block that continues is reported at the next look.
+        let stuck =
+            stuck && (self.episode.is_some_and(|e| e.since == since) || !(look.waiting_for_cpu)());
 
         if let Some(episode) = self.episode {
             if stuck && episode.since == since {
@@ -256,6 +271,7 @@ impl Scanner {
                 && watched.thread.alive.load(Acquire);
             if lingering {
                 watched.seen = true;
+                let waiting = || waiting_for_cpu(&watched.thread);
                 let look = Look {
                     now,
                     threshold_ns: shared.threshold_ns,
@@ -263,6 +279,7 @@ impl Scanner {
                     snapshot: watched.thread.activity.snapshot(),
                     busy: None,
                     starving_if_untracked: true,
+                    waiting_for_cpu: &waiting,
                 };
                 for finding in watched.state.look(&look) {
                     report(shared, installation, &watched.thread, finding, now);
@@ -324,6 +341,7 @@ impl Scanner {
             };
             #[cfg(not(target_has_atomic = "64"))]
             let busy = None;
+            let waiting = || waiting_for_cpu(thread);
             let look = Look {
                 now,
                 threshold_ns: shared.threshold_ns,
@@ -331,6 +349,7 @@ impl Scanner {
                 snapshot: thread.activity.snapshot(),
                 busy,
                 starving_if_untracked,
+                waiting_for_cpu: &waiting,
             };
             for finding in watched.state.look(&look) {
                 report(shared, installation, thread, finding, now);
@@ -341,6 +360,18 @@ impl Scanner {
             }
         }
     }
+}
+
+/// Whether `thread` waits for a CPU right now: runnable, and no CPU time
+/// since the previous sample.
+fn waiting_for_cpu(thread: &RuntimeThread) -> bool {
+    let Some(samples) = &thread.samples else {
+        return false;
+    };
+    let still = samples
+        .last_two()
+        .is_some_and(|(before, last)| before.counters.on_cpu == last.counters.on_cpu);
+    still && samples.runnable() == Some(true)
 }
 
 /// Reports what a look found.
@@ -372,12 +403,23 @@ fn report(
     }
 }
 
-/// A `Stuck` report of `thread`, blocked from the episode's start to `until`.
+/// A `Stuck` report of `thread`, blocked from the episode's start to `until`,
+/// with the figures from the first sample after the start to the latest.
 fn build(shared: &Shared, thread: &RuntimeThread, episode: &Episode, until: u64) -> BlockingReport {
     let record = &episode.record;
+    let duration = Duration::from_nanos(until.saturating_sub(episode.since));
+    let times = thread.samples.as_ref().and_then(|samples| {
+        let last = samples.latest()?;
+        let first = samples.start_of(
+            episode.since,
+            shared.clock.lag_ns(),
+            shared.threshold_ns / 4,
+        )?;
+        (first.at < last.at).then(|| fit(split(first, last), duration))
+    });
     BlockingReport {
         kind: ReportKind::Stuck,
-        duration: Duration::from_nanos(until.saturating_sub(episode.since)),
+        duration,
         started_at: shared.clock.instant_of(episode.since),
         name: record.name,
         location: record.location,
@@ -394,6 +436,8 @@ fn build(shared: &Shared, thread: &RuntimeThread, episode: &Episode, until: u64)
                 episode.since
             },
         ),
+        class: classify(duration, times.as_ref(), shared.threshold),
+        times,
         #[cfg(all(feature = "stack-capture", target_os = "linux"))]
         stack: None,
     }
@@ -407,7 +451,11 @@ mod tests {
     const MS: u64 = 1_000_000;
     const THRESHOLD: u64 = 50 * MS;
 
-    fn look(now_ms: u64, snapshot: Snapshot, busy_ms: u64) -> Look {
+    fn no() -> bool {
+        false
+    }
+
+    fn look(now_ms: u64, snapshot: Snapshot, busy_ms: u64) -> Look<'static> {
         Look {
             now: now_ms * MS,
             threshold_ns: THRESHOLD,
@@ -415,6 +463,7 @@ mod tests {
             snapshot,
             busy: Some(Duration::from_millis(busy_ms)),
             starving_if_untracked: true,
+            waiting_for_cpu: &no,
         }
     }
 
@@ -521,6 +570,24 @@ mod tests {
         w.look(&look(62, running(10), 5));
         let closed = w.close(&running(10), 450 * MS);
         assert!(matches!(closed, Some(Finding::Ended { end, .. }) if end == 450 * MS));
+    }
+
+    #[test]
+    fn a_thread_waiting_for_a_cpu_is_not_reported_stuck_until_it_runs() {
+        let yes = || true;
+        let mut w = ThreadWatch::default();
+        w.look(&look(10, running(10), 5));
+        let waiting = |now| Look {
+            waiting_for_cpu: &yes,
+            ..look(now, running(10), 5)
+        };
+        assert!(w.look(&waiting(62)).is_empty());
+        assert!(w.look(&waiting(87)).is_empty());
+        // It got the CPU back and is still in the same stall: now reported.
+        assert_eq!(w.look(&look(112, running(10), 5)).len(), 1);
+        // Once reported, a wait for a CPU does not end it.
+        assert!(w.look(&waiting(137)).is_empty());
+        assert!(w.open().is_some());
     }
 
     #[test]

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
 use tokio::runtime::{Builder, Runtime};
 
+mod common;
+use common::{spin_cpu, spin_for};
+
 const THRESHOLD: Duration = Duration::from_millis(100);
 const BLOCK: Duration = Duration::from_millis(500);
 const WAIT: Duration = Duration::from_secs(20);
@@ -68,13 +71,6 @@ async fn until_watched(detector: &BlockingDetector, n: usize) {
     while detector.counters().watched_threads < n {
         assert!(Instant::now() < deadline, "workers never parked");
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn spin_for(d: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < d {
-        std::hint::spin_loop();
     }
 }
 
@@ -155,7 +151,7 @@ fn a_stuck_watched_task_is_named_while_stuck_and_timed_exactly_when_it_ends() {
             until_watched(&w.detector, workers).await;
             let line = line!() + 1;
             let task = w.detector.spawn("importer", async move {
-                spin_for(BLOCK);
+                spin_cpu(BLOCK);
                 done.store(true, Ordering::SeqCst);
             });
             task.await.unwrap();

@@ -1,0 +1,624 @@
+//! What a stalled thread was doing: its time on a CPU, waiting for a CPU,
+//! and off a CPU — read from the kernel's per-thread counters, sampled by
+//! the watchdog thread and read again at the end of a slow poll.
+//!
+//! On Linux a thread's CPU time is its CPU-time clock
+//! (`pthread_getcpuclockid`, exact even for a thread running at that
+//! moment), and the time it spent runnable but waiting for a CPU is the run
+//! delay in `/proc/thread-self/schedstat`, which the kernel adds up when the
+//! thread gets a CPU back. Both can be read from any thread of the process.
+//! Elsewhere, or where `schedstat` is missing (a kernel without
+//! `CONFIG_SCHED_INFO`), nothing is known and nothing is guessed.
+//!
+//! A poll does not read the counters when it starts — that would cost two
+//! system calls on every poll. Instead a thread reads its own counters at
+//! the start of a watched poll only if it has not for a quarter threshold
+//! (the common poll pays one comparison), and at the end of each slow poll;
+//! and the watchdog samples each watched thread every look (a quarter
+//! threshold). A slow poll's figures run from whichever of those samples is
+//! nearest its start — the thread's own before it, or the watchdog's after
+//! it — to its end. See [`StallTimes`] for what that gives.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_patterns_core::__private::lock;
+
+use crate::report::{StallClass, StallTimes};
+
+/// How many samples a thread keeps: at one per look, a quarter threshold
+/// apart, 16 thresholds of history.
+const KEPT: usize = 64;
+
+/// A thread's counters since it started, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counters {
+    /// Time on a CPU.
+    pub(crate) on_cpu: u64,
+    /// Time runnable but waiting for a CPU, up to the last time it got one.
+    pub(crate) run_delay: u64,
+}
+
+/// The counters at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Sample {
+    /// When, on [`monotonic_ns`](crate::clock::monotonic_ns).
+    pub(crate) at: u64,
+    pub(crate) counters: Counters,
+    /// Read by the thread itself, so it was running then (not waiting for a
+    /// CPU): a wait counted after this sample began after it.
+    pub(crate) own: bool,
+}
+
+/// One thread's counters and the samples the watchdogs took of it. Made on
+/// the thread itself; read and sampled from any thread.
+#[derive(Debug)]
+pub(crate) struct ThreadSamples {
+    clocks: imp::ThreadClocks,
+    kept: Mutex<Kept>,
+}
+
+/// Samples kept, the watchdog's apart from the thread's own: a thread takes
+/// none of its own during a stall, so its last one before a long stall is
+/// still there when the stall ends, however many looks the watchdog took.
+#[derive(Debug)]
+struct Kept {
+    looks: Ring<LOOKS_KEPT>,
+    own: Ring<OWN_KEPT>,
+}
+
+/// A thread's own samples kept.
+const OWN_KEPT: usize = 4;
+
+/// The watchdog's samples kept: at one per look, a quarter threshold apart,
+/// 16 thresholds of history.
+const LOOKS_KEPT: usize = KEPT;
+
+#[derive(Debug)]
+struct Ring<const N: usize> {
+    samples: [Sample; N],
+    /// Samples taken so far; the latest is at `(taken - 1) % N`.
+    taken: usize,
+}
+
+impl<const N: usize> Ring<N> {
+    const fn new() -> Ring<N> {
+        Ring {
+            samples: [Sample {
+                at: 0,
+                counters: Counters {
+                    on_cpu: 0,
+                    run_delay: 0,
+                },
+                own: false,
+            }; N],
+            taken: 0,
+        }
+    }
+
+    fn push(&mut self, sample: Sample) {
+        self.samples[self.taken % N] = sample;
+        self.taken += 1;
+    }
+
+    /// The kept samples, oldest first.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = Sample> + '_ {
+        (self.taken.saturating_sub(N)..self.taken).map(|i| self.samples[i % N])
+    }
+
+    fn last_two(&self) -> Option<(Sample, Sample)> {
+        let last = self.taken.checked_sub(1)?;
+        let before = last.checked_sub(1)?;
+        Some((self.samples[before % N], self.samples[last % N]))
+    }
+}
+
+thread_local! {
+    static CURRENT: Option<Arc<ThreadSamples>> = imp::ThreadClocks::current().map(|clocks| {
+        Arc::new(ThreadSamples {
+            clocks,
+            kept: Mutex::new(Kept {
+                looks: Ring::new(),
+                own: Ring::new(),
+            }),
+        })
+    });
+}
+
+impl ThreadSamples {
+    /// The calling thread's, or `None` where its counters cannot be read
+    /// (or its thread-locals are being destroyed).
+    pub(crate) fn current() -> Option<Arc<ThreadSamples>> {
+        CURRENT.try_with(Clone::clone).ok().flatten()
+    }
+
+    /// The counters now (read from another thread), or `None` if the
+    /// thread is gone.
+    pub(crate) fn read(&self) -> Option<Sample> {
+        let at = crate::clock::monotonic_ns();
+        Some(Sample {
+            at,
+            counters: self.clocks.read(false)?,
+            own: false,
+        })
+    }
+
+    /// The counters now, read by the thread itself through files of its own
+    /// (a `/proc` file read takes a lock in the kernel: the thread must not
+    /// wait there for the watchdog).
+    fn read_own(&self) -> Option<Sample> {
+        let at = crate::clock::monotonic_ns();
+        Some(Sample {
+            at,
+            counters: self.clocks.read(true)?,
+            own: true,
+        })
+    }
+
+    /// The watchdog reads the counters and keeps them; `None` if the thread
+    /// is gone.
+    pub(crate) fn sample(&self) -> Option<Sample> {
+        let sample = self.read()?;
+        lock(&self.kept).looks.push(sample);
+        Some(sample)
+    }
+
+    /// The calling thread, which these samples are of, reads its counters
+    /// and keeps them.
+    pub(crate) fn sample_own(&self) -> Option<Sample> {
+        let sample = self.read_own()?;
+        lock(&self.kept).own.push(sample);
+        Some(sample)
+    }
+
+    /// Like [`sample_own`](Self::sample_own), but gives up rather than wait
+    /// for the watchdog, which may hold the samples: for the start of a poll.
+    pub(crate) fn try_sample_own(&self) -> bool {
+        let Some(sample) = self.read_own() else {
+            return false;
+        };
+        match self.kept.try_lock() {
+            Ok(mut kept) => {
+                kept.own.push(sample);
+                true
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                p.into_inner().own.push(sample);
+                true
+            }
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
+    }
+
+    /// The watchdog's last two samples, the latest last.
+    pub(crate) fn last_two(&self) -> Option<(Sample, Sample)> {
+        lock(&self.kept).looks.last_two()
+    }
+
+    /// The watchdog's latest sample.
+    pub(crate) fn latest(&self) -> Option<Sample> {
+        lock(&self.kept).looks.iter().next_back()
+    }
+
+    /// Where to start the figures of a stall that began at `start` (a
+    /// reading that may lag by up to `lag`): whichever is nearer to it of
+    /// the first sample taken after it and the thread's own last sample
+    /// before it; the latter only if taken at most `recent` before.
+    pub(crate) fn start_of(&self, start: u64, lag: u64, recent: u64) -> Option<Sample> {
+        let kept = lock(&self.kept);
+        let after_start = start.saturating_add(lag);
+        let after = kept
+            .looks
+            .iter()
+            .chain(kept.own.iter())
+            .filter(|s| s.at > after_start)
+            .min_by_key(|s| s.at);
+        let before = kept
+            .own
+            .iter()
+            .rev()
+            .find(|s| s.at <= start)
+            .filter(|s| start.saturating_sub(s.at) <= recent);
+        match (before, after) {
+            (Some(b), Some(a)) if start.saturating_sub(b.at) <= a.at.saturating_sub(start) => {
+                Some(b)
+            }
+            (before, None) => before,
+            (_, after) => after,
+        }
+    }
+
+    /// Whether the thread is runnable (running, or waiting for a CPU) right
+    /// now; `None` if that cannot be told.
+    pub(crate) fn runnable(&self) -> Option<bool> {
+        self.clocks.runnable()
+    }
+}
+
+/// The figures of a stall from `first`, a sample taken after it began, to
+/// `last`, one taken at or after its end (or now, while it lasts).
+pub(crate) fn split(first: Sample, last: Sample) -> StallTimes {
+    let on_cpu = last.counters.on_cpu.saturating_sub(first.counters.on_cpu);
+    let run_queue = last
+        .counters
+        .run_delay
+        .saturating_sub(first.counters.run_delay);
+    // A wait for a CPU is counted whole when it ends, also the part of it
+    // before `first`: the figures then reach back to where it began.
+    let measured = last
+        .at
+        .saturating_sub(first.at)
+        .max(on_cpu.saturating_add(run_queue));
+    StallTimes {
+        measured: Duration::from_nanos(measured),
+        on_cpu: Duration::from_nanos(on_cpu),
+        run_queue: Duration::from_nanos(run_queue),
+        // The two counters and the wall clock are read a few microseconds
+        // apart: the rest is never negative.
+        off_cpu: Duration::from_nanos(measured.saturating_sub(on_cpu.saturating_add(run_queue))),
+    }
+}
+
+/// `times` of a stall of `stall`, from a first sample that may precede the
+/// stall by a little (the thread's own, at most a quarter threshold before):
+/// what is measured is at most the stall.
+pub(crate) fn fit(mut times: StallTimes, stall: Duration) -> StallTimes {
+    times.measured = times.measured.min(stall);
+    times.off_cpu = times
+        .measured
+        .saturating_sub(times.on_cpu + times.run_queue);
+    times
+}
+
+/// The class of a stall of `stall` over `threshold` with `times`.
+///
+/// Descheduled when the stall less its time waiting for a CPU is under the
+/// threshold (the machine, not the task, made it long). The task's own when
+/// the measured time on and off a CPU alone reaches the threshold: CPU-bound
+/// when it spent at least as long on a CPU as off one (sleeping, in a system
+/// call, on a lock), blocked when less. Unknown otherwise — the part of the
+/// stall that was not measured decides, and it is not guessed — and without
+/// figures.
+pub(crate) fn classify(
+    stall: Duration,
+    times: Option<&StallTimes>,
+    threshold: Duration,
+) -> StallClass {
+    let Some(times) = times else {
+        return StallClass::Unknown;
+    };
+    if stall.saturating_sub(times.run_queue) < threshold {
+        StallClass::Descheduled
+    } else if times.on_cpu + times.off_cpu < threshold {
+        StallClass::Unknown
+    } else if times.on_cpu >= times.off_cpu {
+        StallClass::CpuBound
+    } else {
+        StallClass::Blocked
+    }
+}
+
+/// Raises the calling thread's (the watchdog's) scheduling priority to nice
+/// −10 where the process may (`CAP_SYS_NICE`, or `RLIMIT_NICE`); leaves it
+/// as it is otherwise. The watchdog sleeps between looks and a look takes
+/// microseconds, so this costs the other threads nothing; it makes its
+/// samples come on time on a busy machine, where the figures matter most.
+pub(crate) fn raise_priority() {
+    imp::raise_priority();
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+mod imp {
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+
+    use super::Counters;
+
+    pub(super) fn raise_priority() {
+        // SAFETY: `gettid` cannot fail; `setpriority` on our own thread id
+        // only changes this thread's nice value, and fails harmlessly
+        // (EACCES) without the privilege.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, -10);
+        }
+    }
+
+    /// A thread's CPU-time clock and its `schedstat` and `stat` files, which
+    /// keep naming that thread whichever thread reads them. The thread reads
+    /// its own `schedstat` through a file of its own: reading a `/proc` file
+    /// takes that file's lock in the kernel, which the watchdog may hold.
+    #[derive(Debug)]
+    pub(super) struct ThreadClocks {
+        cpu: libc::clockid_t,
+        schedstat: File,
+        own_schedstat: File,
+        stat: File,
+    }
+
+    impl ThreadClocks {
+        /// The calling thread's.
+        pub(super) fn current() -> Option<ThreadClocks> {
+            let mut cpu: libc::clockid_t = 0;
+            // SAFETY: `pthread_self()` is the calling thread, alive during the
+            // call; `cpu` is writable. The clock id names the thread's kernel
+            // id: once the thread is gone, reading it fails (EINVAL) rather
+            // than reading freed memory.
+            if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut cpu) } != 0 {
+                return None;
+            }
+            let clocks = ThreadClocks {
+                cpu,
+                schedstat: File::open("/proc/thread-self/schedstat").ok()?,
+                own_schedstat: File::open("/proc/thread-self/schedstat").ok()?,
+                stat: File::open("/proc/thread-self/stat").ok()?,
+            };
+            clocks.read(true).map(|_| clocks)
+        }
+
+        pub(super) fn read(&self, own: bool) -> Option<Counters> {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid, writable timespec; a clock id of a
+            // thread that is gone makes the call fail, which is checked.
+            if unsafe { libc::clock_gettime(self.cpu, &mut ts) } != 0 {
+                return None;
+            }
+            let on_cpu = (ts.tv_sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(ts.tv_nsec as u64);
+            let mut buf = [0_u8; 96];
+            let file = if own {
+                &self.own_schedstat
+            } else {
+                &self.schedstat
+            };
+            let n = file.read_at(&mut buf, 0).ok()?;
+            // "<on cpu ns> <run delay ns> <timeslices>\n"
+            let text = std::str::from_utf8(&buf[..n]).ok()?;
+            let run_delay = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+            Some(Counters { on_cpu, run_delay })
+        }
+
+        pub(super) fn runnable(&self) -> Option<bool> {
+            let mut buf = [0_u8; 512];
+            let n = self.stat.read_at(&mut buf, 0).ok()?;
+            // "<tid> (<name>) <state> ...": the name may hold anything, so
+            // the state follows the last ')'.
+            let text = &buf[..n];
+            let close = text.iter().rposition(|b| *b == b')')?;
+            let state = text[close + 1..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())?;
+            Some(*state == b'R')
+        }
+    }
+}
+
+#[cfg(any(not(target_os = "linux"), miri))]
+mod imp {
+    use super::Counters;
+
+    pub(super) fn raise_priority() {}
+
+    /// No per-thread counters on this platform.
+    #[derive(Debug)]
+    pub(super) struct ThreadClocks;
+
+    impl ThreadClocks {
+        pub(super) fn current() -> Option<ThreadClocks> {
+            None
+        }
+
+        pub(super) fn read(&self, _own: bool) -> Option<Counters> {
+            None
+        }
+
+        pub(super) fn runnable(&self) -> Option<bool> {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn sample(at_ms: u64, on_cpu_ms: u64, run_delay_ms: u64) -> Sample {
+        Sample {
+            at: at_ms * MS,
+            counters: Counters {
+                on_cpu: on_cpu_ms * MS,
+                run_delay: run_delay_ms * MS,
+            },
+            own: false,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A sample as recorded (nanoseconds).
+    fn recorded(at: u64, on_cpu: u64, run_delay: u64, own: bool) -> Sample {
+        Sample {
+            at,
+            counters: Counters { on_cpu, run_delay },
+            own,
+        }
+    }
+
+    // Samples recorded from the tests of `tests/descheduled.rs` (a 20 ms
+    // threshold, two CPU hogs pinned one per CPU), with the poll's start and
+    // the class each report got.
+
+    #[test]
+    fn recorded_a_100ms_sleep_is_blocked() {
+        let start = 3_992_448_567_720;
+        let first = recorded(3_992_448_575_242, 174_847, 143_415, false);
+        let end = recorded(3_992_556_178_029, 202_540, 7_654_068, true);
+        let times = split(first, end);
+        assert_eq!(times.on_cpu, Duration::from_nanos(27_693));
+        assert_eq!(times.run_queue, Duration::from_nanos(7_510_653));
+        assert_eq!(times.measured, Duration::from_nanos(107_602_787));
+        assert_eq!(times.off_cpu, Duration::from_nanos(100_064_441));
+        let stall = Duration::from_nanos(end.at - start);
+        assert_eq!(classify(stall, Some(&times), ms(20)), StallClass::Blocked);
+    }
+
+    #[test]
+    fn recorded_a_100ms_cpu_loop_on_a_shared_cpu_is_cpu_bound() {
+        // 100 ms of CPU took 790 ms beside the hogs; the figures cover 528 ms
+        // (a wait for a CPU is counted whole when it ends, so they reach
+        // back before the first sample).
+        let start = 3_992_708_308_391;
+        let first = recorded(3_992_988_079_353, 26_103_216, 235_279_159, false);
+        let end = recorded(3_993_498_055_435, 100_166_098, 689_678_791, true);
+        let times = split(first, end);
+        assert_eq!(times.on_cpu, Duration::from_nanos(74_062_882));
+        assert_eq!(times.run_queue, Duration::from_nanos(454_399_632));
+        assert_eq!(times.measured, times.on_cpu + times.run_queue);
+        assert_eq!(times.off_cpu, Duration::ZERO);
+        let stall = Duration::from_nanos(end.at - start);
+        assert_eq!(classify(stall, Some(&times), ms(20)), StallClass::CpuBound);
+    }
+
+    #[test]
+    fn recorded_a_100ms_wait_for_a_held_mutex_is_blocked() {
+        let start = 3_995_020_326_054;
+        let first = recorded(3_995_020_283_437, 126_104, 40_243, true);
+        let end = recorded(3_995_124_321_552, 213_461, 213_531, true);
+        let times = split(first, end);
+        assert_eq!(times.on_cpu, Duration::from_nanos(87_357));
+        assert_eq!(times.run_queue, Duration::from_nanos(173_288));
+        assert_eq!(times.off_cpu, Duration::from_nanos(103_777_470));
+        let stall = Duration::from_nanos(end.at - start);
+        assert_eq!(classify(stall, Some(&times), ms(20)), StallClass::Blocked);
+    }
+
+    #[test]
+    fn recorded_a_poll_kept_off_its_cpu_is_descheduled() {
+        // 2 ms of work at nice 19 beside two hogs on its CPU: 389 ms.
+        let start = 3_995_383_643_021;
+        let first = recorded(3_995_382_546_197, 410_317, 3_935_554, true);
+        let end = recorded(3_995_773_025_801, 2_551_334, 392_274_747, true);
+        let times = split(first, end);
+        assert_eq!(times.on_cpu, Duration::from_nanos(2_141_017));
+        assert_eq!(times.run_queue, Duration::from_nanos(388_339_193));
+        let stall = Duration::from_nanos(end.at - start);
+        assert!(stall - times.run_queue < ms(20));
+        assert_eq!(
+            classify(stall, Some(&times), ms(20)),
+            StallClass::Descheduled
+        );
+    }
+
+    #[test]
+    fn a_wait_that_began_before_the_first_sample_widens_what_is_measured() {
+        // Sampled 5 ms into a 30 ms wait for a CPU, which Linux counts whole
+        // when it ends.
+        let times = split(sample(5, 0, 0), sample(31, 1, 30));
+        assert_eq!(times.measured, ms(31));
+        assert_eq!(times.off_cpu, Duration::ZERO);
+        assert_eq!(times.run_queue, ms(30));
+    }
+
+    #[test]
+    fn a_stall_the_run_queue_explains_is_descheduled() {
+        // 43 ms stall of a 1 ms poll that waited 41 ms for a CPU.
+        let times = split(sample(0, 0, 0), sample(42, 1, 41));
+        assert_eq!(
+            classify(ms(43), Some(&times), ms(20)),
+            StallClass::Descheduled
+        );
+        // The same wait in a 70 ms stall leaves 29 ms of the task's own.
+        let times = split(sample(0, 0, 0), sample(69, 28, 41));
+        assert_eq!(classify(ms(70), Some(&times), ms(20)), StallClass::CpuBound);
+    }
+
+    #[test]
+    fn cpu_bound_and_blocked_are_told_by_the_time_on_a_cpu() {
+        // A 100 ms spin sharing a CPU with a hog: half on it, half waiting.
+        let spin = split(sample(0, 0, 0), sample(100, 51, 49));
+        assert_eq!(classify(ms(100), Some(&spin), ms(20)), StallClass::CpuBound);
+        // A 100 ms sleep, or a wait for a held std Mutex: off the CPU.
+        let sleep = split(sample(0, 0, 0), sample(100, 0, 2));
+        assert_eq!(classify(ms(100), Some(&sleep), ms(20)), StallClass::Blocked);
+    }
+
+    #[test]
+    fn what_is_measured_is_at_most_the_stall() {
+        // The first sample was the thread's own, 3 ms before the poll.
+        let times = fit(split(sample(0, 0, 0), sample(53, 1, 2)), ms(50));
+        assert_eq!(times.measured, ms(50));
+        assert_eq!(times.off_cpu, ms(47));
+    }
+
+    #[test]
+    fn without_figures_the_class_is_unknown() {
+        assert_eq!(classify(ms(500), None, ms(20)), StallClass::Unknown);
+    }
+
+    #[test]
+    fn a_stall_mostly_unmeasured_is_not_classified() {
+        // 60 ms, of which the figures cover 16 ms, all waiting for a CPU:
+        // the 44 ms before the first sample decide, and are not known.
+        let times = split(sample(44, 0, 0), sample(60, 0, 16));
+        assert_eq!(classify(ms(60), Some(&times), ms(20)), StallClass::Unknown);
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn a_thread_is_sampled_from_another_thread() {
+        let samples = std::thread::spawn(|| {
+            let samples = ThreadSamples::current().expect("Linux has the counters");
+            let start = std::time::Instant::now();
+            while start.elapsed() < ms(30) {
+                std::hint::spin_loop();
+            }
+            samples
+        })
+        .join()
+        .unwrap();
+        // The thread is gone: its counters cannot be read any more.
+        assert!(samples.read().is_none());
+
+        let mine = ThreadSamples::current().unwrap();
+        let first = mine.sample().unwrap();
+        assert!(mine.last_two().is_none());
+        let start = std::time::Instant::now();
+        while start.elapsed() < ms(30) {
+            std::hint::spin_loop();
+        }
+        let last = mine.sample().unwrap();
+        assert_eq!(mine.last_two(), Some((first, last)));
+        let times = split(first, last);
+        // Spinning: mostly on a CPU (the rest waiting for one, if busy).
+        assert!(times.on_cpu + times.run_queue >= ms(25), "{times:?}");
+        assert_eq!(mine.runnable(), Some(true));
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn a_stall_starts_from_the_sample_nearest_its_start() {
+        let mine = ThreadSamples::current().unwrap();
+        let own = mine.sample_own().unwrap();
+        let look = mine.sample().unwrap();
+        // The thread's own sample before the start, if recent, or the
+        // watchdog's after it: whichever is nearer.
+        assert_eq!(mine.start_of(own.at + 1, 0, u64::MAX), Some(own));
+        assert_eq!(mine.start_of(look.at - 1, 0, u64::MAX), Some(look));
+        assert_eq!(mine.start_of(look.at - 1, 0, 0), Some(look));
+        // Nothing after, and the own sample too old.
+        assert_eq!(mine.start_of(look.at + 10, 0, 5), None);
+        // However many looks follow, the own sample stays.
+        for _ in 0..2 * KEPT {
+            mine.sample().unwrap();
+        }
+        assert_eq!(mine.start_of(own.at, 0, u64::MAX), Some(own));
+    }
+}
