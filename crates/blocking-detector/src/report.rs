@@ -67,8 +67,9 @@ pub enum StallClass {
     /// (`std::thread::sleep`), in a blocking system call (file or network
     /// I/O, DNS), waiting for a lock (a held `std::sync::Mutex`).
     Blocked,
-    /// The stall less the time the thread waited for a CPU is under the
-    /// threshold: the machine was busy, and the task was not at fault.
+    /// The stall less the time the thread waited for a CPU (and the time
+    /// taken from it, see [`StallTimes::stolen`]) is under the threshold:
+    /// the machine was busy, and the task was not at fault.
     Descheduled,
     /// The figures could not be read (no per-thread CPU counters on this
     /// platform, or no sample of the thread since the stall began).
@@ -166,6 +167,9 @@ pub struct StallTimes {
     pub(crate) on_cpu: Duration,
     pub(crate) run_queue: Duration,
     pub(crate) off_cpu: Duration,
+    pub(crate) stolen: Duration,
+    /// The thread blocked (made a voluntary context switch) meanwhile.
+    pub(crate) blocked: bool,
 }
 
 impl StallTimes {
@@ -196,14 +200,29 @@ impl StallTimes {
         self.run_queue
     }
 
-    /// The rest: off a CPU and not runnable — asleep, in a blocking system
-    /// call, waiting for a lock.
+    /// Off a CPU and not runnable — asleep, in a blocking system call,
+    /// waiting for a lock or a page: the rest of the measured time when the
+    /// thread blocked (made a voluntary context switch) meanwhile.
     ///
     /// # Examples
     ///
     /// See [`StallTimes`].
     pub fn off_cpu(&self) -> Duration {
         self.off_cpu
+    }
+
+    /// Taken from the thread: the rest of the measured time when the thread
+    /// never blocked meanwhile (no voluntary context switch), so it was
+    /// neither on a CPU, nor waiting for one, nor blocked — on a virtual
+    /// machine, the hypervisor ran another machine on its CPU (steal time,
+    /// which Linux counts as neither). Like the wait for a CPU, not the
+    /// task's doing.
+    ///
+    /// # Examples
+    ///
+    /// See [`StallTimes`].
+    pub fn stolen(&self) -> Duration {
+        self.stolen
     }
 }
 
@@ -506,15 +525,21 @@ impl fmt::Display for BlockingReport {
             }
         }
         match &self.times {
-            Some(t) => write!(
-                f,
-                ": {} (on CPU {}, waiting for a CPU {}, off CPU {}, of {} measured)",
-                self.class,
-                Ms(t.on_cpu),
-                Ms(t.run_queue),
-                Ms(t.off_cpu),
-                Ms(t.measured)
-            )?,
+            Some(t) => {
+                write!(
+                    f,
+                    ": {} (on CPU {}, waiting for a CPU {}, ",
+                    self.class,
+                    Ms(t.on_cpu),
+                    Ms(t.run_queue),
+                )?;
+                if t.stolen > Duration::ZERO {
+                    write!(f, "taken by the machine {}, ", Ms(t.stolen))?;
+                } else {
+                    write!(f, "off CPU {}, ", Ms(t.off_cpu))?;
+                }
+                write!(f, "of {} measured)", Ms(t.measured))?;
+            }
             None => f.write_str(": cause unknown (no CPU figures for this thread)")?,
         }
         if self.suppressed > 0 {
@@ -653,6 +678,7 @@ impl BlockingHandler for TracingHandler {
             on_cpu_ms = report.times().map(|t| t.on_cpu().as_millis() as u64),
             run_queue_ms = report.times().map(|t| t.run_queue().as_millis() as u64),
             off_cpu_ms = report.times().map(|t| t.off_cpu().as_millis() as u64),
+            stolen_ms = report.times().map(|t| t.stolen().as_millis() as u64),
             measured_ms = report.times().map(|t| t.measured().as_millis() as u64),
             "{report}"
         );

@@ -37,6 +37,9 @@ pub(crate) struct Counters {
     pub(crate) on_cpu: u64,
     /// Time runnable but waiting for a CPU, up to the last time it got one.
     pub(crate) run_delay: u64,
+    /// Voluntary context switches: each time the thread blocked (slept, or
+    /// waited in a system call, for a lock or for a page).
+    pub(crate) blocked: u64,
 }
 
 /// The counters at a moment.
@@ -48,6 +51,9 @@ pub(crate) struct Sample {
     /// Read by the thread itself, so it was running then (not waiting for a
     /// CPU): a wait counted after this sample began after it.
     pub(crate) own: bool,
+    /// The thread was runnable (not blocked) then: if it makes no voluntary
+    /// context switch after, it did not block.
+    pub(crate) runnable: bool,
 }
 
 /// One thread's counters and the samples the watchdogs took of it. Made on
@@ -89,8 +95,10 @@ impl<const N: usize> Ring<N> {
                 counters: Counters {
                     on_cpu: 0,
                     run_delay: 0,
+                    blocked: 0,
                 },
                 own: false,
+                runnable: false,
             }; N],
             taken: 0,
         }
@@ -136,10 +144,12 @@ impl ThreadSamples {
     /// thread is gone.
     pub(crate) fn read(&self) -> Option<Sample> {
         let at = crate::clock::monotonic_ns();
+        let counters = self.clocks.read(false)?;
         Some(Sample {
             at,
-            counters: self.clocks.read(false)?,
+            counters,
             own: false,
+            runnable: self.clocks.runnable() == Some(true),
         })
     }
 
@@ -152,6 +162,7 @@ impl ThreadSamples {
             at,
             counters: self.clocks.read(true)?,
             own: true,
+            runnable: true,
         })
     }
 
@@ -249,14 +260,34 @@ pub(crate) fn split(first: Sample, last: Sample) -> StallTimes {
         .at
         .saturating_sub(first.at)
         .max(on_cpu.saturating_add(run_queue));
-    StallTimes {
+    let times = StallTimes {
         measured: Duration::from_nanos(measured),
         on_cpu: Duration::from_nanos(on_cpu),
         run_queue: Duration::from_nanos(run_queue),
-        // The two counters and the wall clock are read a few microseconds
-        // apart: the rest is never negative.
-        off_cpu: Duration::from_nanos(measured.saturating_sub(on_cpu.saturating_add(run_queue))),
+        off_cpu: Duration::ZERO,
+        stolen: Duration::ZERO,
+        // Not blocked only if runnable at the first sample and no voluntary
+        // context switch since (a thread already asleep makes none).
+        blocked: !first.runnable || last.counters.blocked != first.counters.blocked,
+    };
+    rest(times)
+}
+
+/// Splits what is measured beyond the time on and waiting for a CPU: off a
+/// CPU if the thread blocked meanwhile; otherwise it never left the CPU of
+/// its own accord, and the time was taken from it (a hypervisor's steal).
+fn rest(mut times: StallTimes) -> StallTimes {
+    // The counters and the wall clock are read a few microseconds apart:
+    // the rest is never negative.
+    let rest = times
+        .measured
+        .saturating_sub(times.on_cpu + times.run_queue);
+    if times.blocked {
+        (times.off_cpu, times.stolen) = (rest, Duration::ZERO);
+    } else {
+        (times.off_cpu, times.stolen) = (Duration::ZERO, rest);
     }
+    times
 }
 
 /// `times` of a stall of `stall`, from a first sample that may precede the
@@ -264,16 +295,14 @@ pub(crate) fn split(first: Sample, last: Sample) -> StallTimes {
 /// what is measured is at most the stall.
 pub(crate) fn fit(mut times: StallTimes, stall: Duration) -> StallTimes {
     times.measured = times.measured.min(stall);
-    times.off_cpu = times
-        .measured
-        .saturating_sub(times.on_cpu + times.run_queue);
-    times
+    rest(times)
 }
 
 /// The class of a stall of `stall` over `threshold` with `times`.
 ///
-/// Descheduled when the stall less its time waiting for a CPU is under the
-/// threshold (the machine, not the task, made it long). The task's own when
+/// Descheduled when the stall less its time waiting for a CPU and the time
+/// taken from it is under the threshold (the machine, not the task, made it
+/// long). The task's own when
 /// the measured time on and off a CPU alone reaches the threshold: CPU-bound
 /// when it spent at least as long on a CPU as off one (sleeping, in a system
 /// call, on a lock), blocked when less. Unknown otherwise — the part of the
@@ -287,7 +316,7 @@ pub(crate) fn classify(
     let Some(times) = times else {
         return StallClass::Unknown;
     };
-    if stall.saturating_sub(times.run_queue) < threshold {
+    if stall.saturating_sub(times.run_queue + times.stolen) < threshold {
         StallClass::Descheduled
     } else if times.on_cpu + times.off_cpu < threshold {
         StallClass::Unknown
@@ -333,6 +362,8 @@ mod imp {
         cpu: libc::clockid_t,
         schedstat: File,
         own_schedstat: File,
+        status: File,
+        own_status: File,
         stat: File,
     }
 
@@ -351,6 +382,8 @@ mod imp {
                 cpu,
                 schedstat: File::open("/proc/thread-self/schedstat").ok()?,
                 own_schedstat: File::open("/proc/thread-self/schedstat").ok()?,
+                status: File::open("/proc/thread-self/status").ok()?,
+                own_status: File::open("/proc/thread-self/status").ok()?,
                 stat: File::open("/proc/thread-self/stat").ok()?,
             };
             clocks.read(true).map(|_| clocks)
@@ -370,16 +403,29 @@ mod imp {
                 .saturating_mul(1_000_000_000)
                 .saturating_add(ts.tv_nsec as u64);
             let mut buf = [0_u8; 96];
-            let file = if own {
-                &self.own_schedstat
+            let (schedstat, status) = if own {
+                (&self.own_schedstat, &self.own_status)
             } else {
-                &self.schedstat
+                (&self.schedstat, &self.status)
             };
-            let n = file.read_at(&mut buf, 0).ok()?;
+            let n = schedstat.read_at(&mut buf, 0).ok()?;
             // "<on cpu ns> <run delay ns> <timeslices>\n"
             let text = std::str::from_utf8(&buf[..n]).ok()?;
             let run_delay = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
-            Some(Counters { on_cpu, run_delay })
+            let mut buf = [0_u8; 2048];
+            let n = status.read_at(&mut buf, 0).ok()?;
+            let text = std::str::from_utf8(&buf[..n]).ok()?;
+            let blocked = text
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(Counters {
+                on_cpu,
+                run_delay,
+                blocked,
+            })
         }
 
         pub(super) fn runnable(&self) -> Option<bool> {
@@ -428,15 +474,24 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn sample(at_ms: u64, on_cpu_ms: u64, run_delay_ms: u64) -> Sample {
+    /// A sample of a thread that has blocked `blocked` times so far.
+    fn sample_b(at_ms: u64, on_cpu_ms: u64, run_delay_ms: u64, blocked: u64) -> Sample {
         Sample {
             at: at_ms * MS,
             counters: Counters {
                 on_cpu: on_cpu_ms * MS,
                 run_delay: run_delay_ms * MS,
+                blocked,
             },
             own: false,
+            runnable: true,
         }
+    }
+
+    /// A sample, as if the thread blocked before each one (so the rest of
+    /// the time counts as off a CPU).
+    fn sample(at_ms: u64, on_cpu_ms: u64, run_delay_ms: u64) -> Sample {
+        sample_b(at_ms, on_cpu_ms, run_delay_ms, at_ms)
     }
 
     fn ms(n: u64) -> Duration {
@@ -444,73 +499,80 @@ mod tests {
     }
 
     /// A sample as recorded (nanoseconds).
-    fn recorded(at: u64, on_cpu: u64, run_delay: u64, own: bool) -> Sample {
+    fn recorded(at: u64, on_cpu: u64, run_delay: u64, blocked: u64, own: bool) -> Sample {
         Sample {
             at,
-            counters: Counters { on_cpu, run_delay },
+            counters: Counters {
+                on_cpu,
+                run_delay,
+                blocked,
+            },
             own,
+            runnable: true,
         }
     }
 
     // Samples recorded from the tests of `tests/descheduled.rs` (a 20 ms
-    // threshold, two CPU hogs pinned one per CPU), with the poll's start and
-    // the class each report got.
+    // threshold, two CPU hogs pinned one per CPU, a loaded shared machine),
+    // with the poll's start and the class each report got.
 
     #[test]
     fn recorded_a_100ms_sleep_is_blocked() {
-        let start = 3_992_448_567_720;
-        let first = recorded(3_992_448_575_242, 174_847, 143_415, false);
-        let end = recorded(3_992_556_178_029, 202_540, 7_654_068, true);
+        let start = 6_592_700_069_770;
+        let first = recorded(6_592_700_139_519, 112_338, 5_874, 2, true);
+        let end = recorded(6_592_808_067_187, 147_902, 7_836_340, 3, true);
         let times = split(first, end);
-        assert_eq!(times.on_cpu, Duration::from_nanos(27_693));
-        assert_eq!(times.run_queue, Duration::from_nanos(7_510_653));
-        assert_eq!(times.measured, Duration::from_nanos(107_602_787));
-        assert_eq!(times.off_cpu, Duration::from_nanos(100_064_441));
+        assert_eq!(times.on_cpu, Duration::from_nanos(35_564));
+        assert_eq!(times.run_queue, Duration::from_nanos(7_830_466));
+        assert_eq!(times.measured, Duration::from_nanos(107_927_668));
+        assert_eq!(times.off_cpu, Duration::from_nanos(100_061_638));
+        assert_eq!(times.stolen, Duration::ZERO);
         let stall = Duration::from_nanos(end.at - start);
         assert_eq!(classify(stall, Some(&times), ms(20)), StallClass::Blocked);
     }
 
     #[test]
     fn recorded_a_100ms_cpu_loop_on_a_shared_cpu_is_cpu_bound() {
-        // 100 ms of CPU took 790 ms beside the hogs; the figures cover 528 ms
-        // (a wait for a CPU is counted whole when it ends, so they reach
-        // back before the first sample).
-        let start = 3_992_708_308_391;
-        let first = recorded(3_992_988_079_353, 26_103_216, 235_279_159, false);
-        let end = recorded(3_993_498_055_435, 100_166_098, 689_678_791, true);
+        // 100 ms of CPU took 520 ms beside the hogs, never blocking.
+        let start = 6_591_176_172_310;
+        let first = recorded(6_591_176_268_804, 140_704, 5_432_403, 0, true);
+        let end = recorded(6_591_696_171_397, 100_196_367, 425_279_351, 0, true);
         let times = split(first, end);
-        assert_eq!(times.on_cpu, Duration::from_nanos(74_062_882));
-        assert_eq!(times.run_queue, Duration::from_nanos(454_399_632));
+        assert_eq!(times.on_cpu, Duration::from_nanos(100_055_663));
+        assert_eq!(times.run_queue, Duration::from_nanos(419_846_948));
+        // The CPU clock read a moment after the wall clock: nothing left.
         assert_eq!(times.measured, times.on_cpu + times.run_queue);
-        assert_eq!(times.off_cpu, Duration::ZERO);
+        assert_eq!(times.off_cpu + times.stolen, Duration::ZERO);
         let stall = Duration::from_nanos(end.at - start);
         assert_eq!(classify(stall, Some(&times), ms(20)), StallClass::CpuBound);
     }
 
     #[test]
     fn recorded_a_100ms_wait_for_a_held_mutex_is_blocked() {
-        let start = 3_995_020_326_054;
-        let first = recorded(3_995_020_283_437, 126_104, 40_243, true);
-        let end = recorded(3_995_124_321_552, 213_461, 213_531, true);
+        let start = 6_592_963_670_511;
+        let first = recorded(6_592_963_744_258, 96_969, 59_317, 0, true);
+        let end = recorded(6_593_064_038_118, 201_544, 110_704, 2, true);
         let times = split(first, end);
-        assert_eq!(times.on_cpu, Duration::from_nanos(87_357));
-        assert_eq!(times.run_queue, Duration::from_nanos(173_288));
-        assert_eq!(times.off_cpu, Duration::from_nanos(103_777_470));
+        assert_eq!(times.on_cpu, Duration::from_nanos(104_575));
+        assert_eq!(times.run_queue, Duration::from_nanos(51_387));
+        assert_eq!(times.off_cpu, Duration::from_nanos(100_137_898));
         let stall = Duration::from_nanos(end.at - start);
         assert_eq!(classify(stall, Some(&times), ms(20)), StallClass::Blocked);
     }
 
     #[test]
     fn recorded_a_poll_kept_off_its_cpu_is_descheduled() {
-        // 2 ms of work at nice 19 beside two hogs on its CPU: 389 ms.
-        let start = 3_995_383_643_021;
-        let first = recorded(3_995_382_546_197, 410_317, 3_935_554, true);
-        let end = recorded(3_995_773_025_801, 2_551_334, 392_274_747, true);
-        let times = split(first, end);
-        assert_eq!(times.on_cpu, Duration::from_nanos(2_141_017));
-        assert_eq!(times.run_queue, Duration::from_nanos(388_339_193));
+        // 2 ms of work at nice 19 beside two hogs on its CPU: 64 ms. The
+        // thread's own sample 1 ms before the poll started.
+        let start = 6_593_329_281_385;
+        let first = recorded(6_593_328_215_982, 352_701, 73_558_180, 2, true);
+        let end = recorded(6_593_392_989_892, 2_442_592, 136_242_553, 2, true);
         let stall = Duration::from_nanos(end.at - start);
-        assert!(stall - times.run_queue < ms(20));
+        let times = fit(split(first, end), stall);
+        assert_eq!(times.on_cpu, Duration::from_nanos(2_089_891));
+        assert_eq!(times.run_queue, Duration::from_nanos(62_684_373));
+        assert_eq!(times.measured, stall);
+        assert_eq!(stall - times.run_queue, Duration::from_nanos(1_024_134));
         assert_eq!(
             classify(stall, Some(&times), ms(20)),
             StallClass::Descheduled
@@ -548,6 +610,32 @@ mod tests {
         // A 100 ms sleep, or a wait for a held std Mutex: off the CPU.
         let sleep = split(sample(0, 0, 0), sample(100, 0, 2));
         assert_eq!(classify(ms(100), Some(&sleep), ms(20)), StallClass::Blocked);
+    }
+
+    #[test]
+    fn time_a_thread_that_never_blocked_lost_is_taken_from_it() {
+        // 0.2 ms of CPU in a 22 ms poll, no wait for a CPU, and not one
+        // voluntary context switch: the time was taken from the thread.
+        let times = split(sample_b(0, 0, 0, 7), sample_b(22, 0, 0, 7));
+        assert_eq!(times.stolen, ms(22));
+        assert_eq!(times.off_cpu, Duration::ZERO);
+        assert_eq!(
+            classify(ms(22), Some(&times), ms(20)),
+            StallClass::Descheduled
+        );
+        // The same after it blocked once: off the CPU, its own.
+        let times = split(sample_b(0, 0, 0, 7), sample_b(22, 0, 0, 8));
+        assert_eq!(times.off_cpu, ms(22));
+        assert_eq!(classify(ms(22), Some(&times), ms(20)), StallClass::Blocked);
+        // Asleep already when first sampled: it makes no switch, and still
+        // it is blocked.
+        let asleep = Sample {
+            runnable: false,
+            ..sample_b(0, 0, 0, 8)
+        };
+        let times = split(asleep, sample_b(22, 0, 0, 8));
+        assert_eq!(times.off_cpu, ms(22));
+        assert_eq!(times.stolen, Duration::ZERO);
     }
 
     #[test]

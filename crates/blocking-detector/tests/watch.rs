@@ -153,8 +153,15 @@ fn well_behaved_tasks_produce_no_report() {
             }
         });
         guard.check().unwrap_or_else(|f| panic!("{flavor}: {f}"));
-        assert!(seen.lock().unwrap().is_empty(), "{flavor}");
-        assert_eq!(detector.counters().blocked, 0);
+        // On a loaded machine the OS may keep a worker off its CPU that
+        // long: the handler hears of it, classified, and nothing else.
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter().all(|r| r.class().is_descheduled()),
+            "{flavor}: {seen:?}"
+        );
+        let counters = detector.counters();
+        assert_eq!(counters.blocked + counters.stuck, counters.descheduled);
     }
 }
 
