@@ -118,10 +118,10 @@ impl fmt::Display for StallClass {
 /// - the watchdog thread samples every watched thread at each look (a
 ///   quarter threshold apart);
 /// - a slow poll's figures run from whichever sample is nearest its start —
-///   the thread's own before it (at most a quarter threshold before), or
-///   the watchdog's after it — to its end, read by the thread itself.
+///   the thread's own (within half a threshold of it, either side), or the
+///   watchdog's after it — to its end, read by the thread itself.
 ///
-/// So the start of the figures is off by at most a quarter threshold (more
+/// So the start of the figures is off by at most half a threshold (more
 /// only if the watchdog itself waited for a CPU and the thread had not read
 /// its own counters lately): from a sample before the start, a wait for a
 /// CPU in between is counted (at most that long); from one after it, a wait
@@ -533,10 +533,9 @@ impl fmt::Display for BlockingReport {
                     Ms(t.on_cpu),
                     Ms(t.run_queue),
                 )?;
-                if t.stolen > Duration::ZERO {
+                write!(f, "off CPU {}, ", Ms(t.off_cpu))?;
+                if t.stolen >= Duration::from_millis(1) {
                     write!(f, "taken by the machine {}, ", Ms(t.stolen))?;
-                } else {
-                    write!(f, "off CPU {}, ", Ms(t.off_cpu))?;
                 }
                 write!(f, "of {} measured)", Ms(t.measured))?;
             }

@@ -212,31 +212,19 @@ impl ThreadSamples {
     }
 
     /// Where to start the figures of a stall that began at `start` (a
-    /// reading that may lag by up to `lag`): whichever is nearer to it of
-    /// the first sample taken after it and the thread's own last sample
-    /// before it; the latter only if taken at most `recent` before.
+    /// reading that may lag by up to `lag`): the sample nearest to it among
+    /// the thread's own taken at most `recent` before or after it (the
+    /// thread was running then, so no wait for a CPU was under way) and the
+    /// watchdog's taken after it.
     pub(crate) fn start_of(&self, start: u64, lag: u64, recent: u64) -> Option<Sample> {
         let kept = lock(&self.kept);
-        let after_start = start.saturating_add(lag);
-        let after = kept
+        let distance = |s: &Sample| s.at.abs_diff(start);
+        let own = kept.own.iter().filter(|s| distance(s) <= recent);
+        let looks = kept
             .looks
             .iter()
-            .chain(kept.own.iter())
-            .filter(|s| s.at > after_start)
-            .min_by_key(|s| s.at);
-        let before = kept
-            .own
-            .iter()
-            .rev()
-            .find(|s| s.at <= start)
-            .filter(|s| start.saturating_sub(s.at) <= recent);
-        match (before, after) {
-            (Some(b), Some(a)) if start.saturating_sub(b.at) <= a.at.saturating_sub(start) => {
-                Some(b)
-            }
-            (before, None) => before,
-            (_, after) => after,
-        }
+            .filter(|s| s.at > start.saturating_add(lag));
+        own.chain(looks).min_by_key(distance)
     }
 
     /// Whether the thread is runnable (running, or waiting for a CPU) right
@@ -291,7 +279,7 @@ fn rest(mut times: StallTimes) -> StallTimes {
 }
 
 /// `times` of a stall of `stall`, from a first sample that may precede the
-/// stall by a little (the thread's own, at most a quarter threshold before):
+/// stall by a little (the thread's own, at most half a threshold before):
 /// what is measured is at most the stall.
 pub(crate) fn fit(mut times: StallTimes, stall: Duration) -> StallTimes {
     times.measured = times.measured.min(stall);
@@ -696,12 +684,15 @@ mod tests {
         let mine = ThreadSamples::current().unwrap();
         let own = mine.sample_own().unwrap();
         let look = mine.sample().unwrap();
-        // The thread's own sample before the start, if recent, or the
+        // The thread's own sample near the start (either side), or the
         // watchdog's after it: whichever is nearer.
         assert_eq!(mine.start_of(own.at + 1, 0, u64::MAX), Some(own));
+        assert_eq!(mine.start_of(own.at - 1, 5, u64::MAX), Some(own));
         assert_eq!(mine.start_of(look.at - 1, 0, u64::MAX), Some(look));
         assert_eq!(mine.start_of(look.at - 1, 0, 0), Some(look));
-        // Nothing after, and the own sample too old.
+        // A look within the clock's lag of the start may precede it.
+        assert_eq!(mine.start_of(look.at - 1, 5, 0), None);
+        // Nothing after, and the own sample too far.
         assert_eq!(mine.start_of(look.at + 10, 0, 5), None);
         // However many looks follow, the own sample stays.
         for _ in 0..2 * KEPT {

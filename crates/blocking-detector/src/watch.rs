@@ -320,12 +320,15 @@ impl<F: Future> Future for Watched<F> {
 #[cold]
 #[inline(never)]
 fn sample_this_thread(hot: &Hot, detector: u64) {
+    // Read before the sample is taken, never after: the gate must not think
+    // the sample newer than it is.
+    let now = shared_clock_now(hot);
     if let Some(shared) = hot.detector(detector) {
         shared.installation.sample_current_thread(&shared);
     }
     let _ = THREAD.try_with(|s| {
         s.sampled_by.set(detector);
-        s.own_sample_at.set(shared_clock_now(hot));
+        s.own_sample_at.set(now);
     });
 }
 
@@ -456,7 +459,7 @@ fn figures(shared: &Shared, start: u64) -> Option<StallTimes> {
     let samples = ThreadSamples::current()?;
     // Kept: the start figure of a slow poll that follows at once.
     let end = samples.sample_own()?;
-    let first = samples.start_of(start, shared.clock.lag_ns(), shared.threshold_ns / 4)?;
+    let first = samples.start_of(start, shared.clock.lag_ns(), shared.threshold_ns / 2)?;
     (first.at < end.at).then(|| split(first, end))
 }
 

@@ -413,7 +413,7 @@ fn build(shared: &Shared, thread: &RuntimeThread, episode: &Episode, until: u64)
         let first = samples.start_of(
             episode.since,
             shared.clock.lag_ns(),
-            shared.threshold_ns / 4,
+            shared.threshold_ns / 2,
         )?;
         (first.at < last.at).then(|| fit(split(first, last), duration))
     });
