@@ -1,4 +1,4 @@
-//! [`BlockingDetector`] and its builder: the configuration, the counters, and
+//! [`BlockingDetector`]: the shared state of a detector, its metrics, and
 //! the one path every report takes — counted, collected by the active test
 //! guards, rate-limited, then handed to the handler.
 
@@ -12,26 +12,18 @@ use std::time::Duration;
 
 use async_patterns_core::__private::CachePadded;
 pub(crate) use async_patterns_core::__private::lock;
-use async_patterns_core::ConfigError;
 
+use crate::builder::BlockingDetectorBuilder;
 use crate::clock::Clock;
 use crate::guard::GuardRegistry;
 use crate::report::{BlockingHandler, BlockingReport, ReportKind, default_handler};
 
-/// The threshold when none is set.
-const DEFAULT_THRESHOLD: Duration = Duration::from_millis(100);
-/// The shortest accepted threshold.
-const MIN_THRESHOLD: Duration = Duration::from_millis(1);
-/// The longest accepted threshold.
-const MAX_THRESHOLD: Duration = Duration::from_secs(3600);
-/// The rate limit when none is set: one report per kind and location per second.
-const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How many distinct locations the rate limiter remembers.
 const RATE_LIMIT_ENTRIES: usize = 1024;
 
 /// Finds the poll that blocks a tokio runtime thread, names it, and reports
 /// it — through a [`BlockingHandler`], to the active
-/// [`BlockingGuard`](crate::BlockingGuard)s, and in its [`Counters`].
+/// [`BlockingGuard`](crate::BlockingGuard)s, and in its [`DetectorMetrics`].
 ///
 /// A detector is a cheap handle (`Clone` shares it). It watches in up to
 /// three ways, which combine:
@@ -58,7 +50,7 @@ const RATE_LIMIT_ENTRIES: usize = 1024;
 ///
 /// detector.spawn("well-behaved", async { tokio::task::yield_now().await }).await?;
 /// detector.spawn("sleeper", async { std::thread::sleep(Duration::from_millis(50)) }).await?;
-/// assert_eq!(detector.counters().blocked, 1);
+/// assert_eq!(detector.metrics().blocked, 1);
 /// # Ok(())
 /// # }
 /// ```
@@ -81,45 +73,13 @@ impl Drop for Handle {
     }
 }
 
-/// Configures a [`BlockingDetector`].
-///
-/// # Examples
-///
-/// ```
-/// use async_patterns_blocking_detector::BlockingDetector;
-/// use std::time::Duration;
-///
-/// let detector = BlockingDetector::builder()
-///     .threshold(Duration::from_millis(50))
-///     .report_interval(Duration::from_secs(10))
-///     .build()
-///     .unwrap();
-/// assert_eq!(detector.threshold(), Duration::from_millis(50));
-///
-/// let err = BlockingDetector::builder().threshold(Duration::ZERO).build().unwrap_err();
-/// assert_eq!(err.field(), "threshold");
-/// ```
-#[must_use = "a builder does nothing until `build` or `install` is called"]
-pub struct BlockingDetectorBuilder {
-    pub(crate) threshold: Duration,
-    pub(crate) handler: Option<Arc<dyn BlockingHandler>>,
-    pub(crate) report_interval: Duration,
-    pub(crate) enabled: bool,
-    pub(crate) descheduled: DescheduledPolicy,
-    pub(crate) hooks: crate::runtime::UserHooks,
-    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-    pub(crate) capture_stacks: bool,
-    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-    pub(crate) stack_signal: Option<i32>,
-}
-
 /// What happens to a stall that the wait for a CPU explains — one that,
 /// less the time its thread waited in the kernel's run queue, is under the
 /// threshold ([`StallClass::Descheduled`](crate::StallClass::Descheduled)):
 /// on a busy machine (any CI runner) a well-behaved task is sometimes kept
 /// off a CPU longer than the threshold, and that is not the task's fault.
 ///
-/// Such stalls are always counted (`descheduled` in [`Counters`]); the policy
+/// Such stalls are always counted (`descheduled` in [`DetectorMetrics`]); the policy
 /// says who else hears of them. A stall whose figures are unknown (no
 /// per-thread CPU counters on this platform) is never taken for descheduled.
 ///
@@ -150,19 +110,22 @@ pub enum DescheduledPolicy {
     Ignore,
 }
 
-/// A snapshot of a detector's counters.
+/// A snapshot of what a detector counted: see [`BlockingDetector::metrics`].
+///
+/// Counters count since the detector was made and never go down;
+/// `watched_threads` is a gauge (the value now).
 ///
 /// # Examples
 ///
 /// ```
-/// use async_patterns_blocking_detector::{BlockingDetector, Counters};
+/// use async_patterns_blocking_detector::{BlockingDetector, DetectorMetrics};
 ///
 /// let detector = BlockingDetector::builder().build().unwrap();
-/// assert_eq!(detector.counters(), Counters::default());
+/// assert_eq!(detector.metrics(), DetectorMetrics::default());
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Counters {
+pub struct DetectorMetrics {
     /// [`ReportKind::Blocked`] reports: polls (or watchdog-found stalls) over
     /// the threshold that ended.
     pub blocked: u64,
@@ -210,17 +173,38 @@ impl BlockingDetector {
     /// assert_eq!(detector.threshold(), Duration::from_millis(100));
     /// ```
     pub fn builder() -> BlockingDetectorBuilder {
-        BlockingDetectorBuilder {
-            threshold: DEFAULT_THRESHOLD,
-            handler: None,
-            report_interval: DEFAULT_REPORT_INTERVAL,
-            enabled: true,
-            descheduled: DescheduledPolicy::default(),
-            hooks: crate::runtime::UserHooks::default(),
-            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-            capture_stacks: false,
-            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-            stack_signal: None,
+        BlockingDetectorBuilder::new()
+    }
+
+    /// A detector for [`watch`](Self::watch) and [`spawn`](Self::spawn)
+    /// with every default but the threshold: the shorthand for
+    /// `BlockingDetector::builder().threshold(threshold).build()`.
+    ///
+    /// # Panics
+    ///
+    /// If `threshold` is outside 1 ms ..= 1 hour (the builder returns a
+    /// [`ConfigError`](async_patterns_core::ConfigError) instead).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::BlockingDetector;
+    /// use std::time::Duration;
+    ///
+    /// let detector = BlockingDetector::new(Duration::from_millis(20));
+    /// assert_eq!(detector.threshold(), Duration::from_millis(20));
+    /// ```
+    ///
+    /// ```should_panic
+    /// # use async_patterns_blocking_detector::BlockingDetector;
+    /// # use std::time::Duration;
+    /// BlockingDetector::new(Duration::ZERO); // panics: below 1 ms
+    /// ```
+    #[track_caller]
+    pub fn new(threshold: Duration) -> BlockingDetector {
+        match BlockingDetector::builder().threshold(threshold).build() {
+            Ok(detector) => detector,
+            Err(e) => panic!("{e}"),
         }
     }
 
@@ -242,7 +226,7 @@ impl BlockingDetector {
         self.shared.threshold
     }
 
-    /// The counters so far.
+    /// What the detector counted so far (a snapshot).
     ///
     /// # Examples
     ///
@@ -260,16 +244,16 @@ impl BlockingDetector {
     /// for _ in 0..3 {
     ///     detector.watch(async { std::thread::sleep(Duration::from_millis(30)) }).await;
     /// }
-    /// let counters = detector.counters();
-    /// assert_eq!(counters.blocked, 3);
+    /// let metrics = detector.metrics();
+    /// assert_eq!(metrics.blocked, 3);
     /// // Same location, within a second: the handler saw the first only.
-    /// assert_eq!(counters.suppressed, 2);
-    /// assert!(counters.blocked_time >= Duration::from_millis(60));
+    /// assert_eq!(metrics.suppressed, 2);
+    /// assert!(metrics.blocked_time >= Duration::from_millis(60));
     /// # }
     /// ```
-    pub fn counters(&self) -> Counters {
+    pub fn metrics(&self) -> DetectorMetrics {
         let c = &self.shared.counters;
-        Counters {
+        DetectorMetrics {
             blocked: c.blocked.load(Relaxed),
             stuck: c.stuck.load(Relaxed),
             descheduled: c.descheduled.load(Relaxed),
@@ -299,7 +283,7 @@ impl BlockingDetector {
     /// detector.set_enabled(false);
     /// assert!(!detector.is_enabled());
     /// detector.watch(async { std::thread::sleep(Duration::from_millis(30)) }).await;
-    /// assert_eq!(detector.counters().blocked, 0);
+    /// assert_eq!(detector.metrics().blocked, 0);
     /// # }
     /// ```
     pub fn set_enabled(&self, enabled: bool) {
@@ -334,375 +318,8 @@ impl fmt::Debug for BlockingDetector {
             .field("threshold", &self.shared.threshold)
             .field("enabled", &self.is_enabled())
             .field("installed", &self.shared.is_installed())
-            .field("counters", &self.counters())
+            .field("metrics", &self.metrics())
             .finish()
-    }
-}
-
-impl BlockingDetectorBuilder {
-    /// Report polls and stalls longer than `threshold` (default 100 ms; from
-    /// 1 ms to 1 hour).
-    ///
-    /// Durations are measured with a clock whose resolution is at most a
-    /// tenth of the threshold; the watchdog looks every quarter threshold.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    /// use std::time::Duration;
-    ///
-    /// let err = BlockingDetector::builder()
-    ///     .threshold(Duration::from_micros(10))
-    ///     .build()
-    ///     .unwrap_err();
-    /// assert_eq!(
-    ///     err.to_string(),
-    ///     "invalid `threshold`: got 10µs, expected from 1ms to 3600s"
-    /// );
-    /// ```
-    pub fn threshold(mut self, threshold: Duration) -> Self {
-        self.threshold = threshold;
-        self
-    }
-
-    /// Deliver reports to `handler` instead of the default one.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::{BlockingDetector, BlockingReport};
-    /// use std::sync::mpsc;
-    /// use std::sync::Mutex;
-    ///
-    /// let (tx, rx) = mpsc::channel::<BlockingReport>();
-    /// let tx = Mutex::new(tx);
-    /// let detector = BlockingDetector::builder()
-    ///     .handler(move |r: &BlockingReport| {
-    ///         let _ = tx.lock().unwrap().send(r.clone());
-    ///     })
-    ///     .build()
-    ///     .unwrap();
-    /// # drop((detector, rx));
-    /// ```
-    pub fn handler(mut self, handler: impl BlockingHandler) -> Self {
-        self.handler = Some(Arc::new(handler));
-        self
-    }
-
-    /// Deliver at most one report per kind and location (the watch or spawn
-    /// call site; the worker for stalls outside any tracked poll) per
-    /// `interval` (default 1 s); [`Duration::ZERO`] delivers every report.
-    /// Suppressed reports are still counted and still collected by test
-    /// guards; the next delivered report says how many were suppressed.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let detector = BlockingDetector::builder()
-    ///     .threshold(Duration::from_millis(10))
-    ///     .report_interval(Duration::ZERO)
-    ///     .handler(|_: &_| {})
-    ///     .build()
-    ///     .unwrap();
-    /// for _ in 0..2 {
-    ///     detector.watch(async { std::thread::sleep(Duration::from_millis(20)) }).await;
-    /// }
-    /// assert_eq!(detector.counters().suppressed, 0);
-    /// # }
-    /// ```
-    pub fn report_interval(mut self, interval: Duration) -> Self {
-        self.report_interval = interval;
-        self
-    }
-
-    /// What to do with stalls that the wait for a CPU explains (default
-    /// [`DescheduledPolicy::IgnoreInGuards`]): whether the handler and the
-    /// test guards hear of them. A stall is judged on its duration less the
-    /// time its thread waited for a CPU; see [`DescheduledPolicy`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::{BlockingDetector, DescheduledPolicy};
-    /// use std::time::Duration;
-    ///
-    /// // Fail tests on every stall over 20 ms, busy machine or not.
-    /// let strict = BlockingDetector::builder()
-    ///     .threshold(Duration::from_millis(20))
-    ///     .descheduled(DescheduledPolicy::Report)
-    ///     .build()
-    ///     .unwrap();
-    /// # drop(strict);
-    /// ```
-    pub fn descheduled(mut self, policy: DescheduledPolicy) -> Self {
-        self.descheduled = policy;
-        self
-    }
-
-    /// Also run `hook` when a thread of the runtime starts: tokio's runtime
-    /// builder keeps one hook of each kind, and
-    /// [`install`](Self::install) sets its own, replacing whatever was set
-    /// there before. Give yours here instead and both run (yours after the
-    /// detector's).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    /// use std::sync::Arc;
-    /// use std::sync::atomic::{AtomicUsize, Ordering};
-    ///
-    /// let started = Arc::new(AtomicUsize::new(0));
-    /// let mut builder = tokio::runtime::Builder::new_multi_thread();
-    /// let detector = BlockingDetector::builder()
-    ///     .on_thread_start({
-    ///         let started = started.clone();
-    ///         move || {
-    ///             started.fetch_add(1, Ordering::Relaxed);
-    ///         }
-    ///     })
-    ///     .install(builder.worker_threads(2))?;
-    /// let rt = builder.build()?;
-    /// rt.block_on(async { tokio::task::yield_now().await });
-    /// drop(rt);
-    /// assert!(started.load(Ordering::Relaxed) >= 2);
-    /// # drop(detector);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn on_thread_start(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
-        self.hooks.thread_start = Some(Arc::new(hook));
-        self
-    }
-
-    /// Also run `hook` when a thread of the runtime stops (before the
-    /// detector's own hook); see [`on_thread_start`](Self::on_thread_start).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    /// use std::sync::Arc;
-    /// use std::sync::atomic::{AtomicUsize, Ordering};
-    ///
-    /// let stopped = Arc::new(AtomicUsize::new(0));
-    /// let mut builder = tokio::runtime::Builder::new_multi_thread();
-    /// let detector = BlockingDetector::builder()
-    ///     .on_thread_stop({
-    ///         let stopped = stopped.clone();
-    ///         move || {
-    ///             stopped.fetch_add(1, Ordering::Relaxed);
-    ///         }
-    ///     })
-    ///     .install(builder.worker_threads(2))?;
-    /// drop(builder.build()?);
-    /// assert_eq!(stopped.load(Ordering::Relaxed), 2);
-    /// # drop(detector);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn on_thread_stop(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
-        self.hooks.thread_stop = Some(Arc::new(hook));
-        self
-    }
-
-    /// Also run `hook` when a worker is about to park (before the
-    /// detector's own hook, so time your hook takes counts as the worker's
-    /// busy time); see [`on_thread_start`](Self::on_thread_start).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    /// use std::sync::Arc;
-    /// use std::sync::atomic::{AtomicUsize, Ordering};
-    ///
-    /// let parks = Arc::new(AtomicUsize::new(0));
-    /// let mut builder = tokio::runtime::Builder::new_current_thread();
-    /// let detector = BlockingDetector::builder()
-    ///     .on_thread_park({
-    ///         let parks = parks.clone();
-    ///         move || {
-    ///             parks.fetch_add(1, Ordering::Relaxed);
-    ///         }
-    ///     })
-    ///     .install(builder.enable_time())?;
-    /// let rt = builder.build()?;
-    /// rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(5)).await });
-    /// assert!(parks.load(Ordering::Relaxed) >= 1);
-    /// # drop(detector);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn on_thread_park(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
-        self.hooks.thread_park = Some(Arc::new(hook));
-        self
-    }
-
-    /// Also run `hook` when a worker wakes up (after the detector's own
-    /// hook); see [`on_thread_start`](Self::on_thread_start).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    /// use std::sync::Arc;
-    /// use std::sync::atomic::{AtomicUsize, Ordering};
-    ///
-    /// let wakes = Arc::new(AtomicUsize::new(0));
-    /// let mut builder = tokio::runtime::Builder::new_current_thread();
-    /// let detector = BlockingDetector::builder()
-    ///     .on_thread_unpark({
-    ///         let wakes = wakes.clone();
-    ///         move || {
-    ///             wakes.fetch_add(1, Ordering::Relaxed);
-    ///         }
-    ///     })
-    ///     .install(builder.enable_time())?;
-    /// let rt = builder.build()?;
-    /// rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(5)).await });
-    /// assert!(wakes.load(Ordering::Relaxed) >= 1);
-    /// # drop(detector);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn on_thread_unpark(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
-        self.hooks.thread_unpark = Some(Arc::new(hook));
-        self
-    }
-
-    /// Also run `hook` before each task poll (precise mode, built with
-    /// `--cfg tokio_unstable`, after the detector's own hook); see
-    /// [`on_thread_start`](Self::on_thread_start).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(tokio_unstable)] {
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    ///
-    /// let mut builder = tokio::runtime::Builder::new_current_thread();
-    /// let detector = BlockingDetector::builder()
-    ///     .on_before_task_poll(|meta| eprintln!("polling task {}", meta.id()))
-    ///     .install(&mut builder)
-    ///     .unwrap();
-    /// # drop(detector);
-    /// # }
-    /// ```
-    #[cfg(tokio_unstable)]
-    #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
-    pub fn on_before_task_poll(
-        mut self,
-        hook: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static,
-    ) -> Self {
-        self.hooks.before_task_poll = Some(Arc::new(hook));
-        self
-    }
-
-    /// Also run `hook` after each task poll (precise mode, before the
-    /// detector's own hook); see [`on_thread_start`](Self::on_thread_start).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(tokio_unstable)] {
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    ///
-    /// let mut builder = tokio::runtime::Builder::new_current_thread();
-    /// let detector = BlockingDetector::builder()
-    ///     .on_after_task_poll(|meta| eprintln!("polled task {}", meta.id()))
-    ///     .install(&mut builder)
-    ///     .unwrap();
-    /// # drop(detector);
-    /// # }
-    /// ```
-    #[cfg(tokio_unstable)]
-    #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
-    pub fn on_after_task_poll(
-        mut self,
-        hook: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static,
-    ) -> Self {
-        self.hooks.after_task_poll = Some(Arc::new(hook));
-        self
-    }
-
-    /// Start enabled (the default) or disabled; see
-    /// [`BlockingDetector::set_enabled`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    ///
-    /// let detector = BlockingDetector::builder().enabled(false).build().unwrap();
-    /// detector.set_enabled(true);
-    /// assert!(detector.is_enabled());
-    /// ```
-    pub fn enabled(mut self, enabled: bool) -> Self {
-        self.enabled = enabled;
-        self
-    }
-
-    /// A detector for [`watch`](BlockingDetector::watch) and
-    /// [`spawn`](BlockingDetector::spawn) only, with no watchdog.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming `threshold` if it is outside 1 ms ..= 1 hour.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::BlockingDetector;
-    /// use std::time::Duration;
-    ///
-    /// assert!(BlockingDetector::builder().build().is_ok());
-    /// let err = BlockingDetector::builder()
-    ///     .threshold(Duration::from_secs(7200))
-    ///     .build()
-    ///     .unwrap_err();
-    /// assert_eq!(err.field(), "threshold");
-    /// ```
-    pub fn build(self) -> Result<BlockingDetector, ConfigError> {
-        self.validate()?;
-        let installation = crate::runtime::Installation::new(
-            false,
-            &self,
-            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-            None,
-        );
-        let shared = Shared::new(&self, installation.clone());
-        // Started here, not from a runtime thread: a thread inherits the
-        // CPU affinity and priority of the one that starts it. If the OS
-        // refuses a thread, reports come without CPU figures.
-        let _ = installation.start_watchdog(&shared);
-        Ok(BlockingDetector::from_shared(shared))
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.threshold < MIN_THRESHOLD || self.threshold > MAX_THRESHOLD {
-            return Err(ConfigError::new(
-                "threshold",
-                format_args!("{:?}", self.threshold),
-                format!("from {MIN_THRESHOLD:?} to {MAX_THRESHOLD:?}"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for BlockingDetectorBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlockingDetectorBuilder")
-            .field("threshold", &self.threshold)
-            .field("custom_handler", &self.handler.is_some())
-            .field("report_interval", &self.report_interval)
-            .field("enabled", &self.enabled)
-            .field("descheduled", &self.descheduled)
-            .field("hooks", &self.hooks)
-            .finish_non_exhaustive()
     }
 }
 

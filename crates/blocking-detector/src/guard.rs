@@ -90,6 +90,22 @@ impl BlockingDetector {
 
 /// Fails the test if the detector reports a block while it is alive; see
 /// [`BlockingDetector::fail_on_blocking`].
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, BlockingGuard};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let detector = BlockingDetector::new(Duration::from_millis(20));
+/// let guard: BlockingGuard = detector.fail_on_blocking();
+/// detector.spawn("polite", async { tokio::task::yield_now().await }).await.unwrap();
+/// // Nothing blocked: dropping the guard (or `check`) passes.
+/// assert!(guard.check().is_ok());
+/// # }
+/// ```
 #[must_use = "the guard checks for blocking when it is dropped; bind it with `let _guard = ...`"]
 pub struct BlockingGuard {
     shared: Arc<Shared>,
@@ -235,11 +251,50 @@ pub struct BlockingFailure {
 
 impl BlockingFailure {
     /// The reports, in the order they were made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::BlockingDetector;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler(|_: &_| {})
+    /// #     .build()
+    /// #     .unwrap();
+    /// let guard = detector.fail_on_blocking();
+    /// detector.watch(async { std::thread::sleep(Duration::from_millis(40)) }).await;
+    /// let failure = guard.check().unwrap_err();
+    /// assert_eq!(failure.reports().len(), 1);
+    /// # }
+    /// ```
     pub fn reports(&self) -> &[BlockingReport] {
         &self.reports
     }
 
     /// Reports beyond the guard's capacity (256), counted but not kept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::BlockingDetector;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler(|_: &_| {})
+    /// #     .build()
+    /// #     .unwrap();
+    /// let guard = detector.fail_on_blocking();
+    /// detector.watch(async { std::thread::sleep(Duration::from_millis(40)) }).await;
+    /// let failure = guard.check().unwrap_err();
+    /// // Up to 256 reports are kept; the rest are counted here.
+    /// assert_eq!(failure.omitted(), 0);
+    /// # }
+    /// ```
     pub fn omitted(&self) -> usize {
         self.omitted
     }

@@ -24,7 +24,7 @@
 //! stuck thread's stack (see [`BlockingDetectorBuilder::capture_stacks`]).
 //! Reports go to a [`BlockingHandler`] (any `Fn(&BlockingReport)`; with the
 //! `tracing` feature, `tracing` events by default), rate-limited per
-//! location, and are counted in [`Counters`]. In tests,
+//! location, and are counted in [`DetectorMetrics`]. In tests,
 //! [`BlockingDetector::fail_on_blocking`] returns a guard that fails the test
 //! listing every offending poll.
 //!
@@ -97,6 +97,8 @@ mod loom;
 mod loom_tests;
 
 #[cfg(not(async_patterns_loom))]
+mod builder;
+#[cfg(not(async_patterns_loom))]
 mod clock;
 #[cfg(not(async_patterns_loom))]
 mod detector;
@@ -122,7 +124,9 @@ mod watch;
 mod watchdog;
 
 #[cfg(not(async_patterns_loom))]
-pub use detector::{BlockingDetector, BlockingDetectorBuilder, Counters, DescheduledPolicy};
+pub use builder::BlockingDetectorBuilder;
+#[cfg(not(async_patterns_loom))]
+pub use detector::{BlockingDetector, DescheduledPolicy, DetectorMetrics};
 #[cfg(not(async_patterns_loom))]
 pub use guard::{BlockingFailure, BlockingGuard};
 #[cfg(all(not(async_patterns_loom), feature = "tracing"))]

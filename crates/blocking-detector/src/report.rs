@@ -177,7 +177,31 @@ impl StallTimes {
     ///
     /// # Examples
     ///
-    /// See [`StallTimes`].
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.measured() <= report.duration());
+    /// }
+    /// # }
+    /// ```
     pub fn measured(&self) -> Duration {
         self.measured
     }
@@ -186,7 +210,31 @@ impl StallTimes {
     ///
     /// # Examples
     ///
-    /// See [`StallTimes`].
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.on_cpu() < Duration::from_millis(20));
+    /// }
+    /// # }
+    /// ```
     pub fn on_cpu(&self) -> Duration {
         self.on_cpu
     }
@@ -195,7 +243,31 @@ impl StallTimes {
     ///
     /// # Examples
     ///
-    /// See [`StallTimes`].
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.run_queue() <= times.measured());
+    /// }
+    /// # }
+    /// ```
     pub fn run_queue(&self) -> Duration {
         self.run_queue
     }
@@ -206,7 +278,31 @@ impl StallTimes {
     ///
     /// # Examples
     ///
-    /// See [`StallTimes`].
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.off_cpu() + times.stolen() > times.on_cpu());
+    /// }
+    /// # }
+    /// ```
     pub fn off_cpu(&self) -> Duration {
         self.off_cpu
     }
@@ -220,7 +316,31 @@ impl StallTimes {
     ///
     /// # Examples
     ///
-    /// See [`StallTimes`].
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.stolen() <= times.measured());
+    /// }
+    /// # }
+    /// ```
     pub fn stolen(&self) -> Duration {
         self.stolen
     }
@@ -376,6 +496,32 @@ pub struct BlockingReport {
 
 impl BlockingReport {
     /// Whether the block is still in progress ([`ReportKind::Stuck`]) or over.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.kind(), ReportKind::Blocked);
+    /// # }
+    /// ```
     pub fn kind(&self) -> ReportKind {
         self.kind
     }
@@ -385,17 +531,95 @@ impl BlockingReport {
     ///
     /// Measured with the detector's clock, whose resolution is at most a
     /// tenth of the threshold.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert!(report.duration() >= Duration::from_millis(45));
+    /// # }
+    /// ```
     pub fn duration(&self) -> Duration {
         self.duration
     }
 
     /// When the block started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert!(report.started_at().elapsed() >= report.duration());
+    /// # }
+    /// ```
     pub fn started_at(&self) -> Instant {
         self.started_at
     }
 
     /// The name given to [`spawn`](crate::BlockingDetector::spawn) or
     /// [`watch_named`](crate::BlockingDetector::watch_named).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.name(), Some("resize"));
+    /// # }
+    /// ```
     pub fn name(&self) -> Option<&'static str> {
         self.name
     }
@@ -403,28 +627,159 @@ impl BlockingReport {
     /// Where the blocking future was watched or spawned (the caller of
     /// `watch`/`spawn`, or of `tokio::spawn` in precise mode). `None` when
     /// the watchdog found a stall outside any tracked poll.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.location().unwrap().file(), file!());
+    /// # }
+    /// ```
     pub fn location(&self) -> Option<&'static Location<'static>> {
         self.location
     }
 
     /// The tokio task that blocked, when the poll ran inside a task and the
     /// detector could learn its id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert!(report.task_id().is_some());
+    /// # }
+    /// ```
     pub fn task_id(&self) -> Option<TaskId> {
         self.task_id
     }
 
     /// The blocked thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// // A current-thread runtime polls on the calling thread.
+    /// assert_eq!(report.thread_id(), std::thread::current().id());
+    /// # }
+    /// ```
     pub fn thread_id(&self) -> ThreadId {
         self.thread.id
     }
 
     /// The blocked thread's name, if it has one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.thread_name(), std::thread::current().name());
+    /// # }
+    /// ```
     pub fn thread_name(&self) -> Option<&str> {
         self.thread.name.as_deref()
     }
 
     /// The runtime worker the thread was running (its
     /// [`tokio::runtime::worker_index`]), when known.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.worker(), Some(0));
+    /// # }
+    /// ```
     pub fn worker(&self) -> Option<usize> {
         self.worker
     }
@@ -433,18 +788,99 @@ impl BlockingReport {
     /// suppressed by rate limiting since the previous one was delivered.
     /// Always 0 in the reports a [`BlockingGuard`](crate::BlockingGuard)
     /// collects.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.suppressed(), 0);
+    /// # }
+    /// ```
     pub fn suppressed(&self) -> u64 {
         self.suppressed
     }
 
     /// What kept the thread: the task on a CPU, the task off one, or a busy
     /// machine; [`StallClass::Unknown`] where the figures cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// // Asleep: not CPU-bound (unknown where the figures cannot be read).
+    /// assert_ne!(report.class(), StallClass::CpuBound);
+    /// # }
+    /// ```
     pub fn class(&self) -> StallClass {
         self.class
     }
 
     /// Where the thread's time went during the stall (Linux), or `None`
     /// where that cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.off_cpu() > times.on_cpu());
+    /// }
+    /// # }
+    /// ```
     pub fn times(&self) -> Option<StallTimes> {
         self.times
     }
@@ -454,6 +890,33 @@ impl BlockingReport {
     /// only; `None` elsewhere, or if the thread did not answer the signal).
     /// Which frames it holds depends on frame pointers: see
     /// [`capture_stacks`](crate::BlockingDetectorBuilder::capture_stacks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// // Only `Stuck` reports of an installed detector carry a stack.
+    /// assert!(report.stack().is_none());
+    /// # }
+    /// ```
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     #[cfg_attr(docsrs, doc(cfg(all(feature = "stack-capture", target_os = "linux"))))]
     pub fn stack(&self) -> Option<&crate::StackTrace> {
@@ -611,6 +1074,27 @@ impl fmt::Debug for BlockingReport {
 /// ```
 pub trait BlockingHandler: Send + Sync + 'static {
     /// Called once per delivered report.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::{BlockingHandler, BlockingReport, StderrHandler};
+    /// # use async_patterns_blocking_detector::BlockingDetector;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler(|_: &BlockingReport| {})
+    /// #     .build()
+    /// #     .unwrap();
+    /// let guard = detector.fail_on_blocking();
+    /// detector.watch(async { std::thread::sleep(Duration::from_millis(40)) }).await;
+    /// let failure = guard.check().unwrap_err();
+    /// // Hand a report to another handler yourself, e.g. to log what a guard saw.
+    /// StderrHandler.on_report(&failure.reports()[0]);
+    /// # }
+    /// ```
     fn on_report(&self, report: &BlockingReport);
 }
 

@@ -21,7 +21,8 @@ use async_patterns_core::ConfigError;
 use tokio::runtime::Handle;
 
 use crate::activity::Activity;
-use crate::detector::{BlockingDetector, BlockingDetectorBuilder, Shared, lock};
+use crate::builder::BlockingDetectorBuilder;
+use crate::detector::{BlockingDetector, Shared, lock};
 use crate::report::ThreadInfo;
 use crate::sched::ThreadSamples;
 
@@ -86,211 +87,99 @@ impl From<ConfigError> for InstallError {
     }
 }
 
-impl BlockingDetectorBuilder {
-    /// Installs the detector into a runtime `builder` and starts its watchdog
-    /// thread.
-    ///
-    /// The runtime built from `builder` is then watched for workers that stay
-    /// busy longer than the threshold without parking or making progress:
-    /// each is reported *while it is still blocked* ([`ReportKind::Stuck`])
-    /// and again when it ends, with the total ([`ReportKind::Blocked`]).
-    /// Current-thread and multi-thread runtimes both work. With
-    /// `--cfg tokio_unstable`, every task poll of the runtime is timed as if
-    /// it were [watched](BlockingDetector::watch) (precise mode): reports name
-    /// the task id and where it was spawned.
-    ///
-    /// # Your own runtime hooks
-    ///
-    /// tokio's runtime builder keeps one hook of each kind. The detector sets
-    /// the builder's `on_thread_start`, `on_thread_stop`, `on_thread_park`
-    /// and `on_thread_unpark` (and, in precise mode, `on_before_task_poll` /
-    /// `on_after_task_poll`), so any of those set on the runtime builder
-    /// before is replaced. To keep yours, give them to the detector's builder
-    /// instead — [`on_thread_start`](Self::on_thread_start),
-    /// [`on_thread_stop`](Self::on_thread_stop),
-    /// [`on_thread_park`](Self::on_thread_park),
-    /// [`on_thread_unpark`](Self::on_thread_unpark) (and, in precise mode,
-    /// `on_before_task_poll`, `on_after_task_poll`) — and the installed hooks
-    /// call them; setting one on the runtime builder after `install`
-    /// replaces the detector's.
-    ///
-    /// The watchdog thread sleeps a quarter threshold between looks and exits
-    /// once the runtime and the builder are dropped. While the runtime runs,
-    /// the detector keeps one idle task on it (to learn when it shuts down),
-    /// so `num_alive_tasks` counts one more task.
-    ///
-    /// Build one runtime from the builder at a time; a detector watches one
-    /// runtime.
-    ///
-    /// [`ReportKind::Stuck`]: crate::ReportKind::Stuck
-    /// [`ReportKind::Blocked`]: crate::ReportKind::Blocked
-    ///
-    /// # Limits
-    ///
-    /// Without tokio's per-poll hooks, the watchdog sees a worker thread, not
-    /// a poll: it knows when the thread parked, when a watched poll started
-    /// and ended, and (on targets with 64-bit atomics) when tokio last
-    /// updated the worker's busy-time metric, which it does at least every
-    /// 61 polls. A worker is reported when none of these moved for the
-    /// threshold. So: a burst of fewer than 61 polls that together exceed
-    /// the threshold is reported too; outside tracked polls a stall is seen
-    /// once it has lasted the threshold plus up to half of it (the metric is
-    /// read at each look), so a shorter one may go unreported; and a worker
-    /// is watched from its first park (or task poll in precise mode).
-    ///
-    /// On a current-thread runtime, a stall outside tracked polls is
-    /// reported only while the runtime has tasks waiting (besides the
-    /// detector's idle one), not regardless: the runtime's thread is the
-    /// caller's, which leaves the runtime whenever `block_on` returns, and
-    /// tokio has no hook for that. Outside tracked polls, a thread that
-    /// returned from `block_on` and went on with other work looks exactly
-    /// like one stuck in a poll — it does not park — so reporting it
-    /// regardless would report every program that does anything between two
-    /// `block_on` calls. A stall with tasks waiting starves them, and that
-    /// is reported. To have a blocking `block_on` future itself reported,
-    /// watch it — `rt.block_on(detector.watch(main()))` — or build with
-    /// `--cfg tokio_unstable` (precise mode tracks every task poll).
-    ///
-    /// # Errors
-    ///
-    /// [`InstallError::Config`] for an invalid setting, [`InstallError::Watchdog`]
-    /// if the thread cannot be spawned, [`InstallError::StackCapture`] if
-    /// stack capture was asked for and its signal handler cannot be set.
-    ///
-    /// # Examples
-    ///
-    /// A worker blocked for 500 ms is reported while it is still blocked:
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
-    /// use std::sync::mpsc;
-    /// use std::sync::Mutex;
-    /// use std::time::Duration;
-    ///
-    /// let (tx, rx) = mpsc::channel::<BlockingReport>();
-    /// let tx = Mutex::new(tx);
-    /// let mut builder = tokio::runtime::Builder::new_multi_thread();
-    /// let detector = BlockingDetector::builder()
-    ///     .threshold(Duration::from_millis(100))
-    ///     .handler(move |r: &BlockingReport| {
-    ///         let _ = tx.lock().unwrap().send(r.clone());
-    ///     })
-    ///     .install(builder.worker_threads(2).enable_all())?;
-    /// let rt = builder.build()?;
-    ///
-    /// let (done_tx, done_rx) = mpsc::channel();
-    /// rt.block_on(async {
-    ///     // Wait until both workers have parked once and are watched.
-    ///     while detector.counters().watched_threads < 2 {
-    ///         tokio::time::sleep(Duration::from_millis(5)).await;
-    ///     }
-    ///     tokio::spawn(async move {
-    ///         std::thread::sleep(Duration::from_millis(500));
-    ///         done_tx.send(()).unwrap();
-    ///     });
-    /// });
-    /// let first = rx.recv_timeout(Duration::from_secs(10))?;
-    /// assert_eq!(first.kind(), ReportKind::Stuck);
-    /// // Reported while the task was still sleeping.
-    /// assert!(done_rx.try_recv().is_err());
-    ///
-    /// let second = rx.recv_timeout(Duration::from_secs(10))?;
-    /// assert_eq!(second.kind(), ReportKind::Blocked);
-    /// assert!(second.duration() >= Duration::from_millis(400));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn install(
-        self,
-        builder: &mut tokio::runtime::Builder,
-    ) -> Result<BlockingDetector, InstallError> {
-        self.validate()?;
+/// Installs a detector configured by `config` into a runtime `builder`:
+/// see [`BlockingDetectorBuilder::install`].
+pub(crate) fn install(
+    config: &BlockingDetectorBuilder,
+    builder: &mut tokio::runtime::Builder,
+) -> Result<BlockingDetector, InstallError> {
+    config.validate()?;
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    let stack_signal = if config.capture_stacks {
+        Some(
+            crate::stack::install_handler(config.stack_signal)
+                .map_err(InstallError::StackCapture)?,
+        )
+    } else {
+        None
+    };
+    let installation = Installation::new(
+        true,
+        config,
         #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-        let stack_signal = if self.capture_stacks {
-            Some(
-                crate::stack::install_handler(self.stack_signal)
-                    .map_err(InstallError::StackCapture)?,
-            )
-        } else {
-            None
-        };
-        let installation = Installation::new(
-            true,
-            &self,
-            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-            stack_signal,
-        );
-        let shared = Shared::new(&self, installation.clone());
-        installation
-            .start_watchdog(&shared)
-            .map_err(InstallError::Watchdog)?;
+        stack_signal,
+    );
+    let shared = Shared::new(config, installation.clone());
+    installation
+        .start_watchdog(&shared)
+        .map_err(InstallError::Watchdog)?;
 
-        let hooks = Arc::new(HookGuard {
-            shared: shared.clone(),
-            user: self.hooks.clone(),
+    let hooks = Arc::new(HookGuard {
+        shared: shared.clone(),
+        user: config.hooks.clone(),
+    });
+    // Ours first where the time of the event matters (a thread starts,
+    // wakes up), theirs first where their hook is part of the worker's
+    // busy time (before it parks, before it stops).
+    builder
+        .on_thread_start({
+            let hooks = hooks.clone();
+            move || {
+                hooks.thread_start();
+                if let Some(f) = &hooks.user.thread_start {
+                    f();
+                }
+            }
+        })
+        .on_thread_stop({
+            let hooks = hooks.clone();
+            move || {
+                if let Some(f) = &hooks.user.thread_stop {
+                    f();
+                }
+                hooks.thread_stop();
+            }
+        })
+        .on_thread_park({
+            let hooks = hooks.clone();
+            move || {
+                if let Some(f) = &hooks.user.thread_park {
+                    f();
+                }
+                hooks.park();
+            }
+        })
+        .on_thread_unpark({
+            let hooks = hooks.clone();
+            move || {
+                hooks.unpark();
+                if let Some(f) = &hooks.user.thread_unpark {
+                    f();
+                }
+            }
         });
-        // Ours first where the time of the event matters (a thread starts,
-        // wakes up), theirs first where their hook is part of the worker's
-        // busy time (before it parks, before it stops).
-        builder
-            .on_thread_start({
-                let hooks = hooks.clone();
-                move || {
-                    hooks.thread_start();
-                    if let Some(f) = &hooks.user.thread_start {
-                        f();
-                    }
+    #[cfg(tokio_unstable)]
+    builder
+        .on_before_task_poll({
+            let hooks = hooks.clone();
+            move |meta| {
+                crate::precise::before_poll(&hooks.shared, meta);
+                if let Some(f) = &hooks.user.before_task_poll {
+                    f(meta);
                 }
-            })
-            .on_thread_stop({
-                let hooks = hooks.clone();
-                move || {
-                    if let Some(f) = &hooks.user.thread_stop {
-                        f();
-                    }
-                    hooks.thread_stop();
+            }
+        })
+        .on_after_task_poll({
+            let hooks = hooks.clone();
+            move |meta| {
+                if let Some(f) = &hooks.user.after_task_poll {
+                    f(meta);
                 }
-            })
-            .on_thread_park({
-                let hooks = hooks.clone();
-                move || {
-                    if let Some(f) = &hooks.user.thread_park {
-                        f();
-                    }
-                    hooks.park();
-                }
-            })
-            .on_thread_unpark({
-                let hooks = hooks.clone();
-                move || {
-                    hooks.unpark();
-                    if let Some(f) = &hooks.user.thread_unpark {
-                        f();
-                    }
-                }
-            });
-        #[cfg(tokio_unstable)]
-        builder
-            .on_before_task_poll({
-                let hooks = hooks.clone();
-                move |meta| {
-                    crate::precise::before_poll(&hooks.shared, meta);
-                    if let Some(f) = &hooks.user.before_task_poll {
-                        f(meta);
-                    }
-                }
-            })
-            .on_after_task_poll({
-                let hooks = hooks.clone();
-                move |meta| {
-                    if let Some(f) = &hooks.user.after_task_poll {
-                        f(meta);
-                    }
-                    crate::precise::after_poll(&hooks.shared, meta);
-                }
-            });
-        drop(hooks);
-        Ok(BlockingDetector::from_shared(shared))
-    }
+                crate::precise::after_poll(&hooks.shared, meta);
+            }
+        });
+    drop(hooks);
+    Ok(BlockingDetector::from_shared(shared))
 }
 
 /// A hook with no arguments, as tokio's runtime builder takes them.

@@ -14,7 +14,7 @@
 //! accesses and lock-free atomics), so a thread interrupted inside `malloc`,
 //! the dynamic loader or an unwinder cannot deadlock or corrupt anything.
 //! The price is that only frames that keep a frame record are seen; see
-//! [`BlockingDetectorBuilder::capture_stacks`] for exactly what is captured.
+//! [`BlockingDetectorBuilder::capture_stacks`](crate::BlockingDetectorBuilder::capture_stacks) for exactly what is captured.
 
 use std::ffi::c_void;
 use std::fmt;
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::detector::{BlockingDetectorBuilder, lock};
+use crate::detector::lock;
 
 /// The most addresses one capture records.
 const MAX_FRAMES: usize = 128;
@@ -109,141 +109,43 @@ impl StackBounds {
     }
 }
 
-impl BlockingDetectorBuilder {
-    /// Capture the stack of a stuck worker with each
-    /// [`ReportKind::Stuck`](crate::ReportKind::Stuck) report (default off;
-    /// only for [`install`](Self::install)ed detectors).
-    ///
-    /// The watchdog signals the stuck thread with a real-time signal
-    /// (`SIGRTMIN + 4` unless [`stack_capture_signal`](Self::stack_capture_signal)
-    /// says otherwise). The signal handler calls no function — no unwinder,
-    /// no allocator, no lock — so it is safe wherever the thread was
-    /// interrupted (inside `malloc`, the dynamic loader, another unwinder):
-    /// it copies addresses into a preallocated buffer, and the addresses are
-    /// resolved to symbols, files and lines later, on the thread that looks
-    /// at [`StackTrace::frames`]. The handler is installed once per process
-    /// and never removed; it ignores signals it did not ask for. The signal
-    /// interrupts the stuck thread's system call, which is restarted
-    /// (`SA_RESTART`), and std's blocking calls retry on `EINTR`.
-    ///
-    /// # What is captured
-    ///
-    /// On x86_64 and aarch64 Linux, up to 128 addresses:
-    ///
-    /// 1. the instruction the thread was interrupted at — always, exact;
-    /// 2. then the return address of each frame record on the chain that
-    ///    starts at the frame-pointer register (`rbp`, `x29`), as long as
-    ///    each record lies between the interrupted stack pointer and the top
-    ///    of the thread's stack (recorded when the thread was first watched),
-    ///    is aligned, and lies above the one before.
-    ///
-    /// A function appears (after the first line) exactly when the function
-    /// it called keeps a frame record. Rust's standard library is built with
-    /// frame pointers, as are most C libraries' callers compiled with
-    /// `-fno-omit-frame-pointer`; your code and its dependencies are not,
-    /// by default. So:
-    ///
-    /// - **built with `RUSTFLAGS="-C force-frame-pointers=yes"`** (we
-    ///   recommend it wherever you capture stacks; its cost is a register and
-    ///   two instructions per call), the stack is complete except for the
-    ///   caller of the interrupted function when that function keeps no
-    ///   frame record itself — typically a libc system-call wrapper, so the
-    ///   std function that called it (`std::thread::sleep` above
-    ///   `clock_nanosleep`) is missing and its caller is shown;
-    /// - **without it**, you get the interrupted instruction, the functions
-    ///   that called into std (each std function's record holds its
-    ///   caller's return address), and std's own frames (thread start,
-    ///   `main`): the frames of your code between them are missing. Where
-    ///   the frame-pointer register holds something else (code built without
-    ///   frame pointers may use it as a general register), the chain may
-    ///   stop early or — if that value happens to point into the stack —
-    ///   show a few addresses that are not return addresses: they resolve to
-    ///   unrelated symbols or none.
-    ///
-    /// On other architectures no stack is captured: the reports'
-    /// [`stack`](crate::BlockingReport::stack) is `None`. A thread running
-    /// on an alternate signal stack when signalled (inside another signal
-    /// handler set up with `SA_ONSTACK`) yields the interrupted instruction
-    /// only. A capture the thread does not answer within 250 ms (it blocks
-    /// the signal) yields no stack.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
-    /// use std::sync::{mpsc, Mutex};
-    /// use std::time::Duration;
-    ///
-    /// #[inline(never)]
-    /// fn load_config_synchronously() {
-    ///     std::thread::sleep(Duration::from_millis(600));
-    /// }
-    ///
-    /// let (tx, rx) = mpsc::channel::<BlockingReport>();
-    /// let tx = Mutex::new(tx);
-    /// let mut builder = tokio::runtime::Builder::new_current_thread();
-    /// let detector = BlockingDetector::builder()
-    ///     .threshold(Duration::from_millis(100))
-    ///     .capture_stacks(true)
-    ///     .handler(move |r: &BlockingReport| {
-    ///         let _ = tx.lock().unwrap().send(r.clone());
-    ///     })
-    ///     .install(builder.enable_time())?;
-    /// let rt = builder.build()?;
-    /// rt.block_on(async {
-    ///     tokio::time::sleep(Duration::from_millis(10)).await; // park once: watched
-    ///     tokio::spawn(async { load_config_synchronously() }).await.unwrap();
-    /// });
-    /// let stuck = rx.recv_timeout(Duration::from_secs(10))?;
-    /// assert_eq!(stuck.kind(), ReportKind::Stuck);
-    /// let stack = stuck.stack().expect("a stack");
-    /// assert!(stack.frames().iter().any(|f| {
-    ///     f.symbol().is_some_and(|s| s.contains("load_config_synchronously"))
-    /// }));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[cfg_attr(docsrs, doc(cfg(all(feature = "stack-capture", target_os = "linux"))))]
-    pub fn capture_stacks(mut self, capture: bool) -> Self {
-        self.capture_stacks = capture;
-        self
-    }
-
-    /// The real-time signal stack capture uses (from `SIGRTMIN` to
-    /// `SIGRTMAX`); [`install`](Self::install) fails if it already has a
-    /// handler, or if another detector captures with a different signal.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::{BlockingDetector, InstallError};
-    ///
-    /// let mut builder = tokio::runtime::Builder::new_current_thread();
-    /// let err = BlockingDetector::builder()
-    ///     .capture_stacks(true)
-    ///     .stack_capture_signal(2) // SIGINT: not a real-time signal
-    ///     .install(&mut builder)
-    ///     .unwrap_err();
-    /// assert!(matches!(err, InstallError::StackCapture(_)));
-    /// ```
-    #[cfg_attr(docsrs, doc(cfg(all(feature = "stack-capture", target_os = "linux"))))]
-    pub fn stack_capture_signal(mut self, signal: i32) -> Self {
-        self.stack_signal = Some(signal);
-        self
-    }
-}
-
 /// A stack captured from a stuck thread, innermost frame first; `Display`
 /// writes one frame per line.
 ///
 /// The capture keeps addresses — the interrupted instruction, then return
 /// addresses from the chain of frame records (see
-/// [`BlockingDetectorBuilder::capture_stacks`] for exactly which frames that
+/// [`BlockingDetectorBuilder::capture_stacks`](crate::BlockingDetectorBuilder::capture_stacks) for exactly which frames that
 /// includes); they are resolved to symbols, files and lines the first time
 /// the frames are looked at.
 ///
 /// # Examples
 ///
-/// See [`BlockingDetectorBuilder::capture_stacks`].
+/// ```
+/// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport};
+/// # use std::sync::{mpsc, Mutex};
+/// # use std::time::Duration;
+/// # let (tx, rx) = mpsc::channel::<BlockingReport>();
+/// # let tx = Mutex::new(tx);
+/// # let mut builder = tokio::runtime::Builder::new_current_thread();
+/// # let detector = BlockingDetector::builder()
+/// #     .threshold(Duration::from_millis(100))
+/// #     .capture_stacks(true)
+/// #     .handler(move |r: &BlockingReport| {
+/// #         let _ = tx.lock().unwrap().send(r.clone());
+/// #     })
+/// #     .install(builder.enable_time())?;
+/// # let rt = builder.build()?;
+/// # rt.block_on(async {
+/// #     tokio::time::sleep(Duration::from_millis(10)).await;
+/// #     tokio::spawn(async { std::thread::sleep(Duration::from_millis(300)) }).await.unwrap();
+/// # });
+/// # let stuck = rx.recv_timeout(Duration::from_secs(10))?;
+/// let stack = stuck.stack().expect("a stack");
+/// // One line per frame: "  0: clock_nanosleep ...", "  1: ...".
+/// let text = stack.to_string();
+/// assert_eq!(text.lines().count(), stack.frames().len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "stack-capture", target_os = "linux"))))]
 pub struct StackTrace {
@@ -256,12 +158,80 @@ impl StackTrace {
     /// the binaries' debug information: call it off the hot path). An
     /// inlined function gets a frame of its own, with the address of the
     /// frame it was inlined into.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
+    /// # use std::sync::{mpsc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[inline(never)]
+    /// # fn load_config_synchronously() {
+    /// #     std::thread::sleep(Duration::from_millis(300));
+    /// # }
+    /// # let (tx, rx) = mpsc::channel::<BlockingReport>();
+    /// # let tx = Mutex::new(tx);
+    /// # let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(100))
+    /// #     .capture_stacks(true)
+    /// #     .handler(move |r: &BlockingReport| {
+    /// #         let _ = tx.lock().unwrap().send(r.clone());
+    /// #     })
+    /// #     .install(builder.enable_time())?;
+    /// # let rt = builder.build()?;
+    /// # rt.block_on(async {
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// #     tokio::spawn(async { load_config_synchronously() }).await.unwrap();
+    /// # });
+    /// # let stuck = rx.recv_timeout(Duration::from_secs(10))?;
+    /// // A `Stuck` report of a thread stuck in `load_config_synchronously`:
+    /// let stack = stuck.stack().expect("a stack");
+    /// assert!(stack.frames().iter().any(|f| {
+    ///     f.symbol().is_some_and(|s| s.contains("load_config_synchronously"))
+    /// }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn frames(&self) -> &[StackFrame] {
         self.frames.get_or_init(|| symbolise(&self.addresses))
     }
 
     /// The raw addresses, innermost first: the interrupted instruction, then
     /// return addresses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
+    /// # use std::sync::{mpsc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[inline(never)]
+    /// # fn load_config_synchronously() {
+    /// #     std::thread::sleep(Duration::from_millis(300));
+    /// # }
+    /// # let (tx, rx) = mpsc::channel::<BlockingReport>();
+    /// # let tx = Mutex::new(tx);
+    /// # let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(100))
+    /// #     .capture_stacks(true)
+    /// #     .handler(move |r: &BlockingReport| {
+    /// #         let _ = tx.lock().unwrap().send(r.clone());
+    /// #     })
+    /// #     .install(builder.enable_time())?;
+    /// # let rt = builder.build()?;
+    /// # rt.block_on(async {
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// #     tokio::spawn(async { load_config_synchronously() }).await.unwrap();
+    /// # });
+    /// # let stuck = rx.recv_timeout(Duration::from_secs(10))?;
+    /// // A `Stuck` report of a thread stuck in `load_config_synchronously`:
+    /// let stack = stuck.stack().expect("a stack");
+    /// assert!(stack.addresses().len() >= 2);
+    /// // The first is the interrupted instruction.
+    /// assert_eq!(stack.frames()[0].ip(), stack.addresses()[0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn addresses(&self) -> &[usize] {
         &self.addresses
     }
@@ -283,7 +253,32 @@ impl fmt::Display for StackTrace {
 ///
 /// # Examples
 ///
-/// See [`BlockingDetectorBuilder::capture_stacks`].
+/// ```
+/// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport};
+/// # use std::sync::{mpsc, Mutex};
+/// # use std::time::Duration;
+/// # let (tx, rx) = mpsc::channel::<BlockingReport>();
+/// # let tx = Mutex::new(tx);
+/// # let mut builder = tokio::runtime::Builder::new_current_thread();
+/// # let detector = BlockingDetector::builder()
+/// #     .threshold(Duration::from_millis(100))
+/// #     .capture_stacks(true)
+/// #     .handler(move |r: &BlockingReport| {
+/// #         let _ = tx.lock().unwrap().send(r.clone());
+/// #     })
+/// #     .install(builder.enable_time())?;
+/// # let rt = builder.build()?;
+/// # rt.block_on(async {
+/// #     tokio::time::sleep(Duration::from_millis(10)).await;
+/// #     tokio::spawn(async { std::thread::sleep(Duration::from_millis(300)) }).await.unwrap();
+/// # });
+/// # let stuck = rx.recv_timeout(Duration::from_secs(10))?;
+/// let stack = stuck.stack().expect("a stack");
+/// // One line per frame: "  0: clock_nanosleep ...", "  1: ...".
+/// let text = stack.to_string();
+/// assert_eq!(text.lines().count(), stack.frames().len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "stack-capture", target_os = "linux"))))]
 pub struct StackFrame {
@@ -297,21 +292,153 @@ impl StackFrame {
     /// The instruction address: the interrupted instruction for the
     /// innermost frame, a return address (the instruction after the call)
     /// for the others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
+    /// # use std::sync::{mpsc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[inline(never)]
+    /// # fn load_config_synchronously() {
+    /// #     std::thread::sleep(Duration::from_millis(300));
+    /// # }
+    /// # let (tx, rx) = mpsc::channel::<BlockingReport>();
+    /// # let tx = Mutex::new(tx);
+    /// # let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(100))
+    /// #     .capture_stacks(true)
+    /// #     .handler(move |r: &BlockingReport| {
+    /// #         let _ = tx.lock().unwrap().send(r.clone());
+    /// #     })
+    /// #     .install(builder.enable_time())?;
+    /// # let rt = builder.build()?;
+    /// # rt.block_on(async {
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// #     tokio::spawn(async { load_config_synchronously() }).await.unwrap();
+    /// # });
+    /// # let stuck = rx.recv_timeout(Duration::from_secs(10))?;
+    /// // A `Stuck` report of a thread stuck in `load_config_synchronously`:
+    /// let stack = stuck.stack().expect("a stack");
+    /// assert!(stack.frames().iter().all(|f| f.ip() != 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ip(&self) -> usize {
         self.ip
     }
 
     /// The demangled function name, if the binary has symbols.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
+    /// # use std::sync::{mpsc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[inline(never)]
+    /// # fn load_config_synchronously() {
+    /// #     std::thread::sleep(Duration::from_millis(300));
+    /// # }
+    /// # let (tx, rx) = mpsc::channel::<BlockingReport>();
+    /// # let tx = Mutex::new(tx);
+    /// # let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(100))
+    /// #     .capture_stacks(true)
+    /// #     .handler(move |r: &BlockingReport| {
+    /// #         let _ = tx.lock().unwrap().send(r.clone());
+    /// #     })
+    /// #     .install(builder.enable_time())?;
+    /// # let rt = builder.build()?;
+    /// # rt.block_on(async {
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// #     tokio::spawn(async { load_config_synchronously() }).await.unwrap();
+    /// # });
+    /// # let stuck = rx.recv_timeout(Duration::from_secs(10))?;
+    /// // A `Stuck` report of a thread stuck in `load_config_synchronously`:
+    /// let stack = stuck.stack().expect("a stack");
+    /// assert!(stack.frames().iter().any(|f| f.symbol().is_some()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn symbol(&self) -> Option<&str> {
         self.symbol.as_deref()
     }
 
     /// The source file, if the binary has debug info.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
+    /// # use std::sync::{mpsc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[inline(never)]
+    /// # fn load_config_synchronously() {
+    /// #     std::thread::sleep(Duration::from_millis(300));
+    /// # }
+    /// # let (tx, rx) = mpsc::channel::<BlockingReport>();
+    /// # let tx = Mutex::new(tx);
+    /// # let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(100))
+    /// #     .capture_stacks(true)
+    /// #     .handler(move |r: &BlockingReport| {
+    /// #         let _ = tx.lock().unwrap().send(r.clone());
+    /// #     })
+    /// #     .install(builder.enable_time())?;
+    /// # let rt = builder.build()?;
+    /// # rt.block_on(async {
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// #     tokio::spawn(async { load_config_synchronously() }).await.unwrap();
+    /// # });
+    /// # let stuck = rx.recv_timeout(Duration::from_secs(10))?;
+    /// // A `Stuck` report of a thread stuck in `load_config_synchronously`:
+    /// let stack = stuck.stack().expect("a stack");
+    /// // Where the binaries have debug info (std's line tables, at least).
+    /// let with_debug_info = stack.frames().iter().filter(|f| f.file().is_some());
+    /// assert!(with_debug_info.count() > 0, "{stack}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
     }
 
     /// The source line, if the binary has debug info.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
+    /// # use std::sync::{mpsc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[inline(never)]
+    /// # fn load_config_synchronously() {
+    /// #     std::thread::sleep(Duration::from_millis(300));
+    /// # }
+    /// # let (tx, rx) = mpsc::channel::<BlockingReport>();
+    /// # let tx = Mutex::new(tx);
+    /// # let mut builder = tokio::runtime::Builder::new_current_thread();
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(100))
+    /// #     .capture_stacks(true)
+    /// #     .handler(move |r: &BlockingReport| {
+    /// #         let _ = tx.lock().unwrap().send(r.clone());
+    /// #     })
+    /// #     .install(builder.enable_time())?;
+    /// # let rt = builder.build()?;
+    /// # rt.block_on(async {
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// #     tokio::spawn(async { load_config_synchronously() }).await.unwrap();
+    /// # });
+    /// # let stuck = rx.recv_timeout(Duration::from_secs(10))?;
+    /// // A `Stuck` report of a thread stuck in `load_config_synchronously`:
+    /// let stack = stuck.stack().expect("a stack");
+    /// // Where the binaries have debug info (std's line tables, at least).
+    /// let with_debug_info = stack.frames().iter().filter(|f| f.line().is_some());
+    /// assert!(with_debug_info.count() > 0, "{stack}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn line(&self) -> Option<u32> {
         self.line
     }

@@ -94,7 +94,7 @@ fn a_20ms_guard_passes_a_clean_workload_beside_two_cpu_hogs_50_times() {
         if let Err(failure) = guard.check() {
             failures.push(format!("run {run}: {failure}"));
         }
-        descheduled += detector.counters().descheduled;
+        descheduled += detector.metrics().descheduled;
     }
     assert!(
         failures.is_empty(),
@@ -124,7 +124,7 @@ fn caught(
         rt.block_on(async {
             if mode == "installed" {
                 // Workers are watched from their first park.
-                while detector.counters().watched_threads < 2 {
+                while detector.metrics().watched_threads < 2 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 tokio::spawn(async move { work() }).await.unwrap();

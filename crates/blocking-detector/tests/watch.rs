@@ -160,7 +160,7 @@ fn well_behaved_tasks_produce_no_report() {
             seen.iter().all(|r| r.class().is_descheduled()),
             "{flavor}: {seen:?}"
         );
-        let counters = detector.counters();
+        let counters = detector.metrics();
         assert_eq!(counters.blocked + counters.stuck, counters.descheduled);
     }
 }
@@ -248,7 +248,7 @@ fn rate_limiting_keeps_reports_from_the_handler_but_not_from_guards() {
             .await;
     });
     assert_eq!(seen.lock().unwrap().len(), 2);
-    let counters = detector.counters();
+    let counters = detector.metrics();
     assert_eq!((counters.blocked, counters.suppressed), (4, 2));
     assert_eq!(guard.check().unwrap_err().reports().len(), 4);
 }
@@ -278,7 +278,7 @@ fn a_delivered_report_says_how_many_were_suppressed_before_it() {
         }
     });
     let seen = seen.lock().unwrap();
-    let suppressed = detector.counters().suppressed;
+    let suppressed = detector.metrics().suppressed;
     assert_eq!(seen[0], 0);
     // Every report was either delivered or suppressed, and each delivered
     // report counts only suppressions that happened.
@@ -315,7 +315,7 @@ fn a_panicking_handler_does_not_break_the_detector() {
     for _ in 0..2 {
         rt.block_on(detector.watch(async { std::thread::sleep(Duration::from_millis(30)) }));
     }
-    assert_eq!(detector.counters().blocked, 2);
+    assert_eq!(detector.metrics().blocked, 2);
     assert_eq!(guard.check().unwrap_err().reports().len(), 2);
 }
 
@@ -373,7 +373,7 @@ fn a_watched_future_keeps_its_detector_alive() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].name(), Some("orphan"));
     assert!(other_seen.lock().unwrap().is_empty());
-    assert_eq!(other.counters().blocked, 0);
+    assert_eq!(other.metrics().blocked, 0);
 }
 
 #[test]

@@ -68,7 +68,7 @@ fn multi_thread() -> Builder {
 /// Waits until `n` runtime threads are watched (each has parked once).
 async fn until_watched(detector: &BlockingDetector, n: usize) {
     let deadline = Instant::now() + WAIT;
-    while detector.counters().watched_threads < n {
+    while detector.metrics().watched_threads < n {
         assert!(Instant::now() < deadline, "workers never parked");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -211,7 +211,7 @@ fn busy_but_healthy_workers_are_not_reported() {
         }
     });
     guard.check().unwrap_or_else(|f| panic!("{f}"));
-    assert_eq!(w.detector.counters().stuck, 0);
+    assert_eq!(w.detector.metrics().stuck, 0);
 }
 
 #[test]
@@ -261,16 +261,16 @@ fn nothing_is_reported_while_disabled_or_for_the_time_spent_disabled() {
         tokio::time::sleep(THRESHOLD * 3).await;
     });
     assert!(w.reports.try_recv().is_err());
-    assert_eq!(w.detector.counters().stuck, 0);
+    assert_eq!(w.detector.metrics().stuck, 0);
 }
 
 #[test]
 fn every_worker_is_watched_once_it_has_parked() {
     let w = watched(multi_thread(), THRESHOLD);
     w.rt.block_on(until_watched(&w.detector, 2));
-    assert_eq!(w.detector.counters().watched_threads, 2);
+    assert_eq!(w.detector.metrics().watched_threads, 2);
     drop(w.rt);
-    assert_eq!(w.detector.counters().watched_threads, 0);
+    assert_eq!(w.detector.metrics().watched_threads, 0);
 }
 
 #[test]
