@@ -716,7 +716,13 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+        // Under miri: few cases, and no failure file (miri's isolation has
+        // no current directory).
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn rate_limiting_accounts_for_every_report(
             events in prop::collection::vec((0_u32..4, 0_u64..50), 0..200),

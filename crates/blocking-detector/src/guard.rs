@@ -458,7 +458,13 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+        // Under miri: few cases, and no failure file (miri's isolation has
+        // no current directory).
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn a_guard_lists_each_block_once_with_its_final_word(
             reports in prop::collection::vec((any::<bool>(), 0_u64..20), 0..100),

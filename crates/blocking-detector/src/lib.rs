@@ -20,6 +20,12 @@
 //!   every task poll is timed and reports carry the task id and the
 //!   `tokio::spawn` location — no wrapping needed.
 //!
+//! Each report says whether the task is to blame (Linux): the stall is
+//! split into time on a CPU, waiting for a CPU and off a CPU, and classified
+//! CPU-bound, blocked (sleep, system call, lock) or descheduled (the machine
+//! was busy) — see [`StallClass`] and [`StallTimes`]. By default descheduled
+//! stalls do not fail test guards ([`DescheduledPolicy`]).
+//!
 //! With the `stack-capture` feature on Linux, the watchdog also records the
 //! stuck thread's stack (see [`BlockingDetectorBuilder::capture_stacks`]).
 //! Reports go to a [`BlockingHandler`] (any `Fn(&BlockingReport)`; with the
