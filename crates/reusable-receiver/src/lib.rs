@@ -13,6 +13,19 @@
 //! modes, items not yet yielded stay in the channel for the next attempt,
 //! and a stream revoked or dropped loses nothing it has not yielded.
 //!
+//! **Nothing held is lost.** Every item taken out of the channel — into the
+//! replay buffer, set aside because it did not fit the weight bound, or
+//! taken in a batch and not yet yielded — is yielded or handed back: a
+//! stream ends only when nothing is held anywhere (or when its lease is
+//! revoked, or [`WhenFull::EndStream`] ends an attempt with the buffer
+//! full). [`ReusableReceiver::take_unacked`],
+//! [`into_unacked`](ReusableReceiver::into_unacked) and
+//! [`into_inner`](ReusableReceiver::into_inner) hand items back; dropping a
+//! `ReusableReceiver` that still holds items is never silent: once nothing
+//! can deliver them any more, they are dropped and counted in
+//! [`ReceiverStats::dropped`] (the exact rules are under
+//! [Dropping](ReusableReceiver#dropping)).
+//!
 //! # The problem
 //!
 //! `client.upload(stream)` consumes its request stream. When the call fails

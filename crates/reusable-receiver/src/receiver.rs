@@ -43,6 +43,35 @@ use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
 /// here, in order, for the next stream (or [`into_inner`](Self::into_inner));
 /// the channel meanwhile has room for as many more sends.
 ///
+/// # Dropping
+///
+/// Every item taken out of the channel is yielded or handed back; a stream
+/// ends only when nothing is held anywhere (or its lease is revoked, or
+/// [`WhenFull::EndStream`] ends it with the buffer full). What a
+/// `ReusableReceiver` holds at a given moment — items yielded and not
+/// acknowledged (replay mode), an item set aside by the weight bound, items
+/// taken from the channel in a batch and not yet yielded — is handed back
+/// by:
+///
+/// - [`take_unacked`](Self::take_unacked): the unacknowledged items; the
+///   receiver goes on (what the retry driver returns when it gives up);
+/// - [`into_unacked`](Self::into_unacked): everything not acknowledged,
+///   the channel's queue included, closing the channel;
+/// - [`into_inner`](Self::into_inner): everything held, and the receiver
+///   with what is still queued in it.
+///
+/// Dropping the `ReusableReceiver` instead is never silent. Its state is
+/// shared with its streams and leases, so a stream whose lease is in force
+/// keeps working (a stream can be made and given away in one expression).
+/// As soon as nothing can deliver the held items any more — at the drop if
+/// no lease is in force, otherwise when that lease ends (revoked, or ended
+/// by the retry driver) — the channel is closed, so that senders fail
+/// instead of waiting for room, and everything held or still queued is
+/// dropped and counted in [`ReceiverStats::dropped`], which
+/// [`Lease::receiver_stats`] shows after the drop. If the last stream and
+/// lease go while that lease is still in force, what is held goes with
+/// them. Dropping a stream or a lease never drops an item.
+///
 /// # Examples
 ///
 /// A consumer that fails after two items, retried with the same receiver:
@@ -234,6 +263,17 @@ pub struct ReceiverStats {
     /// consumer processed them is unknown. Always 0 in replay mode, where
     /// such items are kept and replayed.
     pub lost: u64,
+    /// Items discarded because nothing could deliver them any more: held
+    /// (unacknowledged, set aside, staged) or still queued in the channel
+    /// when the [`ReusableReceiver`] was dropped and no lease was in force,
+    /// or when the lease in force ended after that.
+    pub dropped: u64,
+    /// Items returned to the caller by
+    /// [`take_unacked`](ReusableReceiver::take_unacked),
+    /// [`into_unacked`](ReusableReceiver::into_unacked) or
+    /// [`into_inner`](ReusableReceiver::into_inner) (and so by a
+    /// [`RetryError`](crate::RetryError)).
+    pub handed_back: u64,
 }
 
 struct Shared<T> {
@@ -252,6 +292,9 @@ struct State<T> {
     /// when the lease is revoked, or when an acknowledgement makes room.
     waker: Option<Waker>,
     totals: ReceiverStats,
+    /// The [`ReusableReceiver`] was dropped: no new lease can start, so once
+    /// no lease is in force nothing can deliver the held items any more.
+    orphaned: bool,
 }
 
 /// The lease in force; its counts move under the state's lock.
@@ -335,10 +378,23 @@ impl<T> Source<T> {
         self.staged.is_empty() && self.rx.is_closed() && self.rx.is_empty()
     }
 
-    /// The staged items, oldest first, and the receiver.
-    fn into_parts(mut self) -> (Receiver<T>, impl Iterator<Item = T>) {
-        self.staged.reverse();
-        (self.rx, self.staged.into_iter())
+    /// The staged items, oldest first.
+    fn take_staged(&mut self) -> impl Iterator<Item = T> + use<T> {
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.reverse();
+        staged.into_iter()
+    }
+
+    /// Closes the channel and takes everything in it: the staged items, then
+    /// what is queued, oldest first. (An item sent later through a permit
+    /// reserved before the close stays in the channel.)
+    fn close_and_drain(&mut self) -> Vec<T> {
+        self.rx.close();
+        let mut all: Vec<T> = self.take_staged().collect();
+        while let Ok(item) = self.rx.try_recv() {
+            all.push(item);
+        }
+        all
     }
 }
 
@@ -367,6 +423,7 @@ impl<T> State<T> {
         let item = match replay {
             None => match source.poll_next(cx, STAGE) {
                 Poll::Ready(Some(item)) => item,
+                // Closed and drained: plain mode holds nothing else.
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {
                     register(waker, cx);
@@ -374,12 +431,13 @@ impl<T> State<T> {
                 }
             },
             Some(replay) => {
-                let (next, replayed) = replay.next();
-                let next = match next {
+                let next = match replay.next() {
                     // Never more than the buffer can take: the rest stays
                     // in the channel, where senders feel the backpressure.
                     Next::Pull => match source.poll_next(cx, replay.room().min(STAGE)) {
                         Poll::Ready(Some(item)) => replay.admit(item),
+                        // Closed and drained, nothing staged, nothing set
+                        // aside (`Pull` comes only when nothing is).
                         Poll::Ready(None) => return Poll::Ready(None),
                         Poll::Pending => {
                             register(waker, cx);
@@ -389,21 +447,31 @@ impl<T> State<T> {
                     next => next,
                 };
                 match next {
-                    Next::Yield(item) => {
-                        totals.replayed += u64::from(replayed);
+                    Next::Yield { item, redelivery } => {
+                        totals.replayed += u64::from(redelivery);
                         item
                     }
-                    // Full, but the channel is closed and drained: there is
-                    // nothing left to wait for room for, so the stream ends
-                    // (a consumer that acknowledges only at the end, such as
-                    // a client-streaming call, would otherwise wait forever).
-                    Next::Full | Next::Pull if source.is_done() => return Poll::Ready(None),
-                    Next::Full | Next::Pull => match replay.when_full() {
+                    Next::Pull => unreachable!("admit yields or refuses"),
+                    Next::Full => match replay.when_full() {
+                        WhenFull::EndStream => return Poll::Ready(None),
                         WhenFull::Wait => {
+                            // The stream may end only when nothing is held
+                            // anywhere: an item set aside or staged waits for
+                            // room like the rest. With nothing held, it
+                            // watches the channel too, so that its end ends
+                            // the stream — a consumer that acknowledges only
+                            // when its stream ends (a client-streaming call)
+                            // would otherwise wait for room forever.
+                            let nothing_held = !replay.has_parked() && source.staged.is_empty();
+                            if nothing_held
+                                && source.rx.poll_recv_many(cx, &mut source.staged, 1)
+                                    == Poll::Ready(0)
+                            {
+                                return Poll::Ready(None);
+                            }
                             register(waker, cx);
                             return Poll::Pending;
                         }
-                        WhenFull::EndStream => return Poll::Ready(None),
                     },
                 }
             }
@@ -452,6 +520,33 @@ impl<T> State<T> {
             .store(current.acknowledged, Ordering::Relaxed);
         cell.ended.store(true, Ordering::Relaxed);
         (Some(current.stats()), self.waker.take())
+    }
+
+    /// Everything held — unacknowledged, set aside, staged — and then what
+    /// is still queued in the channel, oldest first; the channel is closed.
+    /// The caller counts the items and drops or returns them once unlocked.
+    fn take_everything(&mut self) -> Vec<T> {
+        let mut all = Vec::new();
+        if let Some(replay) = &mut self.replay {
+            all.extend(replay.take_unacked());
+            all.extend(replay.take_parked());
+        }
+        if let Some(source) = &mut self.source {
+            all.extend(source.close_and_drain());
+        }
+        all
+    }
+
+    /// Once the [`ReusableReceiver`] is gone and no lease is in force,
+    /// nothing can deliver what is held: it is taken out, to be dropped once
+    /// unlocked, and counted as dropped.
+    fn discard_if_orphaned(&mut self) -> Vec<T> {
+        if !self.orphaned || self.current.is_some() {
+            return Vec::new();
+        }
+        let discarded = self.take_everything();
+        self.totals.dropped += discarded.len() as u64;
+        discarded
     }
 
     fn current(&self, generation: u64) -> Option<&Current> {
@@ -504,6 +599,7 @@ impl<T> Shared<T> {
                 next_generation: 1,
                 waker: None,
                 totals: ReceiverStats::default(),
+                orphaned: false,
             }),
         })
     }
@@ -512,7 +608,7 @@ impl<T> Shared<T> {
     /// acknowledging everything it yielded if `ack_all`; returns its final
     /// counts (also when it had ended before).
     fn end_lease(&self, cell: &LeaseCell, ack_all: bool) -> LeaseStats {
-        let (stats, waker) = {
+        let (stats, waker, discarded) = {
             let mut state = lock(&self.state);
             if state.current(cell.generation).is_some() {
                 // The acknowledgement cannot fail (the lease is in force and
@@ -524,11 +620,12 @@ impl<T> Shared<T> {
                     (Ok(0), None)
                 };
                 let (stats, waker) = state.retire();
-                (stats, waker.or(acked_waker))
+                (stats, waker.or(acked_waker), state.discard_if_orphaned())
             } else {
-                (Some(cell.final_stats()), None)
+                (Some(cell.final_stats()), None, Vec::new())
             }
         };
+        drop(discarded);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -728,12 +825,16 @@ impl<T> ReusableReceiver<T> {
         lock(&self.shared.state)
             .replay
             .as_ref()
-            .map_or(0, ReplayBuffer::len)
+            .map_or(0, ReplayBuffer::unacked)
     }
 
-    /// Revokes the lease in force and hands back every unacknowledged item,
-    /// oldest first (none in plain mode): what to send elsewhere, or to
-    /// log, when giving up.
+    /// Revokes the lease in force and hands back every unacknowledged item
+    /// — yielded to some lease and not acknowledged — oldest first (none in
+    /// plain mode, where such items went with their lease): what to send
+    /// elsewhere, or to log, when giving up. The receiver goes on: items
+    /// taken from the channel and not yet yielded (set aside or staged) stay
+    /// for the next stream, ahead of the channel. Counted in
+    /// [`handed_back`](ReceiverStats::handed_back).
     ///
     /// # Examples
     ///
@@ -751,6 +852,7 @@ impl<T> ReusableReceiver<T> {
     /// stream.next().await;
     /// assert_eq!(reusable.take_unacked(), ['x']);
     /// assert_eq!(stream.next().await, None); // revoked
+    /// assert_eq!(reusable.stream().next().await, Some('y'));
     /// # Ok(())
     /// # }
     /// ```
@@ -761,7 +863,57 @@ impl<T> ReusableReceiver<T> {
             let items = state
                 .replay
                 .as_mut()
-                .map_or_else(Vec::new, ReplayBuffer::take_all);
+                .map_or_else(Vec::new, ReplayBuffer::take_unacked);
+            state.totals.handed_back += items.len() as u64;
+            (items, waker)
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        items
+    }
+
+    /// Ends the receiver and hands back every item sent and not
+    /// acknowledged, oldest first: the unacknowledged ones (replay mode),
+    /// then those taken from the channel and not yet yielded (set aside or
+    /// staged), then what is still queued in the channel, which is closed
+    /// first — senders fail from now on and keep their values. Every stream
+    /// still alive ends. Counted in [`handed_back`](ReceiverStats::handed_back).
+    ///
+    /// This is what to call instead of dropping a receiver that may still
+    /// hold items (see [Dropping](ReusableReceiver#dropping)). To keep the
+    /// channel open, use [`into_inner`](Self::into_inner).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(8);
+    /// for i in 0..4 {
+    ///     tx.send(i).await?;
+    /// }
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let mut stream = reusable.stream();
+    /// let lease = stream.lease();
+    /// stream.next().await;
+    /// stream.next().await;
+    /// lease.ack(1)?; // 0 is done; 1 was yielded, never confirmed
+    /// assert_eq!(reusable.into_unacked(), [1, 2, 3]);
+    /// assert!(tx.send(4).await.is_err(), "the channel is closed");
+    /// assert_eq!(stream.next().await, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn into_unacked(self) -> Vec<T> {
+        let (items, waker) = {
+            let mut state = lock(&self.shared.state);
+            let (_, waker) = state.retire();
+            let items = state.take_everything();
+            state.totals.handed_back += items.len() as u64;
             (items, waker)
         };
         if let Some(waker) = waker {
@@ -821,9 +973,9 @@ impl<T> ReusableReceiver<T> {
     }
 
     /// Whether everything is done: the channel is closed (every sender
-    /// dropped, or [`close`](Self::close)) and empty, and no item awaits
-    /// acknowledgement. A retry loop that uploads until the channel ends
-    /// stops here.
+    /// dropped, or [`close`](Self::close)) and empty, nothing taken from it
+    /// is waiting to be yielded, and no item awaits acknowledgement. A retry
+    /// loop that uploads until the channel ends stops here.
     ///
     /// # Examples
     ///
@@ -839,14 +991,19 @@ impl<T> ReusableReceiver<T> {
     pub fn is_drained(&self) -> bool {
         let state = lock(&self.shared.state);
         let channel_done = state.source.as_ref().is_none_or(Source::is_done);
-        let buffer_empty = state.replay.as_ref().is_none_or(|r| r.len() == 0);
+        let buffer_empty = state
+            .replay
+            .as_ref()
+            .is_none_or(|r| r.unacked() == 0 && !r.has_parked());
         channel_done && buffer_empty
     }
 
     /// Takes the receiver back, with the items already out of the channel —
-    /// the unacknowledged ones (replay mode), then those taken in a batch
-    /// and not yet yielded — oldest first: they come before anything still
-    /// in the channel. Every stream still alive ends.
+    /// the unacknowledged ones (replay mode), then those taken and not yet
+    /// yielded (set aside or staged) — oldest first: they come before
+    /// anything still in the channel, which stays open. Every stream still
+    /// alive ends. The returned items are counted in
+    /// [`handed_back`](ReceiverStats::handed_back).
     ///
     /// # Examples
     ///
@@ -870,15 +1027,40 @@ impl<T> ReusableReceiver<T> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn into_inner(mut self) -> (Receiver<T>, Vec<T>) {
-        let mut taken = self.take_unacked();
-        let source = lock(&self.shared.state)
-            .source
-            .take()
-            .expect("only `into_inner` takes the source, and it consumes the `ReusableReceiver`");
-        let (rx, staged) = source.into_parts();
+    pub fn into_inner(self) -> (Receiver<T>, Vec<T>) {
+        let (source, mut taken, waker) = {
+            let mut state = lock(&self.shared.state);
+            let (_, waker) = state.retire();
+            let mut taken = Vec::new();
+            if let Some(replay) = &mut state.replay {
+                taken.extend(replay.take_unacked());
+                taken.extend(replay.take_parked());
+            }
+            let source = state.source.take().expect(
+                "only `into_inner` takes the source, and it consumes the `ReusableReceiver`",
+            );
+            (source, taken, waker)
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        let Source { rx, mut staged } = source;
+        staged.reverse();
         taken.extend(staged);
+        lock(&self.shared.state).totals.handed_back += taken.len() as u64;
         (rx, taken)
+    }
+}
+
+impl<T> Drop for ReusableReceiver<T> {
+    fn drop(&mut self) {
+        let discarded = {
+            let mut state = lock(&self.shared.state);
+            state.orphaned = true;
+            state.discard_if_orphaned()
+        };
+        // Dropped unlocked: an item's `Drop` is user code.
+        drop(discarded);
     }
 }
 
@@ -1111,6 +1293,28 @@ impl<T> Lease<T> {
     /// ```
     pub fn stats(&self) -> LeaseStats {
         self.shared.stats(&self.cell)
+    }
+
+    /// The totals of the receiver this lease belongs to — also once the
+    /// [`ReusableReceiver`] itself was dropped, to see what its drop
+    /// discarded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.try_send(1).unwrap();
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let lease = reusable.stream().lease();
+    /// lease.revoke();
+    /// drop(reusable); // nothing can take the queued item any more
+    /// assert_eq!(lease.receiver_stats().dropped, 1);
+    /// assert!(tx.is_closed());
+    /// ```
+    pub fn receiver_stats(&self) -> ReceiverStats {
+        lock(&self.shared.state).totals
     }
 
     /// Revokes this lease if it is still in force — its stream ends and is

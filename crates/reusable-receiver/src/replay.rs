@@ -33,14 +33,21 @@ pub enum WhenFull {
     /// server confirms progress, a local consumer. A client-streaming call
     /// that only acknowledges when it returns would wait forever once it has
     /// yielded `max_items` of a channel that stays open: use
-    /// [`EndStream`](Self::EndStream) there. (A full buffer never holds back
-    /// the end of a channel that is closed and drained: the stream ends.)
+    /// [`EndStream`](Self::EndStream) there.
+    ///
+    /// A full buffer never hides the end of the channel: a waiting stream
+    /// watches the channel too (taking at most one item beyond the buffer
+    /// out of it to do so), and ends once the channel is closed and nothing
+    /// is held. An item that was taken out of the channel and not yet
+    /// yielded — set aside by the weight bound — keeps the stream waiting
+    /// for room, since it must be yielded before the stream may end.
     #[default]
     Wait,
     /// End the stream, so that the call can finish and acknowledge; the
     /// next stream carries on. Each attempt then carries at most one
     /// buffer's worth of items — a client-streaming call becomes a sequence
-    /// of bounded batches.
+    /// of bounded batches: run attempts until
+    /// [`is_drained`](crate::ReusableReceiver::is_drained).
     EndStream,
 }
 
@@ -197,6 +204,12 @@ impl<T> ReplayConfigBuilder<T> {
     /// `max_weight` is at least 1. An item heavier than `max_weight` on its
     /// own is admitted when the buffer is empty, so it cannot block forever.
     ///
+    /// An item is weighed after it was taken out of the channel: one that
+    /// does not fit is set aside, and comes next once an acknowledgement
+    /// makes room. It is never lost: the stream does not end while it is
+    /// set aside, and [`into_unacked`](crate::ReusableReceiver::into_unacked)
+    /// and [`into_inner`](crate::ReusableReceiver::into_inner) hand it back.
+    ///
     /// # Examples
     ///
     /// ```
@@ -264,18 +277,23 @@ impl<T> fmt::Debug for ReplayConfigBuilder<T> {
     }
 }
 
-/// The items yielded to attempts and not yet acknowledged, oldest first.
+/// The items yielded to attempts and not yet acknowledged, oldest first,
+/// and the one item set aside because it did not fit the weight bound.
 ///
 /// `items[..cursor]` were yielded to the lease in force (or to none, between
 /// leases: then `cursor` is 0); `items[cursor..]` wait to be replayed to it.
+/// `items[..delivered]` were yielded to some lease at least once, so that
+/// yielding one of them again is a redelivery (an item whose `clone`
+/// panicked is in the buffer without having been delivered).
 pub(crate) struct ReplayBuffer<T> {
     items: VecDeque<T>,
     /// The weight of each item of `items`, when a weigher is configured.
     weights: VecDeque<usize>,
     weight: usize,
     cursor: usize,
+    delivered: usize,
     /// An item taken from the channel that did not fit the weight bound; it
-    /// comes next, before anything still in the channel.
+    /// comes next, before anything staged or still in the channel.
     parked: Option<T>,
     clone: fn(&T) -> T,
     config: ReplayConfig<T>,
@@ -283,8 +301,9 @@ pub(crate) struct ReplayBuffer<T> {
 
 /// What the buffer wants from the channel next.
 pub(crate) enum Next<T> {
-    /// An item to yield, from the buffer (a replay, or the parked item).
-    Yield(T),
+    /// An item to yield, from the buffer (a replay, or the parked item);
+    /// `redelivery` when an earlier lease was given it already.
+    Yield { item: T, redelivery: bool },
     /// Pull the next item from the channel and [`admit`](ReplayBuffer::admit) it.
     Pull,
     /// The buffer is full.
@@ -298,6 +317,7 @@ impl<T> ReplayBuffer<T> {
             weights: VecDeque::new(),
             weight: 0,
             cursor: 0,
+            delivered: 0,
             parked: None,
             clone,
             config,
@@ -309,21 +329,21 @@ impl<T> ReplayBuffer<T> {
     }
 
     /// The next item for the lease in force, if the buffer decides it.
-    ///
-    /// `Yield` of a replayed item means `replayed`; the caller counts it.
-    pub(crate) fn next(&mut self) -> (Next<T>, bool) {
+    pub(crate) fn next(&mut self) -> Next<T> {
         if let Some(item) = self.items.get(self.cursor) {
             // Cloned before the cursor moves: a panicking `clone` changes nothing.
-            let copy = (self.clone)(item);
+            let item = (self.clone)(item);
+            let redelivery = self.cursor < self.delivered;
             self.cursor += 1;
-            return (Next::Yield(copy), true);
+            self.delivered = self.delivered.max(self.cursor);
+            return Next::Yield { item, redelivery };
         }
         if self.items.len() >= self.config.max_items {
-            return (Next::Full, false);
+            return Next::Full;
         }
         match self.parked.take() {
-            Some(item) => (self.admit(item), false),
-            None => (Next::Pull, false),
+            Some(item) => self.admit(item),
+            None => Next::Pull,
         }
     }
 
@@ -351,10 +371,14 @@ impl<T> ReplayBuffer<T> {
             self.weight += w;
         }
         // The item is in the buffer before `clone` runs: if it panics, the
-        // item is simply next in line.
-        let copy = (self.clone)(self.items.back().expect("pushed above"));
+        // item is simply next in line, not yet delivered.
+        let item = (self.clone)(self.items.back().expect("pushed above"));
         self.cursor += 1;
-        Next::Yield(copy)
+        self.delivered = self.delivered.max(self.cursor);
+        Next::Yield {
+            item,
+            redelivery: false,
+        }
     }
 
     /// Removes the `n` oldest items, which the lease in force yielded and
@@ -366,6 +390,7 @@ impl<T> ReplayBuffer<T> {
             self.weight -= self.weights.drain(..n).sum::<usize>();
         }
         self.cursor -= n;
+        self.delivered -= n;
     }
 
     /// The lease ended: everything unacknowledged is replayed to the next.
@@ -383,18 +408,28 @@ impl<T> ReplayBuffer<T> {
         self.items.len() >= self.config.max_items || self.parked.is_some()
     }
 
-    /// Unacknowledged items, the parked one included.
-    pub(crate) fn len(&self) -> usize {
-        self.items.len() + usize::from(self.parked.is_some())
+    /// Items yielded to a lease and not acknowledged.
+    pub(crate) fn unacked(&self) -> usize {
+        self.items.len()
     }
 
-    /// Empties the buffer, oldest first, the parked item last.
-    pub(crate) fn take_all(&mut self) -> Vec<T> {
+    /// Whether an item is set aside.
+    pub(crate) fn has_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Empties the buffer of its unacknowledged items, oldest first; the
+    /// parked item stays, next in line.
+    pub(crate) fn take_unacked(&mut self) -> Vec<T> {
         self.cursor = 0;
+        self.delivered = 0;
         self.weight = 0;
         self.weights.clear();
-        let mut all: Vec<T> = self.items.drain(..).collect();
-        all.extend(self.parked.take());
-        all
+        self.items.drain(..).collect()
+    }
+
+    /// Takes the parked item.
+    pub(crate) fn take_parked(&mut self) -> Option<T> {
+        self.parked.take()
     }
 }

@@ -19,7 +19,10 @@ use crate::receiver::{Lease, LeaseStats, ReusableReceiver, ReusableStream};
 ///
 /// On success the attempt's items are acknowledged. After every attempt its
 /// lease is revoked, so a stream the consumer still holds (a request body
-/// hyper drops late) can take nothing more.
+/// hyper drops late) can take nothing more. A successful attempt ends the
+/// run; with [`WhenFull::EndStream`](crate::WhenFull::EndStream) an attempt
+/// carries at most one buffer's worth, so run until
+/// [`is_drained`](ReusableReceiver::is_drained).
 ///
 /// # Errors
 ///

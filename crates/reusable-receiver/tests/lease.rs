@@ -213,9 +213,13 @@ async fn full_replay_buffer_stops_pulling_until_an_ack_makes_room() {
         for expected in 0..3 {
             assert_eq!(stream.next().await, Some(expected));
         }
-        // Full: the stream waits, and the channel keeps the rest.
+        // Full: the stream waits, and the channel keeps the rest but the
+        // one item the waiting stream watches the channel with (so that it
+        // notices the channel's end).
         assert_eq!(poll_once(&mut stream), Poll::Pending);
-        assert_eq!(tx.capacity(), 8 - 3);
+        assert_eq!(tx.capacity(), 8 - 2);
+        assert_eq!(poll_once(&mut stream), Poll::Pending);
+        assert_eq!(tx.capacity(), 8 - 2, "never more than one");
         let waiting = tokio::spawn(async move { stream.next().await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
@@ -281,10 +285,11 @@ async fn weight_bound_holds_back_the_item_that_does_not_fit() {
 }
 
 #[tokio::test]
-async fn parked_item_is_handed_back_by_take_unacked() {
+async fn parked_item_stays_next_in_line_after_take_unacked_and_into_inner_hands_it_back() {
     let (tx, rx) = mpsc::channel(8);
-    tx.send("aa".to_string()).await.unwrap();
-    tx.send("bbbbbb".to_string()).await.unwrap();
+    for s in ["aa", "bbbbbb", "c"] {
+        tx.send(s.to_string()).await.unwrap();
+    }
     let config = ReplayConfig::builder()
         .max_weight(4, |s: &String| s.len())
         .build()
@@ -292,10 +297,20 @@ async fn parked_item_is_handed_back_by_take_unacked() {
     let mut reusable = ReusableReceiver::with_replay(rx, config);
     let mut stream = reusable.stream();
     assert_eq!(stream.next().await.as_deref(), Some("aa"));
-    assert_eq!(poll_once(&mut stream), Poll::Pending); // "bbbbbb" is parked
-    assert_eq!(reusable.unacked_len(), 2);
-    assert_eq!(reusable.take_unacked(), ["aa", "bbbbbb"]);
+    assert_eq!(poll_once(&mut stream), Poll::Pending); // "bbbbbb" is set aside
+    assert_eq!(
+        reusable.unacked_len(),
+        1,
+        "the set-aside item was not yielded"
+    );
+    assert_eq!(reusable.take_unacked(), ["aa"]);
     assert_eq!(poll_once(&mut stream), Poll::Ready(None));
+    // The set-aside item was never yielded: it comes next, before "c".
+    let mut next = reusable.stream();
+    assert_eq!(next.next().await.as_deref(), Some("bbbbbb"));
+    assert_eq!(poll_once(&mut next), Poll::Pending); // "c" set aside now
+    let (_rx, taken) = reusable.into_inner();
+    assert_eq!(taken, ["bbbbbb", "c"]);
 }
 
 #[tokio::test]
