@@ -9,7 +9,7 @@
 //! reaches the consumer twice only if an attempt yielded it and did not
 //! confirm it. In plain mode ([`ReusableReceiver::new`]) delivery is *at
 //! most once*: items a failed attempt pulled are gone, and
-//! [`ReceiverStats::lost`] counts the ones it did not confirm. In both
+//! [`ReceiverMetrics::lost`] counts the ones it did not confirm. In both
 //! modes, items not yet yielded stay in the channel for the next attempt,
 //! and a stream revoked or dropped loses nothing it has not yielded.
 //!
@@ -23,7 +23,7 @@
 //! [`into_inner`](ReusableReceiver::into_inner) hand items back; dropping a
 //! `ReusableReceiver` that still holds items is never silent: once nothing
 //! can deliver them any more, they are dropped and counted in
-//! [`ReceiverStats::dropped`] (the exact rules are under
+//! [`ReceiverMetrics::dropped`] (the exact rules are under
 //! [Dropping](ReusableReceiver#dropping)).
 //!
 //! # The problem
@@ -138,7 +138,7 @@
 //! let summary = Retry::new(policy)
 //!     // With the `tonic` feature: `.classify(async_patterns_reusable_receiver::tonic::is_retryable)`
 //!     .classify(|status: &tonic::Status| status.code() == tonic::Code::Unavailable)
-//!     .on_attempt(|a| println!("attempt {}: {:?}, {:?}", a.number(), a.stats(), a.next()))
+//!     .on_attempt(|a| println!("attempt {}: {:?}, {:?}", a.number(), a.metrics(), a.next()))
 //!     .run(&mut reusable, |stream| {
 //!         let mut client = client.clone();
 //!         async move { client.upload(stream).await }
@@ -163,6 +163,7 @@
 
 mod error;
 mod loom;
+mod metrics;
 mod receiver;
 mod replay;
 mod retry;
@@ -171,7 +172,8 @@ mod retry;
 pub mod tonic;
 
 pub use error::AckError;
-pub use receiver::{Lease, LeaseStats, ReceiverStats, ReusableReceiver, ReusableStream};
+pub use metrics::{LeaseMetrics, ReceiverMetrics};
+pub use receiver::{Lease, ReusableReceiver, ReusableStream};
 pub use replay::{ReplayConfig, ReplayConfigBuilder, WhenFull};
 pub use retry::{Attempt, GiveUp, NextStep, Retry, RetryError, retry};
 

@@ -18,6 +18,7 @@ use tokio::sync::mpsc::Receiver;
 
 use crate::error::AckError;
 use crate::loom::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, lock};
+use crate::metrics::{LeaseMetrics, ReceiverMetrics};
 use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
 
 /// Owns an mpsc [`Receiver`] and hands out `'static` streams over it, one
@@ -25,8 +26,8 @@ use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
 /// tonic client-streaming call) can be retried with the same receiver.
 ///
 /// - [`new`](Self::new) — *plain mode*, at most once: an item yielded to an
-///   attempt that fails is gone; [`stats`](Self::stats) counts such items
-///   as [`lost`](ReceiverStats::lost) unless the consumer confirmed them.
+///   attempt that fails is gone; [`metrics`](Self::metrics) counts such items
+///   as [`lost`](ReceiverMetrics::lost) unless the consumer confirmed them.
 /// - [`with_replay`](Self::with_replay) — *replay mode*, at least once:
 ///   items yielded to an attempt are kept until acknowledged and replayed,
 ///   in order, to the next attempt.
@@ -67,8 +68,8 @@ use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
 /// no lease is in force, otherwise when that lease ends (revoked, or ended
 /// by the retry driver) — the channel is closed, so that senders fail
 /// instead of waiting for room, and everything held or still queued is
-/// dropped and counted in [`ReceiverStats::dropped`], which
-/// [`Lease::receiver_stats`] shows after the drop. If the last stream and
+/// dropped and counted in [`ReceiverMetrics::dropped`], which
+/// [`Lease::receiver_metrics`] shows after the drop. If the last stream and
 /// lease go while that lease is still in force, what is held goes with
 /// them. Dropping a stream or a lease never drops an item.
 ///
@@ -107,6 +108,19 @@ pub struct ReusableReceiver<T> {
 /// in replay mode with [`WhenFull::EndStream`], when the replay buffer is
 /// full. Dropping it, at any time, loses nothing that it has not yielded.
 ///
+/// # Cancel safety
+///
+/// `poll_next` (and so `StreamExt::next`) is cancel safe: an item leaves the
+/// shared state only in the poll that returns it, so a `next()` future
+/// dropped in a `select!` takes nothing with it.
+///
+/// # Panics
+///
+/// In replay mode a poll runs `T::clone` (and the weigher, for an item
+/// that comes from the channel); if either panics, the panic propagates out
+/// of the poll and the item stays next in line, for this stream's next poll
+/// or the next lease.
+///
 /// # Examples
 ///
 /// ```
@@ -141,7 +155,7 @@ pub struct ReusableStream<T> {
 /// Acknowledgements are cumulative and count from the start of the lease:
 /// `ack(n)` says "the first `n` items this stream yielded are confirmed".
 /// In replay mode confirmed items leave the replay buffer; in plain mode
-/// they only count, so that [`ReceiverStats::lost`] is exact.
+/// they only count, so that [`ReceiverMetrics::lost`] is exact.
 ///
 /// # Examples
 ///
@@ -175,105 +189,16 @@ pub struct Lease<T> {
     cell: Arc<LeaseCell>,
 }
 
-/// The counts of one lease.
-///
-/// # Examples
-///
-/// ```
-/// use async_patterns_reusable_receiver::ReusableReceiver;
-/// use futures::StreamExt;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let (tx, rx) = tokio::sync::mpsc::channel(4);
-/// tx.send(7).await.unwrap();
-/// let mut reusable = ReusableReceiver::new(rx);
-/// let mut stream = reusable.stream();
-/// stream.next().await;
-/// let stats = stream.lease().revoke();
-/// assert_eq!((stats.yielded, stats.acknowledged, stats.unconfirmed()), (1, 0, 1));
-/// assert!(!stats.released); // `stream` is still alive
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct LeaseStats {
-    /// The lease's generation: 1 for the first stream, one more for each.
-    pub generation: u64,
-    /// Items the lease's stream yielded (replays included).
-    pub yielded: u64,
-    /// Of those, how many were acknowledged.
-    pub acknowledged: u64,
-    /// Whether the stream had been dropped when these counts were taken.
-    pub released: bool,
-}
-
-impl LeaseStats {
-    /// Items yielded and not acknowledged: replayed to the next lease in
-    /// replay mode, possibly lost in plain mode.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_reusable_receiver::ReusableReceiver;
-    ///
-    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
-    /// let mut reusable = ReusableReceiver::new(rx);
-    /// let stats = reusable.stream().lease().stats();
-    /// assert_eq!(stats.unconfirmed(), 0);
-    /// ```
-    pub fn unconfirmed(&self) -> u64 {
-        self.yielded - self.acknowledged
-    }
-}
-
-/// Totals over every lease of a [`ReusableReceiver`].
-///
-/// # Examples
-///
-/// ```
-/// use async_patterns_reusable_receiver::ReusableReceiver;
-/// use futures::StreamExt;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let (tx, rx) = tokio::sync::mpsc::channel(4);
-/// tx.send(1).await.unwrap();
-/// tx.send(2).await.unwrap();
-/// let mut reusable = ReusableReceiver::new(rx);
-/// reusable.stream().next().await; // yielded, never confirmed...
-/// reusable.revoke();              // ...and the attempt is over
-/// let stats = reusable.stats();
-/// assert_eq!((stats.leases, stats.yielded, stats.lost), (1, 1, 1));
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub struct ReceiverStats {
-    /// Leases started (streams made).
-    pub leases: u64,
-    /// Items yielded, over all leases, replays included.
-    pub yielded: u64,
-    /// Items acknowledged, over all leases.
-    pub acknowledged: u64,
-    /// Replay mode: items yielded again to a later lease.
-    pub replayed: u64,
-    /// Plain mode: items yielded to a lease that ended without
-    /// acknowledging them. They are gone from the channel; whether the
-    /// consumer processed them is unknown. Always 0 in replay mode, where
-    /// such items are kept and replayed.
-    pub lost: u64,
-    /// Items discarded because nothing could deliver them any more: held
-    /// (unacknowledged, set aside, staged) or still queued in the channel
-    /// when the [`ReusableReceiver`] was dropped and no lease was in force,
-    /// or when the lease in force ended after that.
-    pub dropped: u64,
-    /// Items returned to the caller by
-    /// [`take_unacked`](ReusableReceiver::take_unacked),
-    /// [`into_unacked`](ReusableReceiver::into_unacked) or
-    /// [`into_inner`](ReusableReceiver::into_inner) (and so by a
-    /// [`RetryError`](crate::RetryError)).
-    pub handed_back: u64,
+/// The counters of [`ReceiverMetrics`], kept under the state's lock.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    leases: u64,
+    delivered: u64,
+    redelivered: u64,
+    acked: u64,
+    lost: u64,
+    dropped: u64,
+    handed_back: u64,
 }
 
 struct Shared<T> {
@@ -291,7 +216,7 @@ struct State<T> {
     /// The waker of the current lease's stream, when it last waited: woken
     /// when the lease is revoked, or when an acknowledgement makes room.
     waker: Option<Waker>,
-    totals: ReceiverStats,
+    totals: Totals,
     /// The [`ReusableReceiver`] was dropped: no new lease can start, so once
     /// no lease is in force nothing can deliver the held items any more.
     orphaned: bool,
@@ -300,17 +225,20 @@ struct State<T> {
 /// The lease in force; its counts move under the state's lock.
 struct Current {
     generation: u64,
-    yielded: u64,
-    acknowledged: u64,
+    delivered: u64,
+    redelivered: u64,
+    acked: u64,
     cell: Arc<LeaseCell>,
 }
 
 impl Current {
-    fn stats(&self) -> LeaseStats {
-        LeaseStats {
+    fn metrics(&self) -> LeaseMetrics {
+        LeaseMetrics {
             generation: self.generation,
-            yielded: self.yielded,
-            acknowledged: self.acknowledged,
+            delivered: self.delivered,
+            redelivered: self.redelivered,
+            acked: self.acked,
+            unacked: self.delivered - self.acked,
             released: self.cell.released.load(Ordering::Acquire),
         }
     }
@@ -324,16 +252,21 @@ struct LeaseCell {
     generation: u64,
     released: AtomicBool,
     ended: AtomicBool,
-    yielded: AtomicU64,
-    acknowledged: AtomicU64,
+    delivered: AtomicU64,
+    redelivered: AtomicU64,
+    acked: AtomicU64,
 }
 
 impl LeaseCell {
-    fn final_stats(&self) -> LeaseStats {
-        LeaseStats {
+    fn final_metrics(&self) -> LeaseMetrics {
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        let acked = self.acked.load(Ordering::Relaxed);
+        LeaseMetrics {
             generation: self.generation,
-            yielded: self.yielded.load(Ordering::Relaxed),
-            acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            delivered,
+            redelivered: self.redelivered.load(Ordering::Relaxed),
+            acked,
+            unacked: delivered - acked,
             released: self.released.load(Ordering::Acquire),
         }
     }
@@ -448,7 +381,8 @@ impl<T> State<T> {
                 };
                 match next {
                     Next::Yield { item, redelivery } => {
-                        totals.replayed += u64::from(redelivery);
+                        current.redelivered += u64::from(redelivery);
+                        totals.redelivered += u64::from(redelivery);
                         item
                     }
                     Next::Pull => unreachable!("admit yields or refuses"),
@@ -476,8 +410,8 @@ impl<T> State<T> {
                 }
             }
         };
-        current.yielded += 1;
-        totals.yielded += 1;
+        current.delivered += 1;
+        totals.delivered += 1;
         Poll::Ready(Some(item))
     }
 
@@ -491,13 +425,15 @@ impl<T> State<T> {
             generation,
             released: AtomicBool::new(false),
             ended: AtomicBool::new(false),
-            yielded: AtomicU64::new(0),
-            acknowledged: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            redelivered: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
         });
         self.current = Some(Current {
             generation,
-            yielded: 0,
-            acknowledged: 0,
+            delivered: 0,
+            redelivered: 0,
+            acked: 0,
             cell: Arc::clone(&cell),
         });
         self.totals.leases += 1;
@@ -506,20 +442,45 @@ impl<T> State<T> {
 
     /// Ends the lease in force: its unconfirmed items are rewound for
     /// replay, or counted as lost.
-    fn retire(&mut self) -> (Option<LeaseStats>, Option<Waker>) {
+    fn retire(&mut self) -> (Option<LeaseMetrics>, Option<Waker>) {
         let Some(current) = self.current.take() else {
             return (None, None);
         };
         match &mut self.replay {
             Some(replay) => replay.rewind(),
-            None => self.totals.lost += current.yielded - current.acknowledged,
+            None => self.totals.lost += current.delivered - current.acked,
         }
         let cell = &current.cell;
-        cell.yielded.store(current.yielded, Ordering::Relaxed);
-        cell.acknowledged
-            .store(current.acknowledged, Ordering::Relaxed);
+        cell.delivered.store(current.delivered, Ordering::Relaxed);
+        cell.redelivered
+            .store(current.redelivered, Ordering::Relaxed);
+        cell.acked.store(current.acked, Ordering::Relaxed);
         cell.ended.store(true, Ordering::Relaxed);
-        (Some(current.stats()), self.waker.take())
+        (Some(current.metrics()), self.waker.take())
+    }
+
+    fn metrics(&self) -> ReceiverMetrics {
+        let t = self.totals;
+        let (unacked, parked) = self
+            .replay
+            .as_ref()
+            .map_or((0, false), |r| (r.unacked(), r.has_parked()));
+        let queued = self
+            .source
+            .as_ref()
+            .map_or(0, |s| s.staged.len() + s.rx.len())
+            + usize::from(parked);
+        ReceiverMetrics {
+            leases: t.leases,
+            delivered: t.delivered,
+            redelivered: t.redelivered,
+            acked: t.acked,
+            lost: t.lost,
+            dropped: t.dropped,
+            handed_back: t.handed_back,
+            unacked: unacked as u64,
+            queued: queued as u64,
+        }
     }
 
     /// Everything held — unacknowledged, set aside, staged — and then what
@@ -560,23 +521,23 @@ impl<T> State<T> {
         let Some(current) = self.current.as_mut().filter(|c| c.generation == generation) else {
             return (Err(AckError::Revoked { generation }), None);
         };
-        let n = n.unwrap_or(current.yielded);
-        if n > current.yielded {
+        let n = n.unwrap_or(current.delivered);
+        if n > current.delivered {
             let err = AckError::NotYielded {
                 requested: n,
-                yielded: current.yielded,
+                yielded: current.delivered,
             };
             return (Err(err), None);
         }
-        let Some(newly) = n.checked_sub(current.acknowledged).filter(|k| *k > 0) else {
+        let Some(newly) = n.checked_sub(current.acked).filter(|k| *k > 0) else {
             return (Ok(0), None);
         };
-        current.acknowledged = n;
-        self.totals.acknowledged += newly;
+        current.acked = n;
+        self.totals.acked += newly;
         let mut waker = None;
         if let Some(replay) = &mut self.replay {
             let was_full = replay.is_full();
-            // `newly <= yielded - acknowledged`, all of it in the buffer.
+            // `newly <= delivered - acked`, all of it in the buffer.
             replay.acknowledge(newly as usize);
             if was_full {
                 waker = self.waker.take();
@@ -598,7 +559,7 @@ impl<T> Shared<T> {
                 current: None,
                 next_generation: 1,
                 waker: None,
-                totals: ReceiverStats::default(),
+                totals: Totals::default(),
                 orphaned: false,
             }),
         })
@@ -607,8 +568,8 @@ impl<T> Shared<T> {
     /// Ends the lease of `cell` if it is still in force, first
     /// acknowledging everything it yielded if `ack_all`; returns its final
     /// counts (also when it had ended before).
-    fn end_lease(&self, cell: &LeaseCell, ack_all: bool) -> LeaseStats {
-        let (stats, waker, discarded) = {
+    fn end_lease(&self, cell: &LeaseCell, ack_all: bool) -> LeaseMetrics {
+        let (metrics, waker, discarded) = {
             let mut state = lock(&self.state);
             if state.current(cell.generation).is_some() {
                 // The acknowledgement cannot fail (the lease is in force and
@@ -619,24 +580,24 @@ impl<T> Shared<T> {
                 } else {
                     (Ok(0), None)
                 };
-                let (stats, waker) = state.retire();
-                (stats, waker.or(acked_waker), state.discard_if_orphaned())
+                let (metrics, waker) = state.retire();
+                (metrics, waker.or(acked_waker), state.discard_if_orphaned())
             } else {
-                (Some(cell.final_stats()), None, Vec::new())
+                (None, None, Vec::new())
             }
         };
         drop(discarded);
         if let Some(waker) = waker {
             waker.wake();
         }
-        stats.unwrap_or_else(|| cell.final_stats())
+        metrics.unwrap_or_else(|| cell.final_metrics())
     }
 
-    fn stats(&self, cell: &LeaseCell) -> LeaseStats {
+    fn lease_metrics(&self, cell: &LeaseCell) -> LeaseMetrics {
         let state = lock(&self.state);
         match state.current(cell.generation) {
-            Some(current) => current.stats(),
-            None => cell.final_stats(),
+            Some(current) => current.metrics(),
+            None => cell.final_metrics(),
         }
     }
 }
@@ -690,7 +651,7 @@ impl<T> ReusableReceiver<T> {
     /// let lease = stream.lease();
     /// assert_eq!((&mut stream).collect::<Vec<_>>().await, ["a", "b"]);
     /// lease.ack_all()?;
-    /// assert_eq!(reusable.unacked_len(), 0);
+    /// assert_eq!(reusable.metrics().unacked, 0);
     /// # Ok(())
     /// # }
     /// ```
@@ -758,7 +719,7 @@ impl<T> ReusableReceiver<T> {
 
     /// Revokes the lease in force, if any, and returns its final counts:
     /// its stream ends, its unconfirmed items are replayed to the next
-    /// stream (replay mode) or counted as [`lost`](ReceiverStats::lost).
+    /// stream (replay mode) or counted as [`lost`](ReceiverMetrics::lost).
     ///
     /// # Examples
     ///
@@ -772,17 +733,17 @@ impl<T> ReusableReceiver<T> {
     /// tx.send(1).await.unwrap();
     /// let mut reusable = ReusableReceiver::new(rx);
     /// let mut stream = reusable.stream();
-    /// assert!(reusable.revoke().is_some());
+    /// assert_eq!(reusable.revoke().map(|m| m.generation), Some(1));
     /// assert_eq!(stream.next().await, None); // the item stays in the channel
     /// assert_eq!(reusable.revoke(), None);
     /// # }
     /// ```
-    pub fn revoke(&mut self) -> Option<LeaseStats> {
-        let (stats, waker) = lock(&self.shared.state).retire();
+    pub fn revoke(&mut self) -> Option<LeaseMetrics> {
+        let (metrics, waker) = lock(&self.shared.state).retire();
         if let Some(waker) = waker {
             waker.wake();
         }
-        stats
+        metrics
     }
 
     /// Whether this receiver replays unacknowledged items
@@ -802,39 +763,13 @@ impl<T> ReusableReceiver<T> {
         lock(&self.shared.state).replay.is_some()
     }
 
-    /// Items yielded and not yet acknowledged, held for replay (0 in plain
-    /// mode).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
-    /// use futures::StreamExt;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
-    /// tx.send(1).await?;
-    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
-    /// reusable.stream().next().await;
-    /// assert_eq!(reusable.unacked_len(), 1);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn unacked_len(&self) -> usize {
-        lock(&self.shared.state)
-            .replay
-            .as_ref()
-            .map_or(0, ReplayBuffer::unacked)
-    }
-
     /// Revokes the lease in force and hands back every unacknowledged item
     /// — yielded to some lease and not acknowledged — oldest first (none in
     /// plain mode, where such items went with their lease): what to send
     /// elsewhere, or to log, when giving up. The receiver goes on: items
     /// taken from the channel and not yet yielded (set aside or staged) stay
     /// for the next stream, ahead of the channel. Counted in
-    /// [`handed_back`](ReceiverStats::handed_back).
+    /// [`handed_back`](ReceiverMetrics::handed_back).
     ///
     /// # Examples
     ///
@@ -878,7 +813,7 @@ impl<T> ReusableReceiver<T> {
     /// then those taken from the channel and not yet yielded (set aside or
     /// staged), then what is still queued in the channel, which is closed
     /// first — senders fail from now on and keep their values. Every stream
-    /// still alive ends. Counted in [`handed_back`](ReceiverStats::handed_back).
+    /// still alive ends. Counted in [`handed_back`](ReceiverMetrics::handed_back).
     ///
     /// This is what to call instead of dropping a receiver that may still
     /// hold items (see [Dropping](ReusableReceiver#dropping)). To keep the
@@ -922,20 +857,30 @@ impl<T> ReusableReceiver<T> {
         items
     }
 
-    /// Totals over every lease so far.
+    /// A snapshot of the receiver's counters and gauges; see
+    /// [`ReceiverMetrics`].
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    /// use futures::StreamExt;
     ///
-    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
-    /// let mut reusable = ReusableReceiver::new(rx);
-    /// reusable.stream();
-    /// assert_eq!(reusable.stats().leases, 1);
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await?;
+    /// tx.send(2).await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// reusable.stream().next().await;
+    /// let metrics = reusable.metrics();
+    /// assert_eq!((metrics.leases, metrics.delivered, metrics.unacked), (1, 1, 1));
+    /// assert_eq!(metrics.queued, 1);
+    /// # Ok(())
+    /// # }
     /// ```
-    pub fn stats(&self) -> ReceiverStats {
-        lock(&self.shared.state).totals
+    pub fn metrics(&self) -> ReceiverMetrics {
+        lock(&self.shared.state).metrics()
     }
 
     /// Closes the channel: senders fail from now on, items already sent are
@@ -972,6 +917,31 @@ impl<T> ReusableReceiver<T> {
         }
     }
 
+    /// Whether the channel is closed: every sender was dropped, or
+    /// [`close`](Self::close) was called. Items already sent may still be
+    /// waiting to be yielded; [`is_drained`](Self::is_drained) says when
+    /// nothing is left.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (tx, rx) = tokio::sync::mpsc::channel(1);
+    /// tx.try_send(1).unwrap();
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// assert!(!reusable.is_closed());
+    /// reusable.close();
+    /// assert!(reusable.is_closed());
+    /// assert!(!reusable.is_drained());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.state)
+            .source
+            .as_ref()
+            .is_none_or(|s| s.rx.is_closed())
+    }
+
     /// Whether everything is done: the channel is closed (every sender
     /// dropped, or [`close`](Self::close)) and empty, nothing taken from it
     /// is waiting to be yielded, and no item awaits acknowledgement. A retry
@@ -1003,7 +973,7 @@ impl<T> ReusableReceiver<T> {
     /// yielded (set aside or staged) — oldest first: they come before
     /// anything still in the channel, which stays open. Every stream still
     /// alive ends. The returned items are counted in
-    /// [`handed_back`](ReceiverStats::handed_back).
+    /// [`handed_back`](ReceiverMetrics::handed_back).
     ///
     /// # Examples
     ///
@@ -1070,7 +1040,7 @@ impl<T> fmt::Debug for ReusableReceiver<T> {
         f.debug_struct("ReusableReceiver")
             .field("replay", &state.replay.is_some())
             .field("lease", &state.current.as_ref().map(|c| c.generation))
-            .field("stats", &state.totals)
+            .field("metrics", &state.metrics())
             .finish_non_exhaustive()
     }
 }
@@ -1090,7 +1060,7 @@ impl<T> ReusableStream<T> {
     /// let lease = stream.lease();
     /// drop(stream); // given to a call that dropped it
     /// assert!(lease.is_current());
-    /// assert!(lease.stats().released);
+    /// assert!(lease.metrics().released);
     /// ```
     pub fn lease(&self) -> Lease<T> {
         Lease {
@@ -1120,6 +1090,18 @@ impl<T> ReusableStream<T> {
 impl<T> Stream for ReusableStream<T> {
     type Item = T;
 
+    /// The next item while the lease is in force; `None` once the channel
+    /// is closed and nothing is held, the lease was revoked, or
+    /// [`WhenFull::EndStream`] found the buffer full.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is taken unless this poll returns it.
+    ///
+    /// # Panics
+    ///
+    /// When `T::clone` or the weigher panics (replay mode); the item stays
+    /// next in line.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         if self.done {
             return Poll::Ready(None);
@@ -1285,14 +1267,14 @@ impl<T> Lease<T> {
     /// stream.next().await;
     /// reusable.stream(); // revokes `lease`
     /// reusable.stream();
-    /// let stats = lease.stats();
-    /// assert_eq!((stats.yielded, stats.released), (1, false));
+    /// let metrics = lease.metrics();
+    /// assert_eq!((metrics.delivered, metrics.released), (1, false));
     /// drop(stream); // late
-    /// assert!(lease.stats().released);
+    /// assert!(lease.metrics().released);
     /// # }
     /// ```
-    pub fn stats(&self) -> LeaseStats {
-        self.shared.stats(&self.cell)
+    pub fn metrics(&self) -> LeaseMetrics {
+        self.shared.lease_metrics(&self.cell)
     }
 
     /// The totals of the receiver this lease belongs to — also once the
@@ -1310,11 +1292,11 @@ impl<T> Lease<T> {
     /// let lease = reusable.stream().lease();
     /// lease.revoke();
     /// drop(reusable); // nothing can take the queued item any more
-    /// assert_eq!(lease.receiver_stats().dropped, 1);
+    /// assert_eq!(lease.receiver_metrics().dropped, 1);
     /// assert!(tx.is_closed());
     /// ```
-    pub fn receiver_stats(&self) -> ReceiverStats {
-        lock(&self.shared.state).totals
+    pub fn receiver_metrics(&self) -> ReceiverMetrics {
+        lock(&self.shared.state).metrics()
     }
 
     /// Revokes this lease if it is still in force — its stream ends and is
@@ -1332,13 +1314,13 @@ impl<T> Lease<T> {
     /// assert!(!lease.is_current());
     /// assert!(reusable.lease().is_none());
     /// ```
-    pub fn revoke(&self) -> LeaseStats {
+    pub fn revoke(&self) -> LeaseMetrics {
         self.end(false)
     }
 
     /// Ends the lease (first acknowledging everything, if `ack_all`) and
     /// returns its final counts.
-    pub(crate) fn end(&self, ack_all: bool) -> LeaseStats {
+    pub(crate) fn end(&self, ack_all: bool) -> LeaseMetrics {
         self.shared.end_lease(&self.cell, ack_all)
     }
 }

@@ -79,7 +79,8 @@ pub struct ReplayConfig<T> {
 }
 
 impl<T> ReplayConfig<T> {
-    /// Starts a builder: 1,024 items, no weight bound, [`WhenFull::Wait`].
+    /// Starts a builder: 1,024 items, no weight bound, [`WhenFull::Wait`];
+    /// the same as [`ReplayConfigBuilder::new`].
     ///
     /// # Examples
     ///
@@ -91,13 +92,7 @@ impl<T> ReplayConfig<T> {
     /// # Ok::<(), async_patterns_core::ConfigError>(())
     /// ```
     pub fn builder() -> ReplayConfigBuilder<T> {
-        ReplayConfigBuilder {
-            config: ReplayConfig {
-                max_items: 1_024,
-                max_weight: None,
-                when_full: WhenFull::Wait,
-            },
-        }
+        ReplayConfigBuilder::new()
     }
 
     /// The most unacknowledged items the buffer holds.
@@ -184,6 +179,29 @@ pub struct ReplayConfigBuilder<T> {
 }
 
 impl<T> ReplayConfigBuilder<T> {
+    /// A builder with every option at its default: 1,024 items, no weight
+    /// bound, [`WhenFull::Wait`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfigBuilder, WhenFull};
+    ///
+    /// let config = ReplayConfigBuilder::<u64>::new().build()?;
+    /// assert_eq!((config.max_items(), config.max_weight()), (1_024, None));
+    /// assert_eq!(config.when_full(), WhenFull::Wait);
+    /// # Ok::<(), async_patterns_core::ConfigError>(())
+    /// ```
+    pub fn new() -> Self {
+        ReplayConfigBuilder {
+            config: ReplayConfig {
+                max_items: 1_024,
+                max_weight: None,
+                when_full: WhenFull::Wait,
+            },
+        }
+    }
+
     /// The most unacknowledged items; at least 1.
     ///
     /// # Examples
@@ -266,6 +284,12 @@ impl<T> ReplayConfigBuilder<T> {
             ConfigError::at_least("max_weight", *max_weight, 1)?;
         }
         Ok(config)
+    }
+}
+
+impl<T> Default for ReplayConfigBuilder<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

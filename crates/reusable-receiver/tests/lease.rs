@@ -131,7 +131,7 @@ async fn dropped_stream_leaves_the_receiver_ready_at_once() {
     let lease = stream.lease();
     assert_eq!(poll_once(&mut stream), Poll::Ready(Some(0)));
     drop(stream);
-    assert!(lease.stats().released);
+    assert!(lease.metrics().released);
     // No waiting of any kind: the next stream is served on its first poll.
     let mut next = reusable.stream();
     assert_eq!(poll_once(&mut next), Poll::Ready(Some(1)));
@@ -146,7 +146,7 @@ async fn lease_reports_a_late_release_after_it_was_revoked() {
     let retired = reusable.revoke().unwrap();
     assert!(!retired.released);
     drop(stream);
-    assert!(lease.stats().released);
+    assert!(lease.metrics().released);
 }
 
 #[tokio::test]
@@ -170,7 +170,11 @@ async fn stale_lease_cannot_acknowledge_and_overcounting_is_rejected() {
             generation: lease.generation()
         })
     );
-    assert_eq!(reusable.unacked_len(), 1, "the stale ack removed nothing");
+    assert_eq!(
+        reusable.metrics().unacked as usize,
+        1,
+        "the stale ack removed nothing"
+    );
     assert_eq!(lease.ack(1).unwrap_err().to_string(), "lease 1 was revoked");
 }
 
@@ -194,11 +198,11 @@ async fn replay_yields_unacknowledged_items_first_in_order_then_new_ones() {
 
         let third: Vec<u64> = reusable.stream().collect().await;
         assert_eq!(third, [2, 3, 4, 5]);
-        assert_eq!(lease.stats().unconfirmed(), 1);
-        let stats = reusable.stats();
-        assert_eq!(stats.replayed, 1 + 2);
-        assert_eq!(stats.lost, 0);
-        assert_eq!(stats.acknowledged, 2);
+        assert_eq!(lease.metrics().unacked, 1);
+        let metrics = reusable.metrics();
+        assert_eq!(metrics.redelivered, 1 + 2);
+        assert_eq!(metrics.lost, 0);
+        assert_eq!(metrics.acked, 2);
     })
     .await;
 }
@@ -225,7 +229,7 @@ async fn full_replay_buffer_stops_pulling_until_an_ack_makes_room() {
         assert!(!waiting.is_finished());
         lease.ack(1).unwrap();
         assert_eq!(waiting.await.unwrap(), Some(3));
-        assert_eq!(reusable.unacked_len(), 3);
+        assert_eq!(reusable.metrics().unacked as usize, 3);
     })
     .await;
 }
@@ -299,7 +303,7 @@ async fn parked_item_stays_next_in_line_after_take_unacked_and_into_inner_hands_
     assert_eq!(stream.next().await.as_deref(), Some("aa"));
     assert_eq!(poll_once(&mut stream), Poll::Pending); // "bbbbbb" is set aside
     assert_eq!(
-        reusable.unacked_len(),
+        reusable.metrics().unacked as usize,
         1,
         "the set-aside item was not yielded"
     );
@@ -355,7 +359,7 @@ async fn next_cancelled_in_select_loses_no_item() {
     }
     producer.await.unwrap();
     assert_eq!(got, (0..20).collect::<Vec<_>>());
-    assert_eq!(lease.stats().yielded, 20);
+    assert_eq!(lease.metrics().delivered, 20);
 }
 
 #[derive(Debug)]
@@ -398,7 +402,7 @@ async fn panicking_clone_loses_nothing() {
     // The same stream goes on with the item whose clone failed.
     let rest: Vec<u64> = stream.map(|i| i.id).collect().await;
     assert_eq!(rest, [1, 2]);
-    assert_eq!(reusable.unacked_len(), 3);
+    assert_eq!(reusable.metrics().unacked as usize, 3);
 }
 
 #[tokio::test]
@@ -434,10 +438,10 @@ async fn plain_mode_counts_unconfirmed_items_of_ended_leases_as_lost() {
     lease.ack(3).unwrap(); // the consumer confirmed three
     let rest: Vec<u64> = reusable.stream().collect().await; // revokes the first lease
     assert_eq!(rest, [4, 5]);
-    assert_eq!(reusable.stats().lost, 1);
+    assert_eq!(reusable.metrics().lost, 1);
     reusable.revoke();
     assert_eq!(
-        reusable.stats().lost,
+        reusable.metrics().lost,
         3,
         "the second lease confirmed nothing"
     );

@@ -63,11 +63,11 @@ fn stale_stream_dropped_or_revoked_concurrently_never_shares_an_item() {
         let mut all = got_old.clone();
         all.extend(&got_new);
         assert_eq!(all, (0..all.len() as u32).collect::<Vec<_>>());
-        assert_eq!(old_final.yielded, got_old.len() as u64);
+        assert_eq!(old_final.delivered, got_old.len() as u64);
         // Revoking the old lease never touches the new one.
         assert!(new_lease.is_current());
-        assert_eq!(reusable.stats().lost, got_old.len() as u64);
-        assert!(new_lease.stats().yielded == got_new.len() as u64);
+        assert_eq!(reusable.metrics().lost, got_old.len() as u64);
+        assert!(new_lease.metrics().delivered == got_new.len() as u64);
     });
 }
 
@@ -93,7 +93,7 @@ fn acknowledgement_racing_a_new_lease_is_applied_or_refused_never_half() {
         // it: item 0 is replayed. Either way in order, nothing lost.
         let first = u32::from(acked);
         assert_eq!(got_new, (first..3).collect::<Vec<_>>());
-        assert_eq!(reusable.unacked_len(), got_new.len());
+        assert_eq!(reusable.metrics().unacked as usize, got_new.len());
     });
 }
 

@@ -197,8 +197,8 @@ async fn into_unacked_hands_back_every_item_not_acknowledged_and_closes_the_chan
         "closed: the sender keeps its value"
     );
     assert_eq!(poll_once(&mut stream), Poll::Ready(None));
-    assert_eq!(lease.receiver_stats().handed_back, 9);
-    assert_eq!(lease.receiver_stats().dropped, 0);
+    assert_eq!(lease.receiver_metrics().handed_back, 9);
+    assert_eq!(lease.receiver_metrics().dropped, 0);
 }
 
 #[tokio::test]
@@ -237,7 +237,7 @@ async fn dropping_the_receiver_with_no_lease_in_force_drops_and_counts_everythin
         5 + 40,
         "every original is gone"
     );
-    assert_eq!(lease.receiver_stats().dropped, 38);
+    assert_eq!(lease.receiver_metrics().dropped, 38);
     assert!(tx.is_closed(), "senders learn that nobody receives");
     drop(stream);
 }
@@ -258,11 +258,11 @@ async fn dropping_the_receiver_lets_the_stream_in_force_finish_then_counts_what_
         assert_eq!(poll_once(&mut stream), Poll::Ready(Some(expected)));
     }
     assert_eq!(lease.ack_all(), Ok(4));
-    assert_eq!(lease.receiver_stats().dropped, 0);
-    let stats = lease.revoke();
-    assert_eq!(stats.acknowledged, 4);
+    assert_eq!(lease.receiver_metrics().dropped, 0);
+    let metrics = lease.revoke();
+    assert_eq!(metrics.acked, 4);
     // 4 and 5, staged, can no longer be delivered.
-    assert_eq!(lease.receiver_stats().dropped, 2);
+    assert_eq!(lease.receiver_metrics().dropped, 2);
     assert!(tx.is_closed());
     assert_eq!(poll_once(&mut stream), Poll::Ready(None));
 }
@@ -281,5 +281,5 @@ async fn dropping_a_stream_or_a_lease_drops_nothing() {
     drop(stream);
     let all: Vec<u64> = reusable.stream().collect().await;
     assert_eq!(all, [0, 1, 2, 3]);
-    assert_eq!(reusable.stats().dropped, 0);
+    assert_eq!(reusable.metrics().dropped, 0);
 }

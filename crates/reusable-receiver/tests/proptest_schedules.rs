@@ -342,22 +342,30 @@ impl Harness {
     }
 
     fn check_counts(&self) -> Result<(), TestCaseError> {
-        let stats = self.reusable.stats();
+        let metrics = self.reusable.metrics();
         let m = &self.model;
-        prop_assert_eq!(stats.leases, m.leases);
-        prop_assert_eq!(stats.yielded, m.yielded);
-        prop_assert_eq!(stats.acknowledged, m.acked);
-        prop_assert_eq!(stats.replayed, m.redelivered);
-        prop_assert_eq!(stats.lost, m.lost);
-        prop_assert_eq!(stats.handed_back, m.handed_back);
-        prop_assert_eq!(stats.dropped, 0);
+        prop_assert_eq!(metrics.leases, m.leases);
+        prop_assert_eq!(metrics.delivered, m.yielded);
+        prop_assert_eq!(metrics.acked, m.acked);
+        prop_assert_eq!(metrics.redelivered, m.redelivered);
+        prop_assert_eq!(metrics.lost, m.lost);
+        prop_assert_eq!(metrics.handed_back, m.handed_back);
+        prop_assert_eq!(metrics.dropped, 0);
         let unacked = if m.replay {
             m.admitted - m.first_unacked
         } else {
             0
         };
-        prop_assert_eq!(self.reusable.unacked_len() as u64, unacked);
+        prop_assert_eq!(metrics.unacked, unacked);
         prop_assert!(unacked <= m.max_items as u64);
+        // Everything sent and not yet admitted to the buffer (replay) or
+        // yielded (plain) waits: in the channel, staged, or set aside.
+        let waiting_from = if m.replay {
+            m.admitted
+        } else {
+            m.first_unacked
+        };
+        prop_assert_eq!(metrics.queued, m.sent - waiting_from);
         Ok(())
     }
 
@@ -481,17 +489,17 @@ impl Harness {
                     prop_assert!(tx.is_closed());
                 }
                 if let Some(lease) = &self.lease {
-                    let stats = lease.receiver_stats();
-                    prop_assert_eq!(stats.handed_back, handed_back + outstanding.len() as u64);
-                    prop_assert_eq!(stats.dropped, 0);
+                    let metrics = lease.receiver_metrics();
+                    prop_assert_eq!(metrics.handed_back, handed_back + outstanding.len() as u64);
+                    prop_assert_eq!(metrics.dropped, 0);
                 }
             }
             Ending::Drop => {
                 let lease = self.reusable.stream().lease();
                 drop(self.reusable);
-                prop_assert_eq!(lease.receiver_stats().dropped, 0, "the lease is in force");
+                prop_assert_eq!(lease.receiver_metrics().dropped, 0, "the lease is in force");
                 lease.revoke();
-                prop_assert_eq!(lease.receiver_stats().dropped, outstanding.len() as u64);
+                prop_assert_eq!(lease.receiver_metrics().dropped, outstanding.len() as u64);
                 if let Some(tx) = &self.tx {
                     prop_assert!(tx.is_closed());
                 }
@@ -524,11 +532,11 @@ impl Harness {
                 }
                 // In order, each once: the attempts of the drain fail never.
                 prop_assert_eq!(&delivered, &outstanding);
-                let stats = self.reusable.stats();
+                let metrics = self.reusable.metrics();
                 if self.model.replay {
-                    prop_assert_eq!(stats.acknowledged + handed_back, self.model.sent);
+                    prop_assert_eq!(metrics.acked + handed_back, self.model.sent);
                 }
-                prop_assert_eq!(stats.dropped, 0);
+                prop_assert_eq!(metrics.dropped, 0);
             }
         }
         Ok(())
