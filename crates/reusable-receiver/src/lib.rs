@@ -161,12 +161,14 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod barrier;
 mod error;
 mod loom;
 mod metrics;
 mod receiver;
 mod replay;
 mod retry;
+mod state;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;

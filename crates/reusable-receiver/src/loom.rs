@@ -7,5 +7,5 @@
 
 pub(crate) use async_patterns_core::__private::lock;
 pub(crate) use async_patterns_core::__private::loom::{
-    Arc, AtomicBool, AtomicU64, Mutex, Ordering,
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, fence,
 };

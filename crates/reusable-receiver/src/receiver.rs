@@ -1,25 +1,19 @@
 //! [`ReusableReceiver`], its [`ReusableStream`]s and their [`Lease`]s: the
-//! state they share, and the hand-over from one stream to the next.
-//!
-//! The receiver never moves. It lives in state shared by the
-//! `ReusableReceiver` and every stream it made, behind one mutex; each
-//! stream carries the generation of its lease, and only the stream of the
-//! lease in force may take items. A new stream, or a revocation, retires the
-//! old lease under the same lock that every `poll_next` takes, so a stale
-//! stream — however late it is polled or dropped — finds its generation
-//! retired and ends, without having touched the receiver.
+//! public handles on the shared state of [`crate::state`], where the
+//! hand-over from one stream to the next happens.
 
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use futures_core::{FusedStream, Stream};
 use tokio::sync::mpsc::Receiver;
 
 use crate::error::AckError;
-use crate::loom::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, lock};
+use crate::loom::{Arc, Ordering, lock};
 use crate::metrics::{LeaseMetrics, ReceiverMetrics};
-use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
+use crate::replay::{ReplayBuffer, ReplayConfig};
+use crate::state::{Fill, LeaseCell, Shared, State};
 
 /// Owns an mpsc [`Receiver`] and hands out `'static` streams over it, one
 /// attempt at a time, so that a consumer which takes its stream by value (a
@@ -38,17 +32,23 @@ use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
 /// live leases, and a stream dropped late — after the next attempt started
 /// — can neither take items nor delay anything.
 ///
-/// Items leave the channel in batches of at most 32 — in replay mode never
-/// more than the replay buffer has room for — which makes a stream cheaper
-/// per item than a `ReceiverStream`. Items taken and not yet yielded stay
-/// here, in order, for the next stream (or [`into_inner`](Self::into_inner));
-/// the channel meanwhile has room for as many more sends.
+/// A stream takes items a chunk at a time — up to 64 (fewer for items
+/// larger than 64 bytes, so that a chunk stays within about 4 KiB), in
+/// replay mode never more than the replay buffer has room for — out of the
+/// channel with one `poll_recv_many` under the shared lock, and yields them
+/// one by one without the lock: a store, a load and a compiler fence per
+/// item (see the crate's source, `state.rs`, for the hand-over protocol).
+/// That makes it as cheap per item as a hand-written `recv_many` loop.
+/// Items taken and not yet yielded — by a stream revoked or dropped
+/// mid-chunk — come back here, in order, for the next stream (or
+/// [`into_inner`](Self::into_inner)); the channel meanwhile has room for
+/// as many more sends.
 ///
 /// # Dropping
 ///
 /// Every item taken out of the channel is yielded or handed back; a stream
 /// ends only when nothing is held anywhere (or its lease is revoked, or
-/// [`WhenFull::EndStream`] ends it with the buffer full). What a
+/// [`WhenFull::EndStream`](crate::WhenFull::EndStream) ends it with the buffer full). What a
 /// `ReusableReceiver` holds at a given moment — items yielded and not
 /// acknowledged (replay mode), an item set aside by the weight bound, items
 /// taken from the channel in a batch and not yet yielded — is handed back
@@ -105,7 +105,7 @@ pub struct ReusableReceiver<T> {
 /// It yields items while its lease is in force and ends — returns `None`,
 /// then keeps returning `None` — when the channel is closed and drained, when
 /// its lease is revoked (a newer stream was made, or the attempt ended), or,
-/// in replay mode with [`WhenFull::EndStream`], when the replay buffer is
+/// in replay mode with [`WhenFull::EndStream`](crate::WhenFull::EndStream), when the replay buffer is
 /// full. Dropping it, at any time, loses nothing that it has not yielded.
 ///
 /// # Cancel safety
@@ -143,8 +143,12 @@ pub struct ReusableReceiver<T> {
 /// ```
 pub struct ReusableStream<T> {
     shared: Arc<Shared<T>>,
-    cell: Arc<LeaseCell>,
+    cell: Arc<LeaseCell<T>>,
     generation: u64,
+    /// The next index of the chunk to claim, and the chunk's length: while
+    /// `next < len`, items are claimed without the lock.
+    next: usize,
+    len: usize,
     done: bool,
 }
 
@@ -186,420 +190,7 @@ pub struct ReusableStream<T> {
 /// ```
 pub struct Lease<T> {
     shared: Arc<Shared<T>>,
-    cell: Arc<LeaseCell>,
-}
-
-/// The counters of [`ReceiverMetrics`], kept under the state's lock.
-#[derive(Debug, Clone, Copy, Default)]
-struct Totals {
-    leases: u64,
-    delivered: u64,
-    redelivered: u64,
-    acked: u64,
-    lost: u64,
-    dropped: u64,
-    handed_back: u64,
-}
-
-struct Shared<T> {
-    state: Mutex<State<T>>,
-}
-
-struct State<T> {
-    /// `None` only after [`ReusableReceiver::into_inner`].
-    source: Option<Source<T>>,
-    /// `Some` in replay mode.
-    replay: Option<ReplayBuffer<T>>,
-    /// The lease in force, if any.
-    current: Option<Current>,
-    next_generation: u64,
-    /// The waker of the current lease's stream, when it last waited: woken
-    /// when the lease is revoked, or when an acknowledgement makes room.
-    waker: Option<Waker>,
-    totals: Totals,
-    /// The [`ReusableReceiver`] was dropped: no new lease can start, so once
-    /// no lease is in force nothing can deliver the held items any more.
-    orphaned: bool,
-}
-
-/// The lease in force; its counts move under the state's lock.
-struct Current {
-    generation: u64,
-    delivered: u64,
-    redelivered: u64,
-    acked: u64,
-    cell: Arc<LeaseCell>,
-}
-
-impl Current {
-    fn metrics(&self) -> LeaseMetrics {
-        LeaseMetrics {
-            generation: self.generation,
-            delivered: self.delivered,
-            redelivered: self.redelivered,
-            acked: self.acked,
-            unacked: self.delivered - self.acked,
-            released: self.cell.released.load(Ordering::Acquire),
-        }
-    }
-}
-
-/// What one lease's stream and handles share: whether the stream was
-/// dropped (set by its `Drop` without taking the state's lock), and the
-/// lease's final counts, written under the state's lock when it ends and
-/// read under it.
-struct LeaseCell {
-    generation: u64,
-    released: AtomicBool,
-    ended: AtomicBool,
-    delivered: AtomicU64,
-    redelivered: AtomicU64,
-    acked: AtomicU64,
-}
-
-impl LeaseCell {
-    fn final_metrics(&self) -> LeaseMetrics {
-        let delivered = self.delivered.load(Ordering::Relaxed);
-        let acked = self.acked.load(Ordering::Relaxed);
-        LeaseMetrics {
-            generation: self.generation,
-            delivered,
-            redelivered: self.redelivered.load(Ordering::Relaxed),
-            acked,
-            unacked: delivered - acked,
-            released: self.released.load(Ordering::Acquire),
-        }
-    }
-}
-
-/// How many items move from the channel into [`Source::staged`] at most at
-/// a time.
-const STAGE: usize = 32;
-
-/// The channel, and the items taken from it in one batch but not yet
-/// yielded. Taking a batch with `poll_recv_many` returns the senders' permits
-/// once per batch rather than once per item, which is where a
-/// `ReceiverStream` spends much of its time; the staged items stay in the
-/// shared state, in order, for whichever lease comes next.
-struct Source<T> {
-    rx: Receiver<T>,
-    /// Reversed: the next item is last, so taking it is a `pop`.
-    staged: Vec<T>,
-}
-
-impl<T> Source<T> {
-    /// The next item, taking a batch of at most `limit` from the channel
-    /// when none is staged.
-    fn poll_next(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<Option<T>> {
-        // `poll_recv_many` reads a limit of 0 as "closed".
-        debug_assert!(limit > 0);
-        if let Some(item) = self.staged.pop() {
-            return Poll::Ready(Some(item));
-        }
-        match self.rx.poll_recv_many(cx, &mut self.staged, limit) {
-            Poll::Ready(0) => Poll::Ready(None),
-            Poll::Ready(_) => {
-                self.staged.reverse();
-                Poll::Ready(self.staged.pop())
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// The channel is closed and nothing is left, staged or sent.
-    fn is_done(&self) -> bool {
-        self.staged.is_empty() && self.rx.is_closed() && self.rx.is_empty()
-    }
-
-    /// The staged items, oldest first.
-    fn take_staged(&mut self) -> impl Iterator<Item = T> + use<T> {
-        let mut staged = std::mem::take(&mut self.staged);
-        staged.reverse();
-        staged.into_iter()
-    }
-
-    /// Closes the channel and takes everything in it: the staged items, then
-    /// what is queued, oldest first. (An item sent later through a permit
-    /// reserved before the close stays in the channel.)
-    fn close_and_drain(&mut self) -> Vec<T> {
-        self.rx.close();
-        let mut all: Vec<T> = self.take_staged().collect();
-        while let Ok(item) = self.rx.try_recv() {
-            all.push(item);
-        }
-        all
-    }
-}
-
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-        *slot = Some(cx.waker().clone());
-    }
-}
-
-impl<T> State<T> {
-    fn poll_item(&mut self, generation: u64, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let State {
-            source,
-            replay,
-            current,
-            waker,
-            totals,
-            ..
-        } = self;
-        let Some(current) = current.as_mut().filter(|c| c.generation == generation) else {
-            return Poll::Ready(None); // revoked
-        };
-        let Some(source) = source.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let item = match replay {
-            None => match source.poll_next(cx, STAGE) {
-                Poll::Ready(Some(item)) => item,
-                // Closed and drained: plain mode holds nothing else.
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => {
-                    register(waker, cx);
-                    return Poll::Pending;
-                }
-            },
-            Some(replay) => {
-                let next = match replay.next() {
-                    // Never more than the buffer can take: the rest stays
-                    // in the channel, where senders feel the backpressure.
-                    Next::Pull => match source.poll_next(cx, replay.room().min(STAGE)) {
-                        Poll::Ready(Some(item)) => replay.admit(item),
-                        // Closed and drained, nothing staged, nothing set
-                        // aside (`Pull` comes only when nothing is).
-                        Poll::Ready(None) => return Poll::Ready(None),
-                        Poll::Pending => {
-                            register(waker, cx);
-                            return Poll::Pending;
-                        }
-                    },
-                    next => next,
-                };
-                match next {
-                    Next::Yield { item, redelivery } => {
-                        current.redelivered += u64::from(redelivery);
-                        totals.redelivered += u64::from(redelivery);
-                        item
-                    }
-                    Next::Pull => unreachable!("admit yields or refuses"),
-                    Next::Full => match replay.when_full() {
-                        WhenFull::EndStream => return Poll::Ready(None),
-                        WhenFull::Wait => {
-                            // The stream may end only when nothing is held
-                            // anywhere: an item set aside or staged waits for
-                            // room like the rest. With nothing held, it
-                            // watches the channel too, so that its end ends
-                            // the stream — a consumer that acknowledges only
-                            // when its stream ends (a client-streaming call)
-                            // would otherwise wait for room forever.
-                            let nothing_held = !replay.has_parked() && source.staged.is_empty();
-                            if nothing_held
-                                && source.rx.poll_recv_many(cx, &mut source.staged, 1)
-                                    == Poll::Ready(0)
-                            {
-                                return Poll::Ready(None);
-                            }
-                            register(waker, cx);
-                            return Poll::Pending;
-                        }
-                    },
-                }
-            }
-        };
-        current.delivered += 1;
-        totals.delivered += 1;
-        Poll::Ready(Some(item))
-    }
-
-    /// Starts a new lease, retiring the one in force; returns its cell and
-    /// the old stream's waker, to wake once unlocked.
-    fn new_lease(&mut self) -> (Arc<LeaseCell>, Option<Waker>) {
-        let (_, waker) = self.retire();
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let cell = Arc::new(LeaseCell {
-            generation,
-            released: AtomicBool::new(false),
-            ended: AtomicBool::new(false),
-            delivered: AtomicU64::new(0),
-            redelivered: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
-        });
-        self.current = Some(Current {
-            generation,
-            delivered: 0,
-            redelivered: 0,
-            acked: 0,
-            cell: Arc::clone(&cell),
-        });
-        self.totals.leases += 1;
-        (cell, waker)
-    }
-
-    /// Ends the lease in force: its unconfirmed items are rewound for
-    /// replay, or counted as lost.
-    fn retire(&mut self) -> (Option<LeaseMetrics>, Option<Waker>) {
-        let Some(current) = self.current.take() else {
-            return (None, None);
-        };
-        match &mut self.replay {
-            Some(replay) => replay.rewind(),
-            None => self.totals.lost += current.delivered - current.acked,
-        }
-        let cell = &current.cell;
-        cell.delivered.store(current.delivered, Ordering::Relaxed);
-        cell.redelivered
-            .store(current.redelivered, Ordering::Relaxed);
-        cell.acked.store(current.acked, Ordering::Relaxed);
-        cell.ended.store(true, Ordering::Relaxed);
-        (Some(current.metrics()), self.waker.take())
-    }
-
-    fn metrics(&self) -> ReceiverMetrics {
-        let t = self.totals;
-        let (unacked, parked) = self
-            .replay
-            .as_ref()
-            .map_or((0, false), |r| (r.unacked(), r.has_parked()));
-        let queued = self
-            .source
-            .as_ref()
-            .map_or(0, |s| s.staged.len() + s.rx.len())
-            + usize::from(parked);
-        ReceiverMetrics {
-            leases: t.leases,
-            delivered: t.delivered,
-            redelivered: t.redelivered,
-            acked: t.acked,
-            lost: t.lost,
-            dropped: t.dropped,
-            handed_back: t.handed_back,
-            unacked: unacked as u64,
-            queued: queued as u64,
-        }
-    }
-
-    /// Everything held — unacknowledged, set aside, staged — and then what
-    /// is still queued in the channel, oldest first; the channel is closed.
-    /// The caller counts the items and drops or returns them once unlocked.
-    fn take_everything(&mut self) -> Vec<T> {
-        let mut all = Vec::new();
-        if let Some(replay) = &mut self.replay {
-            all.extend(replay.take_unacked());
-            all.extend(replay.take_parked());
-        }
-        if let Some(source) = &mut self.source {
-            all.extend(source.close_and_drain());
-        }
-        all
-    }
-
-    /// Once the [`ReusableReceiver`] is gone and no lease is in force,
-    /// nothing can deliver what is held: it is taken out, to be dropped once
-    /// unlocked, and counted as dropped.
-    fn discard_if_orphaned(&mut self) -> Vec<T> {
-        if !self.orphaned || self.current.is_some() {
-            return Vec::new();
-        }
-        let discarded = self.take_everything();
-        self.totals.dropped += discarded.len() as u64;
-        discarded
-    }
-
-    fn current(&self, generation: u64) -> Option<&Current> {
-        self.current.as_ref().filter(|c| c.generation == generation)
-    }
-
-    /// Acknowledges the first `n` items (all, for `None`) of lease
-    /// `generation`; returns how many were newly acknowledged, and the
-    /// stream's waker if that made room in a full replay buffer.
-    fn ack(&mut self, generation: u64, n: Option<u64>) -> (Result<u64, AckError>, Option<Waker>) {
-        let Some(current) = self.current.as_mut().filter(|c| c.generation == generation) else {
-            return (Err(AckError::Revoked { generation }), None);
-        };
-        let n = n.unwrap_or(current.delivered);
-        if n > current.delivered {
-            let err = AckError::NotYielded {
-                requested: n,
-                yielded: current.delivered,
-            };
-            return (Err(err), None);
-        }
-        let Some(newly) = n.checked_sub(current.acked).filter(|k| *k > 0) else {
-            return (Ok(0), None);
-        };
-        current.acked = n;
-        self.totals.acked += newly;
-        let mut waker = None;
-        if let Some(replay) = &mut self.replay {
-            let was_full = replay.is_full();
-            // `newly <= delivered - acked`, all of it in the buffer.
-            replay.acknowledge(newly as usize);
-            if was_full {
-                waker = self.waker.take();
-            }
-        }
-        (Ok(newly), waker)
-    }
-}
-
-impl<T> Shared<T> {
-    fn new(rx: Receiver<T>, replay: Option<ReplayBuffer<T>>) -> Arc<Self> {
-        Arc::new(Shared {
-            state: Mutex::new(State {
-                source: Some(Source {
-                    rx,
-                    staged: Vec::new(),
-                }),
-                replay,
-                current: None,
-                next_generation: 1,
-                waker: None,
-                totals: Totals::default(),
-                orphaned: false,
-            }),
-        })
-    }
-
-    /// Ends the lease of `cell` if it is still in force, first
-    /// acknowledging everything it yielded if `ack_all`; returns its final
-    /// counts (also when it had ended before).
-    fn end_lease(&self, cell: &LeaseCell, ack_all: bool) -> LeaseMetrics {
-        let (metrics, waker, discarded) = {
-            let mut state = lock(&self.state);
-            if state.current(cell.generation).is_some() {
-                // The acknowledgement cannot fail (the lease is in force and
-                // `None` means "all"); if it takes the waiting stream's waker,
-                // that waker must still be woken for the revocation.
-                let (_, acked_waker) = if ack_all {
-                    state.ack(cell.generation, None)
-                } else {
-                    (Ok(0), None)
-                };
-                let (metrics, waker) = state.retire();
-                (metrics, waker.or(acked_waker), state.discard_if_orphaned())
-            } else {
-                (None, None, Vec::new())
-            }
-        };
-        drop(discarded);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        metrics.unwrap_or_else(|| cell.final_metrics())
-    }
-
-    fn lease_metrics(&self, cell: &LeaseCell) -> LeaseMetrics {
-        let state = lock(&self.state);
-        match state.current(cell.generation) {
-            Some(current) => current.metrics(),
-            None => cell.final_metrics(),
-        }
-    }
+    cell: Arc<LeaseCell<T>>,
 }
 
 impl<T> ReusableReceiver<T> {
@@ -684,7 +275,9 @@ impl<T> ReusableReceiver<T> {
     /// assert_eq!(second.generation(), first.generation() + 1);
     /// ```
     pub fn stream(&mut self) -> ReusableStream<T> {
-        let (cell, waker) = lock(&self.shared.state).new_lease();
+        let (cell, waker, to_drop) = lock(&self.shared.state).new_lease();
+        // Unlocked: a waker and an item's `Drop` are user code.
+        drop(to_drop);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -692,6 +285,8 @@ impl<T> ReusableReceiver<T> {
             shared: Arc::clone(&self.shared),
             generation: cell.generation,
             cell,
+            next: 0,
+            len: 0,
             done: false,
         }
     }
@@ -710,7 +305,7 @@ impl<T> ReusableReceiver<T> {
     /// assert_eq!(reusable.lease().unwrap().generation(), stream.generation());
     /// ```
     pub fn lease(&self) -> Option<Lease<T>> {
-        let cell = Arc::clone(&lock(&self.shared.state).current.as_ref()?.cell);
+        let cell = Arc::clone(lock(&self.shared.state).current_cell()?);
         Some(Lease {
             shared: Arc::clone(&self.shared),
             cell,
@@ -739,7 +334,8 @@ impl<T> ReusableReceiver<T> {
     /// # }
     /// ```
     pub fn revoke(&mut self) -> Option<LeaseMetrics> {
-        let (metrics, waker) = lock(&self.shared.state).retire();
+        let (metrics, waker, to_drop) = lock(&self.shared.state).retire();
+        drop(to_drop);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -792,16 +388,12 @@ impl<T> ReusableReceiver<T> {
     /// # }
     /// ```
     pub fn take_unacked(&mut self) -> Vec<T> {
-        let (items, waker) = {
+        let (items, waker, to_drop) = {
             let mut state = lock(&self.shared.state);
-            let (_, waker) = state.retire();
-            let items = state
-                .replay
-                .as_mut()
-                .map_or_else(Vec::new, ReplayBuffer::take_unacked);
-            state.totals.handed_back += items.len() as u64;
-            (items, waker)
+            let (_, waker, to_drop) = state.retire();
+            (state.take_unacked(), waker, to_drop)
         };
+        drop(to_drop);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -844,13 +436,14 @@ impl<T> ReusableReceiver<T> {
     /// # }
     /// ```
     pub fn into_unacked(self) -> Vec<T> {
-        let (items, waker) = {
+        let (items, waker, to_drop) = {
             let mut state = lock(&self.shared.state);
-            let (_, waker) = state.retire();
-            let items = state.take_everything();
+            let (_, waker, to_drop) = state.retire();
+            let items = state.take_everything(true);
             state.totals.handed_back += items.len() as u64;
-            (items, waker)
+            (items, waker, to_drop)
         };
+        drop(to_drop);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -910,7 +503,7 @@ impl<T> ReusableReceiver<T> {
             if let Some(source) = state.source.as_mut() {
                 source.rx.close();
             }
-            state.waker.take()
+            state.take_waker()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -959,13 +552,7 @@ impl<T> ReusableReceiver<T> {
     /// assert!(reusable.is_drained());
     /// ```
     pub fn is_drained(&self) -> bool {
-        let state = lock(&self.shared.state);
-        let channel_done = state.source.as_ref().is_none_or(Source::is_done);
-        let buffer_empty = state
-            .replay
-            .as_ref()
-            .is_none_or(|r| r.unacked() == 0 && !r.has_parked());
-        channel_done && buffer_empty
+        lock(&self.shared.state).is_drained()
     }
 
     /// Takes the receiver back, with the items already out of the channel —
@@ -998,27 +585,21 @@ impl<T> ReusableReceiver<T> {
     /// # }
     /// ```
     pub fn into_inner(self) -> (Receiver<T>, Vec<T>) {
-        let (source, mut taken, waker) = {
+        let (source, taken, waker, to_drop) = {
             let mut state = lock(&self.shared.state);
-            let (_, waker) = state.retire();
-            let mut taken = Vec::new();
-            if let Some(replay) = &mut state.replay {
-                taken.extend(replay.take_unacked());
-                taken.extend(replay.take_parked());
-            }
+            let (_, waker, to_drop) = state.retire();
+            let taken = state.take_everything(false);
+            state.totals.handed_back += taken.len() as u64;
             let source = state.source.take().expect(
                 "only `into_inner` takes the source, and it consumes the `ReusableReceiver`",
             );
-            (source, taken, waker)
+            (source, taken, waker, to_drop)
         };
+        drop(to_drop);
         if let Some(waker) = waker {
             waker.wake();
         }
-        let Source { rx, mut staged } = source;
-        staged.reverse();
-        taken.extend(staged);
-        lock(&self.shared.state).totals.handed_back += taken.len() as u64;
-        (rx, taken)
+        (source.rx, taken)
     }
 }
 
@@ -1039,7 +620,7 @@ impl<T> fmt::Debug for ReusableReceiver<T> {
         let state = lock(&self.shared.state);
         f.debug_struct("ReusableReceiver")
             .field("replay", &state.replay.is_some())
-            .field("lease", &state.current.as_ref().map(|c| c.generation))
+            .field("lease", &state.current_generation())
             .field("metrics", &state.metrics())
             .finish_non_exhaustive()
     }
@@ -1092,7 +673,7 @@ impl<T> Stream for ReusableStream<T> {
 
     /// The next item while the lease is in force; `None` once the channel
     /// is closed and nothing is held, the lease was revoked, or
-    /// [`WhenFull::EndStream`] found the buffer full.
+    /// [`WhenFull::EndStream`](crate::WhenFull::EndStream) found the buffer full.
     ///
     /// # Cancel safety
     ///
@@ -1102,15 +683,65 @@ impl<T> Stream for ReusableStream<T> {
     ///
     /// When `T::clone` or the weigher panics (replay mode); the item stays
     /// next in line.
+    #[inline]
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = &mut *self;
+        if this.next < this.len {
+            // The fast path: a store, a compiler fence, a load; no lock.
+            if let Some(item) = this.cell.claim(this.next) {
+                this.next += 1;
+                return Poll::Ready(Some(item));
+            }
+        }
+        this.poll_slow(cx)
+    }
+}
+
+impl<T> ReusableStream<T> {
+    /// Everything but a claim from the chunk: the end, a claim that met a
+    /// revocation, a new chunk. Kept out of line so that `poll_next`'s fast
+    /// path stays small enough to inline.
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         if self.done {
             return Poll::Ready(None);
         }
-        let poll = lock(&self.shared.state).poll_item(self.generation, cx);
-        if let Poll::Ready(None) = poll {
-            self.done = true;
+        let mut state = lock(&self.shared.state);
+        if self.next < self.len {
+            // The claim of item `next` met the end of the lease: the ender
+            // recorded whether it counted it as the stream's.
+            let settled = state.settle(&self.cell, self.next);
+            drop(state);
+            return match settled {
+                Some(item) => {
+                    self.next += 1;
+                    // Nothing more from this chunk: the next poll finds the
+                    // lease ended.
+                    self.len = self.next;
+                    Poll::Ready(Some(item))
+                }
+                None => self.end(),
+            };
         }
-        poll
+        let fill = state.fill(self.generation, cx);
+        drop(state);
+        match fill {
+            Fill::Item { item, len } => {
+                (self.next, self.len) = (1, len);
+                Poll::Ready(Some(item))
+            }
+            Fill::Resume { item, next, len } => {
+                (self.next, self.len) = (next, len);
+                Poll::Ready(Some(item))
+            }
+            Fill::End => self.end(),
+            Fill::Pending => Poll::Pending,
+        }
+    }
+
+    fn end(&mut self) -> Poll<Option<T>> {
+        (self.done, self.next, self.len) = (true, 0, 0);
+        Poll::Ready(None)
     }
 }
 
@@ -1122,9 +753,15 @@ impl<T> FusedStream for ReusableStream<T> {
 
 impl<T> Drop for ReusableStream<T> {
     fn drop(&mut self) {
-        // Nothing to hand back and no lock to take: the receiver never left
-        // the shared state. Only the lease's handles learn of the drop.
         self.cell.released.store(true, Ordering::Release);
+        if self.done {
+            // Ended: nothing is left in its chunk.
+            return;
+        }
+        // What it took and did not yield goes back, under the lock (its
+        // lease stays in force, for its handles to acknowledge).
+        let to_drop = lock(&self.shared.state).release(self.generation);
+        drop(to_drop);
     }
 }
 
@@ -1169,9 +806,7 @@ impl<T> Lease<T> {
     /// assert!(!lease.is_current());
     /// ```
     pub fn is_current(&self) -> bool {
-        lock(&self.shared.state)
-            .current(self.cell.generation)
-            .is_some()
+        lock(&self.shared.state).is_current(self.cell.generation)
     }
 
     /// Confirms the first `n` items this lease's stream yielded (cumulative:
@@ -1274,7 +909,7 @@ impl<T> Lease<T> {
     /// # }
     /// ```
     pub fn metrics(&self) -> LeaseMetrics {
-        self.shared.lease_metrics(&self.cell)
+        lock(&self.shared.state).lease_metrics(&self.cell)
     }
 
     /// The totals of the receiver this lease belongs to — also once the
@@ -1321,7 +956,29 @@ impl<T> Lease<T> {
     /// Ends the lease (first acknowledging everything, if `ack_all`) and
     /// returns its final counts.
     pub(crate) fn end(&self, ack_all: bool) -> LeaseMetrics {
-        self.shared.end_lease(&self.cell, ack_all)
+        let (metrics, waker, to_drop) = {
+            let mut state = lock(&self.shared.state);
+            if state.is_current(self.cell.generation) {
+                // The acknowledgement cannot fail (the lease is in force and
+                // `None` means "all"); if it takes the waiting stream's waker,
+                // that waker must still be woken for the revocation.
+                let (_, acked_waker) = if ack_all {
+                    state.ack(self.cell.generation, None)
+                } else {
+                    (Ok(0), None)
+                };
+                let (metrics, waker, mut to_drop) = state.retire();
+                to_drop.extend(state.discard_if_orphaned());
+                (metrics, waker.or(acked_waker), to_drop)
+            } else {
+                (None, None, Vec::new())
+            }
+        };
+        drop(to_drop);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        metrics.unwrap_or_else(|| State::final_metrics(&self.cell))
     }
 }
 

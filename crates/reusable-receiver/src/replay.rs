@@ -301,21 +301,27 @@ impl<T> fmt::Debug for ReplayConfigBuilder<T> {
     }
 }
 
-/// The items yielded to attempts and not yet acknowledged, oldest first,
+/// The items handed to attempts and not yet acknowledged, oldest first,
 /// and the one item set aside because it did not fit the weight bound.
 ///
-/// `items[..cursor]` were yielded to the lease in force (or to none, between
+/// Items have absolute positions: `items[i]` is at `front + i`.
+/// `items[..cursor]` were handed to the lease in force (or to none, between
 /// leases: then `cursor` is 0); `items[cursor..]` wait to be replayed to it.
-/// `items[..delivered]` were yielded to some lease at least once, so that
-/// yielding one of them again is a redelivery (an item whose `clone`
-/// panicked is in the buffer without having been delivered).
+/// Every position below `delivered` was yielded to some lease at least once:
+/// handing an item at a lower position again is a redelivery. A stream
+/// takes items a chunk at a time, ahead of yielding them, so `delivered` is
+/// advanced by the caller, once it knows how many a stream claimed
+/// ([`mark_delivered`](Self::mark_delivered)); an item handed over and never
+/// claimed (its stream was revoked or dropped first, or its `clone`
+/// panicked) stays undelivered.
 pub(crate) struct ReplayBuffer<T> {
     items: VecDeque<T>,
     /// The weight of each item of `items`, when a weigher is configured.
     weights: VecDeque<usize>,
     weight: usize,
+    front: u64,
     cursor: usize,
-    delivered: usize,
+    delivered: u64,
     /// An item taken from the channel that did not fit the weight bound; it
     /// comes next, before anything staged or still in the channel.
     parked: Option<T>,
@@ -325,8 +331,9 @@ pub(crate) struct ReplayBuffer<T> {
 
 /// What the buffer wants from the channel next.
 pub(crate) enum Next<T> {
-    /// An item to yield, from the buffer (a replay, or the parked item);
-    /// `redelivery` when an earlier lease was given it already.
+    /// A copy of the item at the cursor, handed to the lease (a replay, the
+    /// parked item, or one just admitted); `redelivery` when an earlier
+    /// lease was given it already.
     Yield { item: T, redelivery: bool },
     /// Pull the next item from the channel and [`admit`](ReplayBuffer::admit) it.
     Pull,
@@ -340,6 +347,7 @@ impl<T> ReplayBuffer<T> {
             items: VecDeque::with_capacity(config.max_items.min(1_024)),
             weights: VecDeque::new(),
             weight: 0,
+            front: 0,
             cursor: 0,
             delivered: 0,
             parked: None,
@@ -352,14 +360,18 @@ impl<T> ReplayBuffer<T> {
         self.config.when_full
     }
 
+    /// The absolute position of the next item handed to the lease.
+    pub(crate) fn cursor_position(&self) -> u64 {
+        self.front + self.cursor as u64
+    }
+
     /// The next item for the lease in force, if the buffer decides it.
     pub(crate) fn next(&mut self) -> Next<T> {
         if let Some(item) = self.items.get(self.cursor) {
             // Cloned before the cursor moves: a panicking `clone` changes nothing.
             let item = (self.clone)(item);
-            let redelivery = self.cursor < self.delivered;
+            let redelivery = self.cursor_position() < self.delivered;
             self.cursor += 1;
-            self.delivered = self.delivered.max(self.cursor);
             return Next::Yield { item, redelivery };
         }
         if self.items.len() >= self.config.max_items {
@@ -372,8 +384,8 @@ impl<T> ReplayBuffer<T> {
     }
 
     /// Takes `item`, just pulled from the channel (or parked), into the
-    /// buffer and returns the copy to yield — or parks it if it does not fit
-    /// the weight bound.
+    /// buffer and returns the copy to hand over — or parks it if it does not
+    /// fit the weight bound.
     pub(crate) fn admit(&mut self, item: T) -> Next<T> {
         let mut weight = None;
         let item = match &self.config.max_weight {
@@ -398,11 +410,15 @@ impl<T> ReplayBuffer<T> {
         // item is simply next in line, not yet delivered.
         let item = (self.clone)(self.items.back().expect("pushed above"));
         self.cursor += 1;
-        self.delivered = self.delivered.max(self.cursor);
         Next::Yield {
             item,
             redelivery: false,
         }
+    }
+
+    /// Every position below `end` was yielded to a lease.
+    pub(crate) fn mark_delivered(&mut self, end: u64) {
+        self.delivered = self.delivered.max(end);
     }
 
     /// Removes the `n` oldest items, which the lease in force yielded and
@@ -413,13 +429,20 @@ impl<T> ReplayBuffer<T> {
         if !self.weights.is_empty() {
             self.weight -= self.weights.drain(..n).sum::<usize>();
         }
+        self.front += n as u64;
         self.cursor -= n;
-        self.delivered -= n;
     }
 
     /// The lease ended: everything unacknowledged is replayed to the next.
     pub(crate) fn rewind(&mut self) {
         self.cursor = 0;
+    }
+
+    /// Takes `n` items handed to the lease in force back (its stream was
+    /// dropped before yielding them): they are next in line again.
+    pub(crate) fn unhand(&mut self, n: usize) {
+        debug_assert!(n <= self.cursor);
+        self.cursor -= n;
     }
 
     /// How many more items the buffer can take, by count.
@@ -432,9 +455,22 @@ impl<T> ReplayBuffer<T> {
         self.items.len() >= self.config.max_items || self.parked.is_some()
     }
 
-    /// Items yielded to a lease and not acknowledged.
-    pub(crate) fn unacked(&self) -> usize {
-        self.items.len()
+    /// Items yielded to a lease and not acknowledged, given that positions
+    /// below `delivered` (at least the buffer's own mark) were yielded.
+    pub(crate) fn unacked(&self, delivered: u64) -> usize {
+        let delivered = delivered.max(self.delivered);
+        (delivered.saturating_sub(self.front) as usize).min(self.items.len())
+    }
+
+    /// Items in the buffer never yielded: admitted for a stream that did not
+    /// claim them.
+    pub(crate) fn undelivered(&self, delivered: u64) -> usize {
+        self.items.len() - self.unacked(delivered)
+    }
+
+    /// Whether nothing is in the buffer or set aside.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.parked.is_none()
     }
 
     /// Whether an item is set aside.
@@ -442,14 +478,27 @@ impl<T> ReplayBuffer<T> {
         self.parked.is_some()
     }
 
-    /// Empties the buffer of its unacknowledged items, oldest first; the
-    /// parked item stays, next in line.
+    /// Takes the items yielded and not acknowledged, oldest first (the lease
+    /// in force was retired: nothing is handed to a lease). Items admitted
+    /// and never yielded, and the parked item, stay: they come next.
     pub(crate) fn take_unacked(&mut self) -> Vec<T> {
-        self.cursor = 0;
-        self.delivered = 0;
-        self.weight = 0;
-        self.weights.clear();
-        self.items.drain(..).collect()
+        debug_assert_eq!(self.cursor, 0);
+        let n = self.unacked(self.delivered);
+        self.take_front(n)
+    }
+
+    /// Empties the buffer, oldest first; the parked item stays.
+    pub(crate) fn take_all(&mut self) -> Vec<T> {
+        self.take_front(self.items.len())
+    }
+
+    fn take_front(&mut self, n: usize) -> Vec<T> {
+        self.front += n as u64;
+        self.cursor = self.cursor.saturating_sub(n);
+        if !self.weights.is_empty() {
+            self.weight -= self.weights.drain(..n).sum::<usize>();
+        }
+        self.items.drain(..n).collect()
     }
 
     /// Takes the parked item.

@@ -132,3 +132,62 @@ fn revocation_wakes_a_stream_that_waits() {
         assert_eq!(poll_with(&mut new, Waker::noop()), Poll::Ready(Some(7)));
     });
 }
+
+/// The stream claims items of its chunk without the lock while the next
+/// stream's start ends its lease: every item goes to exactly one of them,
+/// in order, and the old lease's count is exactly what its stream yielded.
+#[test]
+fn lock_free_claims_racing_a_revocation_share_no_item_and_count_exactly() {
+    loom::model(|| {
+        let mut reusable = ReusableReceiver::new(closed_channel(3));
+        let mut old = reusable.stream();
+        let old_lease = old.lease();
+        // The first poll takes all three into the stream's chunk, under the
+        // lock; the next two claims run without it, racing the new lease.
+        let first = poll_with(&mut old, Waker::noop());
+        assert_eq!(first, Poll::Ready(Some(0)));
+        let old_thread = thread::spawn(move || {
+            let mut got = vec![0];
+            got.extend(pull(&mut old, 2));
+            got
+        });
+        let mut new = reusable.stream();
+        let got_new = pull(&mut new, 3);
+        let got_old = old_thread.join().unwrap();
+
+        let mut all = got_old.clone();
+        all.extend(&got_new);
+        assert_eq!(all, [0, 1, 2]);
+        assert_eq!(old_lease.metrics().delivered, got_old.len() as u64);
+        assert_eq!(reusable.metrics().lost, got_old.len() as u64);
+    });
+}
+
+/// The same race in replay mode: the old stream yields copies, the new
+/// lease replays every unacknowledged item, and the redelivery count is
+/// exactly what the old stream yielded.
+#[test]
+fn lock_free_claims_racing_a_revocation_in_replay_mode_are_counted_exactly() {
+    loom::model(|| {
+        let config = ReplayConfig::builder().max_items(4).build().unwrap();
+        let mut reusable = ReusableReceiver::with_replay(closed_channel(3), config);
+        let mut old = reusable.stream();
+        let old_lease = old.lease();
+        assert_eq!(poll_with(&mut old, Waker::noop()), Poll::Ready(Some(0)));
+        let old_thread = thread::spawn(move || {
+            let mut got = vec![0];
+            got.extend(pull(&mut old, 2));
+            got
+        });
+        let mut new = reusable.stream();
+        let got_new = pull(&mut new, 3);
+        let got_old = old_thread.join().unwrap();
+
+        assert_eq!(got_new, [0, 1, 2]);
+        assert_eq!(got_old, (0..got_old.len() as u32).collect::<Vec<_>>());
+        assert_eq!(old_lease.metrics().delivered, got_old.len() as u64);
+        let metrics = reusable.metrics();
+        assert_eq!(metrics.redelivered, got_old.len() as u64);
+        assert_eq!(metrics.delivered, got_old.len() as u64 + 3);
+    });
+}

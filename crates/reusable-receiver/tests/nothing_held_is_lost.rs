@@ -215,7 +215,7 @@ async fn dropping_the_receiver_with_no_lease_in_force_drops_and_counts_everythin
     let mut reusable = ReusableReceiver::with_replay(rx, config);
     let mut stream = reusable.stream();
     let lease = stream.lease();
-    // 0..=4 fit (weight 10), 5 is set aside, 6..32 staged, 32..40 queued.
+    // 0..=4 fit (weight 10), 5 is set aside, the rest staged or queued.
     for expected in 0..5 {
         match poll_once(&mut stream) {
             Poll::Ready(Some(t)) => assert_eq!(t.0, expected),
