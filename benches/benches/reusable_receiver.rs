@@ -117,9 +117,35 @@ fn two_workers() -> Runtime {
 /// The criterion filter given to the bench binary, if any: paired groups
 /// whose name does not contain it are skipped.
 fn selected(group: &str) -> bool {
-    let filter = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-') && a != "--bench");
+    // Criterion's options that take a value, as a separate argument.
+    const WITH_VALUE: [&str; 16] = [
+        "-c",
+        "--color",
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+    ];
+    let mut args = std::env::args().skip(1);
+    let mut filter = None;
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filter = Some(arg);
+            break;
+        }
+    }
     filter.is_none_or(|f| group.contains(&f))
 }
 

@@ -321,18 +321,21 @@ impl<T> LeaseCell<T> {
         count
     }
 
-    /// Takes the unclaimed items out of the chunk, oldest first, and empties
-    /// it; `count` is what [`revoke`](Self::revoke) returned (or, for a
-    /// stream dropping itself, its own count). Under the state's lock.
-    fn take_unclaimed(&self, count: usize) -> Vec<T> {
+    /// Takes the unclaimed items out of the chunk, newest first, handing
+    /// each to `sink`, and empties it; `count` is what
+    /// [`revoke`](Self::revoke) returned (or, for a stream dropping itself,
+    /// its own count). Under the state's lock. Returns how many there were.
+    fn take_unclaimed(&self, count: usize, mut sink: impl FnMut(T)) -> usize {
         let len = self.len.load(Ordering::Relaxed);
-        // SAFETY: `[count..len)` are filled and unclaimed, and the stream
-        // will move none of them out: its lease ended (a claim past `count`
-        // reads `revoked` true and is settled as not its own), or it is
-        // being dropped.
-        let rest = (count..len).map(|i| unsafe { self.take(i) }).collect();
+        for i in (count..len).rev() {
+            // SAFETY: `[count..len)` are filled and unclaimed, and the stream
+            // will move none of them out: its lease ended (a claim past
+            // `count` reads `revoked` true and is settled as not its own), or
+            // it is being dropped.
+            sink(unsafe { self.take(i) });
+        }
         self.len.store(0, Ordering::Relaxed);
-        rest
+        len.saturating_sub(count)
     }
 
     fn final_metrics(&self) -> LeaseMetrics {
@@ -474,79 +477,88 @@ impl<T> State<T> {
         self.current.as_ref().map(|c| &c.cell)
     }
 
-    /// Counts the `claimed` items of the current chunk as delivered.
-    fn fold(&mut self, claimed: usize) {
-        let Some(current) = self.current.as_mut() else {
-            return;
-        };
+    /// Counts the `claimed` items of `current`'s chunk as delivered.
+    fn fold(
+        totals: &mut Totals,
+        replay: &mut Option<ReplayBuffer<T>>,
+        current: &mut Current<T>,
+        claimed: usize,
+    ) {
         let redelivered = claimed.min(current.chunk_redeliveries);
         current.delivered += claimed as u64;
         current.redelivered += redelivered as u64;
-        self.totals.delivered += claimed as u64;
-        self.totals.redelivered += redelivered as u64;
-        if let Some(replay) = &mut self.replay {
+        totals.delivered += claimed as u64;
+        totals.redelivered += redelivered as u64;
+        if let Some(replay) = replay {
             replay.mark_delivered(current.chunk_start + claimed as u64);
         }
         current.chunk_redeliveries = 0;
     }
 
-    /// Puts items a stream did not yield back where they came from: the
-    /// front of the staged items (plain mode) — or, in replay mode, where
-    /// they are copies of buffered items, returns them to be dropped once
-    /// unlocked.
-    fn restore(&mut self, unclaimed: Vec<T>) -> Vec<T> {
-        if self.replay.is_some() {
-            return unclaimed;
-        }
-        if let Some(source) = &mut self.source {
-            for item in unclaimed.into_iter().rev() {
-                source.staged.push_front(item);
+    /// Puts the items of `cell`'s chunk past `count`, which its stream did
+    /// not yield, back where they came from: the front of the staged items,
+    /// in order (plain mode) — or, in replay mode, where they are copies of
+    /// buffered items, returns them to be dropped once unlocked. Returns how
+    /// many there were, too.
+    fn restore(
+        replay: &Option<ReplayBuffer<T>>,
+        source: &mut Option<Source<T>>,
+        cell: &LeaseCell<T>,
+        count: usize,
+    ) -> (usize, Vec<T>) {
+        let mut to_drop = Vec::new();
+        let n = match (replay, source) {
+            (None, Some(source)) => {
+                cell.take_unclaimed(count, |item| source.staged.push_front(item))
             }
-        }
-        Vec::new()
+            // Replay mode. (Plain mode without a source cannot happen: only
+            // `into_inner` takes it, after ending the lease in force.)
+            _ => cell.take_unclaimed(count, |item| to_drop.push(item)),
+        };
+        (n, to_drop)
     }
 
     /// Fills a chunk for the stream of lease `generation`, whose previous
     /// chunk is all claimed, and claims its first item.
     pub(crate) fn fill(&mut self, generation: u64, cx: &mut Context<'_>) -> Fill<T> {
-        let Some(current) = self.current_mut(generation) else {
+        let State {
+            source,
+            replay,
+            current,
+            waker,
+            totals,
+            ..
+        } = self;
+        let Some(current) = current.as_mut().filter(|c| c.generation == generation) else {
             return Fill::End; // revoked
         };
-        let cell = Arc::clone(&current.cell);
-        let count = cell.claimed();
-        let len = cell.len.load(Ordering::Relaxed);
+        let count = current.cell.claimed();
+        let len = current.cell.len.load(Ordering::Relaxed);
         if count < len {
             // A fill panicked (a `clone` or a weigher) after handing items
             // over: they are next. The stream claims this one under the lock.
-            cell.claimed.store(count + 1, Ordering::Relaxed);
+            current.cell.claimed.store(count + 1, Ordering::Relaxed);
             // SAFETY: slot `count` is filled and unclaimed, and the lock
             // keeps the lease from ending meanwhile.
-            let item = unsafe { cell.take(count) };
+            let item = unsafe { current.cell.take(count) };
             return Fill::Resume {
                 item,
                 next: count + 1,
                 len,
             };
         }
-        self.fold(count);
-        cell.claimed.store(0, Ordering::Relaxed);
-        cell.len.store(0, Ordering::Relaxed);
+        Self::fold(totals, replay, current, count);
+        current.cell.claimed.store(0, Ordering::Relaxed);
+        current.cell.len.store(0, Ordering::Relaxed);
 
-        let State {
-            source,
-            replay,
-            current,
-            waker,
-            ..
-        } = self;
         let Some(source) = source.as_mut() else {
             return Fill::End;
         };
-        let current = current.as_mut().expect("checked above");
         let end = match replay {
-            None => Self::fill_plain(source, &cell, cx),
-            Some(replay) => Self::fill_replay(source, replay, current, &cell, cx),
+            None => Self::fill_plain(source, &current.cell, cx),
+            Some(replay) => Self::fill_replay(source, replay, current, cx),
         };
+        let cell = &current.cell;
         let len = cell.len.load(Ordering::Relaxed);
         if len == 0 {
             return match end {
@@ -566,7 +578,8 @@ impl<T> State<T> {
 
     /// The stream of `cell` claimed item `i` without the lock and read
     /// `revoked`: the item, if the ender counted it as claimed, or `None`
-    /// if the ender took it back.
+    /// if the ender took it back. Under the lock (hence `&mut self`), which
+    /// the ender held when it stored `revoked`: its count is recorded.
     pub(crate) fn settle(&mut self, cell: &LeaseCell<T>, i: usize) -> Option<T> {
         debug_assert!(cell.revoked.load(Ordering::Relaxed));
         if i < cell.final_count.load(Ordering::Relaxed) {
@@ -609,11 +622,16 @@ impl<T> State<T> {
         source: &mut Source<T>,
         replay: &mut ReplayBuffer<T>,
         current: &mut Current<T>,
-        cell: &LeaseCell<T>,
         cx: &mut Context<'_>,
     ) -> Poll<()> {
-        current.chunk_start = replay.cursor_position();
-        current.chunk_redeliveries = 0;
+        let Current {
+            cell,
+            chunk_start,
+            chunk_redeliveries,
+            ..
+        } = current;
+        *chunk_start = replay.cursor_position();
+        *chunk_redeliveries = 0;
         let mut len = 0;
         let capacity = chunk_len::<T>();
         while len < capacity {
@@ -631,7 +649,7 @@ impl<T> State<T> {
             };
             match next {
                 Next::Yield { item, redelivery } => {
-                    current.chunk_redeliveries += usize::from(redelivery);
+                    *chunk_redeliveries += usize::from(redelivery);
                     cell.push(len, item);
                     len += 1;
                 }
@@ -691,25 +709,24 @@ impl<T> State<T> {
     /// rewound for replay, or counted as lost. Returns its final counts, the
     /// stream's waker and items to drop, for the caller to handle unlocked.
     pub(crate) fn retire(&mut self) -> (Option<LeaseMetrics>, Option<Waker>, Vec<T>) {
-        let Some(cell) = self.current.as_ref().map(|c| Arc::clone(&c.cell)) else {
+        let Some(mut current) = self.current.take() else {
             return (None, None, Vec::new());
         };
         // From here on every claim of the stream fails; the count read here
         // is what it yielded.
-        let count = cell.revoke();
-        self.fold(count);
-        let unclaimed = cell.take_unclaimed(count);
-        let current = self.current.take().expect("checked above");
+        let count = current.cell.revoke();
+        Self::fold(&mut self.totals, &mut self.replay, &mut current, count);
+        let (_, to_drop) = Self::restore(&self.replay, &mut self.source, &current.cell, count);
         match &mut self.replay {
             Some(replay) => replay.rewind(),
             None => self.totals.lost += current.delivered - current.acked,
         }
+        let cell = &current.cell;
         cell.final_delivered
             .store(current.delivered, Ordering::Relaxed);
         cell.final_redelivered
             .store(current.redelivered, Ordering::Relaxed);
         cell.final_acked.store(current.acked, Ordering::Relaxed);
-        let to_drop = self.restore(unclaimed);
         (Some(current.folded_metrics()), self.waker.take(), to_drop)
     }
 
@@ -717,18 +734,24 @@ impl<T> State<T> {
     /// did not yield goes back (the lease stays in force, for its handles to
     /// acknowledge). Returns items to drop once unlocked.
     pub(crate) fn release(&mut self, generation: u64) -> Vec<T> {
-        let Some(current) = self.current_mut(generation) else {
+        let State {
+            source,
+            replay,
+            current,
+            totals,
+            ..
+        } = self;
+        let Some(current) = current.as_mut().filter(|c| c.generation == generation) else {
             return Vec::new(); // ended: its chunk went back then
         };
-        let cell = Arc::clone(&current.cell);
-        let count = cell.claimed();
-        self.fold(count);
-        let unclaimed = cell.take_unclaimed(count);
-        cell.claimed.store(0, Ordering::Relaxed);
-        if let Some(replay) = &mut self.replay {
-            replay.unhand(unclaimed.len());
+        let count = current.cell.claimed();
+        Self::fold(totals, replay, current, count);
+        let (n, to_drop) = Self::restore(replay, source, &current.cell, count);
+        current.cell.claimed.store(0, Ordering::Relaxed);
+        if let Some(replay) = replay {
+            replay.unhand(n);
         }
-        self.restore(unclaimed)
+        to_drop
     }
 
     pub(crate) fn metrics(&self) -> ReceiverMetrics {
