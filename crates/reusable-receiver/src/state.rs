@@ -4,20 +4,20 @@
 //!
 //! One mutex guards the channel, the items taken out of it, the replay
 //! buffer and the lease in force. A stream takes items out of that state a
-//! chunk at a time (up to [`chunk_len`] items), under the lock, into the cell of its
-//! lease, and yields them from there without the lock: to claim item `i` it
-//! stores the count `i + 1`, passes the light side of an asymmetric barrier
-//! ([`Barrier`]) and loads the cell's `revoked` flag. Ending the lease — a
-//! new stream, a revocation, the retry driver — sets `revoked` under the
-//! lock, passes the heavy side of the barrier and loads the count: the
-//! items below it are the ones the stream yielded, the rest of the chunk
-//! goes back to the shared state, ahead of everything else, for the next
-//! lease. The barrier pair guarantees that the stream sees the flag or the
-//! ender sees the stream's count; when the stream sees the flag it settles
-//! the one item in doubt under the lock, with the count the ender recorded.
-//! So a revoked stream never takes an item, every count is exact, nobody
-//! waits for a stale stream however late it is polled or dropped — and a
-//! stream's item costs a store, a load and a compiler fence.
+//! chunk at a time (up to [`chunk_len`] items), under the lock, into the
+//! cell of its lease, and yields them from there without the lock: to claim
+//! item `i` it stores the count `i + 1`, passes the light side of an
+//! asymmetric barrier ([`Barrier`]) and loads the cell's `revoked` flag.
+//! Ending the lease — a new stream, a revocation, the retry driver — sets
+//! `revoked` under the lock, passes the heavy side of the barrier and loads
+//! the count: the items below it are the ones the stream yielded, the rest
+//! of the chunk goes back to the shared state, ahead of everything else,
+//! for the next lease. The barrier pair guarantees that the stream sees the
+//! flag or the ender sees the stream's count; when the stream sees the flag
+//! it settles the one item in doubt under the lock, with the count the
+//! ender recorded. So a revoked stream never takes an item, every count is
+//! exact, nobody waits for a stale stream however late it is polled or
+//! dropped — and a stream's item costs a store, a load and a compiler fence.
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
