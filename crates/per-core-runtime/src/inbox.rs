@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::mem;
 use std::task::Waker;
 
+use async_patterns_core::__private::lock;
+
 use crate::loom::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::task::TaskRef;
 
@@ -67,10 +69,8 @@ impl Inbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while the lock is held; recover from poisoning anyway.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        // Nothing panics while the lock is held; poisoning is ignored anyway.
+        lock(&self.state)
     }
 
     /// Queues a new task, unless the worker no longer accepts new tasks: then
