@@ -1,4 +1,4 @@
-//! [`Builder`]: how many workers, pinned or not and to which CPUs, thread
+//! [`PerCoreRuntimeBuilder`]: how many workers, pinned or not and to which CPUs, thread
 //! names and stack size, hooks, each worker's tokio runtime settings, and the
 //! default placement; [`BuildError`]: why a runtime could not start.
 
@@ -52,9 +52,9 @@ const MIN_STACK_SIZE: usize = 64 * 1024;
 /// assert_eq!(err.to_string(), "invalid `workers`: got 0, expected at least 1");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[must_use = "a Builder does nothing until `build` is called"]
+#[must_use = "a PerCoreRuntimeBuilder does nothing until `build` is called"]
 #[derive(Clone)]
-pub struct Builder {
+pub struct PerCoreRuntimeBuilder {
     workers: Option<usize>,
     pin: bool,
     pin_cpus: Option<Vec<usize>>,
@@ -64,9 +64,30 @@ pub struct Builder {
     hooks: Hooks,
 }
 
-impl Builder {
-    pub(crate) fn new() -> Self {
-        Builder {
+impl Default for PerCoreRuntimeBuilder {
+    fn default() -> Self {
+        PerCoreRuntimeBuilder::new()
+    }
+}
+
+impl PerCoreRuntimeBuilder {
+    /// A builder with the defaults: one unpinned worker per CPU of the
+    /// [`CpuBudget`], threads named `per-core-{i}`, round-robin placement, no
+    /// hooks, no spinning before a worker parks. The same as
+    /// [`PerCoreRuntime::builder`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::{CpuBudget, PerCoreRuntimeBuilder};
+    ///
+    /// let rt = PerCoreRuntimeBuilder::new().build()?;
+    /// assert_eq!(rt.workers(), CpuBudget::detect().workers());
+    /// assert_eq!(rt.cpus(), None);
+    /// # Ok::<(), async_patterns_per_core_runtime::BuildError>(())
+    /// ```
+    pub fn new() -> Self {
+        PerCoreRuntimeBuilder {
             workers: None,
             pin: false,
             pin_cpus: None,
@@ -101,7 +122,7 @@ impl Builder {
     /// [`CpuBudget::cpus`]). Default: not pinned — the OS schedules worker
     /// threads on any CPU of the mask.
     ///
-    /// A worker that cannot be pinned makes [`build`](Builder::build) fail
+    /// A worker that cannot be pinned makes [`build`](PerCoreRuntimeBuilder::build) fail
     /// with [`BuildError::Pin`]; pinning is never silently skipped. Threads
     /// that a worker's runtime starts for `spawn_blocking` inherit the
     /// worker's pinning.
@@ -130,7 +151,7 @@ impl Builder {
     }
 
     /// Pins worker `i` to `cpus[i]`, CPUs you chose (for example, one NUMA
-    /// node's). Implies [`pin(true)`](Builder::pin); the number of workers
+    /// node's). Implies [`pin(true)`](PerCoreRuntimeBuilder::pin); the number of workers
     /// defaults to the number of CPUs given.
     ///
     /// # Examples
@@ -212,7 +233,7 @@ impl Builder {
     /// Runs `hook` on each worker thread after its runtime is built and
     /// before it takes tasks, inside the runtime and its `LocalSet` (so it
     /// may create tokio resources or call `tokio::task::spawn_local`). If it
-    /// panics, [`build`](Builder::build) fails with
+    /// panics, [`build`](PerCoreRuntimeBuilder::build) fails with
     /// [`BuildError::Hook`].
     ///
     /// # Examples
@@ -269,7 +290,7 @@ impl Builder {
     /// is built: a current-thread builder with I/O and timers enabled
     /// (`enable_all`). Use it for `event_interval`, `max_blocking_threads`,
     /// `on_thread_park` and the like. If it panics, or the runtime fails to
-    /// build, [`build`](Builder::build) fails.
+    /// build, [`build`](PerCoreRuntimeBuilder::build) fails.
     ///
     /// # Examples
     ///
@@ -368,9 +389,9 @@ impl Builder {
     }
 }
 
-impl fmt::Debug for Builder {
+impl fmt::Debug for PerCoreRuntimeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("PerCoreRuntimeBuilder")
             .field("workers", &self.workers)
             .field("pin", &self.pin)
             .field("pin_cpus", &self.pin_cpus)

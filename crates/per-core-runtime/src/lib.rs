@@ -12,9 +12,9 @@
 //!
 //! # What you get
 //!
-//! - [`PerCoreRuntime::builder`]: the number of [`workers`](Builder::workers)
+//! - [`PerCoreRuntime::builder`]: the number of [`workers`](PerCoreRuntimeBuilder::workers)
 //!   (default: the [`CpuBudget`] — the CPUs in the affinity mask, or the
-//!   cgroup CPU quota if smaller), [`pin`](Builder::pin)ning worker `i` to
+//!   cgroup CPU quota if smaller), [`pin`](PerCoreRuntimeBuilder::pin)ning worker `i` to
 //!   CPU `i` of the mask (a failure to pin is an error), thread names and
 //!   stack size, `on_worker_start`/`on_worker_stop` hooks, and each worker's
 //!   tokio runtime builder (I/O and timers enabled).
@@ -101,15 +101,16 @@ mod join;
 mod loom;
 mod metrics;
 mod runtime;
+mod shutdown;
 mod task;
 mod worker;
 
 #[cfg(all(test, async_patterns_loom))]
 mod loom_model;
 
-pub use builder::{BuildError, Builder};
+pub use builder::{BuildError, PerCoreRuntimeBuilder};
 pub use cpus::CpuBudget;
-pub use error::{BlockOnError, SpawnError, SpawnErrorKind};
+pub use error::{BlockOnWorkerError, JoinBlockingError, SpawnError, SpawnErrorKind};
 pub use join::{JoinError, JoinHandle};
-pub use metrics::{ShutdownReport, WorkerMetrics};
+pub use metrics::{RuntimeMetrics, ShutdownReport, WorkerMetrics};
 pub use runtime::{Handle, PerCoreRuntime, Placement, WorkerId};

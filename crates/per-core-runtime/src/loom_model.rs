@@ -148,7 +148,7 @@ mod models {
                 Err(e) if e.is_cancelled() => assert_eq!((m.completed, m.aborted), (0, 1)),
                 other => panic!("unexpected {other:?}"),
             }
-            assert_eq!(m.live_tasks, 0);
+            assert_eq!(m.alive_tasks, 0);
         });
     }
 

@@ -6,7 +6,6 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -14,6 +13,7 @@ use std::task::Poll;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use async_patterns_core::__private::CachePadded;
 use tokio::task::LocalSet;
 
 use crate::WorkerId;
@@ -30,21 +30,11 @@ use crate::task::{Ended, Registry, TaskRef};
 /// schedulers check for I/O every 61 tasks by default).
 const POLLS_PER_TICK: usize = 61;
 
-/// Keeps what producers write (the inbox) and what the worker writes (the
-/// counters) on separate cache lines.
-#[repr(align(128))]
-pub(crate) struct CachePadded<T>(T);
-
-impl<T> Deref for CachePadded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
 /// The part of a worker that other threads see.
 pub(crate) struct WorkerShared {
     pub(crate) index: usize,
+    // What producers write (the inbox) and what the worker writes (the
+    // counters) live on separate cache lines.
     pub(crate) inbox: CachePadded<Inbox>,
     pub(crate) counters: CachePadded<Counters>,
     /// Set at the shutdown deadline: the loop stops between two polls.
@@ -56,8 +46,8 @@ impl WorkerShared {
     pub(crate) fn new(index: usize) -> Self {
         WorkerShared {
             index,
-            inbox: CachePadded(Inbox::new()),
-            counters: CachePadded(Counters::default()),
+            inbox: CachePadded::new(Inbox::new()),
+            counters: CachePadded::new(Counters::default()),
             cancelling: AtomicBool::new(false),
             thread: OnceLock::new(),
         }
@@ -90,7 +80,7 @@ impl WorkerShared {
     }
 
     /// Tasks accepted and not ended.
-    pub(crate) fn live_tasks(&self) -> u64 {
+    pub(crate) fn alive_tasks(&self) -> u64 {
         // Ended first: it never runs ahead of accepted, so the difference
         // does not underflow (saturating anyway, for stale reads).
         let ended = self.counters.ended();
@@ -113,7 +103,7 @@ impl WorkerShared {
             panicked,
             aborted,
             cancelled,
-            live_tasks: spawned.saturating_sub(completed + panicked + aborted + cancelled),
+            alive_tasks: spawned.saturating_sub(completed + panicked + aborted + cancelled),
             busy_time: Duration::from_nanos(c.busy_nanos.load(Ordering::Relaxed)),
         }
     }

@@ -136,6 +136,6 @@ proptest! {
         prop_assert!(expected[3] == 0 || report.deadline_reached);
         let spawned: u64 = report.workers.iter().map(|w| w.spawned).sum();
         prop_assert_eq!(spawned, tasks.len() as u64);
-        prop_assert!(report.workers.iter().all(|w| w.live_tasks == 0));
+        prop_assert!(report.workers.iter().all(|w| w.alive_tasks == 0));
     }
 }
