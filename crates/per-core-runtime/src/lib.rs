@@ -102,6 +102,7 @@ mod loom;
 mod metrics;
 mod runtime;
 mod shutdown;
+mod spin;
 mod task;
 mod worker;
 

@@ -26,7 +26,7 @@ pub(crate) fn worker() -> (ModelInbox, ModelWorker) {
     let shared = Arc::new(WorkerShared::new(0));
     (
         ModelInbox(shared.clone()),
-        ModelWorker(WorkerLoop::new(shared)),
+        ModelWorker(WorkerLoop::new(shared, std::time::Duration::ZERO, false)),
     )
 }
 

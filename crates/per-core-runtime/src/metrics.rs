@@ -109,6 +109,13 @@ pub struct WorkerMetrics {
     /// Time the worker spent polling its tasks: not waiting for work, not
     /// spinning before it parks, not in tokio's I/O driver (counter).
     pub busy_time: Duration,
+    /// Time the worker spent looking for work before it parked (counter;
+    /// zero unless [`spin_before_park`] is set). The worker keeps its CPU
+    /// busy meanwhile: this is what the option costs. Tokio's own tasks
+    /// and its I/O driver, polled between two looks, are counted in it.
+    ///
+    /// [`spin_before_park`]: crate::PerCoreRuntimeBuilder::spin_before_park
+    pub spin_time: Duration,
 }
 
 /// What [`PerCoreRuntime::shutdown`](crate::PerCoreRuntime::shutdown)

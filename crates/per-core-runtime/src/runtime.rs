@@ -552,6 +552,7 @@ pub(crate) struct StartConfig {
     pub(crate) name_prefix: String,
     pub(crate) stack_size: Option<usize>,
     pub(crate) placement: Placement,
+    pub(crate) spin: Duration,
     pub(crate) hooks: Hooks,
 }
 
@@ -609,14 +610,19 @@ impl PerCoreRuntime {
         let (exited_tx, exited) = mpsc::channel();
         let mut threads = WorkerThreads::new(exited, config.workers);
         for (index, shared) in handle.shared.workers.iter().enumerate() {
-            let start = WorkerStart {
-                shared: shared.clone(),
-                handle: handle.clone(),
-                cpu: handle.shared.cpus.as_ref().map(|cpus| cpus[index]),
-                hooks: config.hooks.clone(),
-                ready: ready_tx.clone(),
-                exited: exited_tx.clone(),
-            };
+            let start =
+                WorkerStart {
+                    shared: shared.clone(),
+                    handle: handle.clone(),
+                    cpu: handle.shared.cpus.as_ref().map(|cpus| cpus[index]),
+                    own_cpu: handle.shared.cpus.as_ref().is_some_and(|cpus| {
+                        cpus.iter().filter(|&&c| c == cpus[index]).count() == 1
+                    }),
+                    spin: config.spin,
+                    hooks: config.hooks.clone(),
+                    ready: ready_tx.clone(),
+                    exited: exited_tx.clone(),
+                };
             let mut builder =
                 thread::Builder::new().name(format!("{}-{index}", config.name_prefix));
             if let Some(bytes) = config.stack_size {

@@ -23,12 +23,21 @@ use crate::inbox::{Inbox, Take};
 use crate::loom::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::metrics::WorkerMetrics;
 use crate::runtime::Handle;
+use crate::spin::{self, PREEMPTED, SpinBudget, SpinEnd};
 use crate::task::{Ended, Registry, TaskRef};
 
 /// How many tasks the loop polls before it yields to tokio, so that the I/O
 /// driver, timers and tokio's own tasks get their turn (tokio's own
 /// schedulers check for I/O every 61 tasks by default).
 const POLLS_PER_TICK: usize = 61;
+
+/// How often a spinning worker gives way to the OS (`sched_yield`: another
+/// thread that waits for this CPU runs first).
+const SPIN_YIELD_TO_OS: Duration = Duration::from_micros(2);
+
+/// How often a spinning worker gives way to tokio (its I/O driver, timers
+/// and tasks).
+const SPIN_YIELD_TO_TOKIO: Duration = Duration::from_micros(20);
 
 /// The part of a worker that other threads see.
 pub(crate) struct WorkerShared {
@@ -105,6 +114,7 @@ impl WorkerShared {
             cancelled,
             alive_tasks: spawned.saturating_sub(completed + panicked + aborted + cancelled),
             busy_time: Duration::from_nanos(c.busy_nanos.load(Ordering::Relaxed)),
+            spin_time: Duration::from_nanos(c.spin_nanos.load(Ordering::Relaxed)),
         }
     }
 }
@@ -118,6 +128,7 @@ pub(crate) struct Counters {
     aborted: AtomicU64,
     cancelled: AtomicU64,
     busy_nanos: AtomicU64,
+    spin_nanos: AtomicU64,
 }
 
 impl Counters {
@@ -133,10 +144,11 @@ impl Counters {
     }
 
     fn add_busy(&self, busy: Duration) {
-        let nanos = u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
-        let total = self.busy_nanos.load(Ordering::Relaxed);
-        self.busy_nanos
-            .store(total.saturating_add(nanos), Ordering::Relaxed);
+        add_nanos(&self.busy_nanos, busy);
+    }
+
+    fn add_spin(&self, spin: Duration) {
+        add_nanos(&self.spin_nanos, spin);
     }
 
     fn ended(&self) -> u64 {
@@ -145,6 +157,13 @@ impl Counters {
             + self.aborted.load(Ordering::Relaxed)
             + self.cancelled.load(Ordering::Relaxed)
     }
+}
+
+/// Adds `d` to a counter of nanoseconds that only the worker thread writes.
+fn add_nanos(counter: &AtomicU64, d: Duration) {
+    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let total = counter.load(Ordering::Relaxed);
+    counter.store(total.saturating_add(nanos), Ordering::Relaxed);
 }
 
 /// The worker this thread is, if any.
@@ -177,15 +196,87 @@ pub(crate) struct WorkerLoop {
     shared: Arc<WorkerShared>,
     registry: Registry,
     batch: VecDeque<TaskRef>,
+    /// How long to look for work before parking.
+    spin: SpinBudget,
+    /// Whether this worker's thread is pinned to a CPU of its own (no other
+    /// worker of its runtime can run there).
+    own_cpu: bool,
 }
 
 impl WorkerLoop {
-    pub(crate) fn new(shared: Arc<WorkerShared>) -> Self {
+    pub(crate) fn new(shared: Arc<WorkerShared>, spin: Duration, own_cpu: bool) -> Self {
         WorkerLoop {
             shared,
             registry: Registry::default(),
             batch: VecDeque::new(),
+            spin: SpinBudget::new(spin),
+            own_cpu,
         }
+    }
+
+    /// Out of work: before parking (which makes the next wake a thread
+    /// wake-up, a syscall on both sides), keep looking for up to the spin
+    /// budget (see `spin.rs`). A producer that queues meanwhile finds the
+    /// worker awake and wakes nobody; the worker sees the `pending` flag
+    /// within a few hundred nanoseconds.
+    ///
+    /// The spin gives way to the OS (`sched_yield`) every
+    /// [`SPIN_YIELD_TO_OS`], so that another thread waiting for this CPU —
+    /// on an oversubscribed machine, the very thread that would answer —
+    /// runs first; and to tokio every [`SPIN_YIELD_TO_TOKIO`], which polls
+    /// its I/O driver and timers without blocking and runs its own tasks, so
+    /// that spinning delays none of them by more than that.
+    ///
+    /// A worker that may share its CPU with another worker (not pinned to a
+    /// CPU of its own) watches whether another thread ran on its CPU while it
+    /// spun; if one did, the spin ends as [`SpinEnd::Preempted`] and the
+    /// worker stops spinning for a while (see `spin.rs`).
+    async fn spin_for_work(&mut self, budget: Duration) -> SpinEnd {
+        // A pinned worker shares its CPU with no other worker: losing it to
+        // another thread delays no answer, so it is no reason to stop.
+        let watch = !self.own_cpu;
+        let switches = if watch {
+            spin::involuntary_switches()
+        } else {
+            None
+        };
+        let start = Instant::now();
+        let mut last = start;
+        let mut to_os = start + SPIN_YIELD_TO_OS;
+        let mut to_tokio = start + SPIN_YIELD_TO_TOKIO;
+        let end = loop {
+            if self.shared.inbox.has_pending() {
+                break SpinEnd::Found;
+            }
+            let now = Instant::now();
+            if watch && now.duration_since(last) >= PREEMPTED {
+                break SpinEnd::Preempted;
+            }
+            if now.duration_since(start) >= budget {
+                break SpinEnd::TimedOut;
+            }
+            if now >= to_tokio {
+                tokio::task::yield_now().await;
+                // Tokio's own tasks may have run meanwhile: not a preemption.
+                last = Instant::now();
+                to_tokio = last + SPIN_YIELD_TO_TOKIO;
+            } else if now >= to_os {
+                std::thread::yield_now();
+                last = now;
+                to_os = now + SPIN_YIELD_TO_OS;
+            } else {
+                std::hint::spin_loop();
+                last = now;
+            }
+        };
+        self.shared.counters.add_spin(start.elapsed());
+        if watch && end != SpinEnd::Preempted && spin::involuntary_switches() != switches {
+            // Another thread ran on this CPU while the worker spun: the work
+            // that ended the spin was probably made by it, in the time the
+            // spin let it have.
+            return SpinEnd::Preempted;
+        }
+        end
     }
 
     /// Waits for work: `Ready(true)` when the batch holds tasks,
@@ -201,8 +292,27 @@ impl WorkerLoop {
 
     async fn run(mut self) {
         loop {
-            if self.batch.is_empty() && !poll_fn(|cx| self.poll_take(cx)).await {
-                break;
+            if self.batch.is_empty() {
+                if !self.shared.inbox.has_pending() {
+                    // Linger for one turn of tokio (its I/O driver polled
+                    // without blocking, its ready tasks run) before looking
+                    // at the inbox again: a producer in the middle of a burst
+                    // of spawns queues the next ones meanwhile, and finds the
+                    // worker awake instead of paying a wake-up each.
+                    tokio::task::yield_now().await;
+                }
+                let idle_since = self.spin.enabled().then(Instant::now);
+                let budget = self.spin.current();
+                if !budget.is_zero() && !self.shared.inbox.has_pending() {
+                    let end = self.spin_for_work(budget).await;
+                    self.spin.spun(end);
+                }
+                if !poll_fn(|cx| self.poll_take(cx)).await {
+                    break;
+                }
+                if let Some(since) = idle_since {
+                    self.spin.worked_after(since.elapsed());
+                }
             }
             let yield_now = self.tick();
             if self.shared.is_cancelling() {
@@ -266,6 +376,9 @@ pub(crate) struct WorkerStart {
     pub(crate) shared: Arc<WorkerShared>,
     pub(crate) handle: Handle,
     pub(crate) cpu: Option<usize>,
+    /// Whether `cpu` is this worker's alone among the runtime's workers.
+    pub(crate) own_cpu: bool,
+    pub(crate) spin: Duration,
     pub(crate) hooks: Hooks,
     pub(crate) ready: mpsc::Sender<(usize, Result<(), BuildError>)>,
     pub(crate) exited: mpsc::Sender<usize>,
@@ -286,6 +399,8 @@ pub(crate) fn main(start: WorkerStart) {
         shared,
         handle,
         cpu,
+        own_cpu,
+        spin,
         hooks,
         ready,
         exited,
@@ -312,7 +427,7 @@ pub(crate) fn main(start: WorkerStart) {
     drop(ready);
     {
         let _local = local.enter();
-        let worker_loop = WorkerLoop::new(shared.clone());
+        let worker_loop = WorkerLoop::new(shared.clone(), spin, own_cpu);
         runtime.block_on(local.run_until(async move {
             // If the loop panics, its `Drop` has cancelled every task.
             let _ = tokio::spawn(worker_loop.run()).await;
