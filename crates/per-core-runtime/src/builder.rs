@@ -105,8 +105,9 @@ impl PerCoreRuntimeBuilder {
     }
 
     /// The number of workers (threads, each with its own runtime). Default:
-    /// [`CpuBudget::detect().workers()`](CpuBudget::workers) — the CPUs in
-    /// the affinity mask, or the cgroup CPU quota if that is smaller.
+    /// [`CpuBudget::detect().workers()`](CpuBudget::workers) — std's
+    /// `available_parallelism`: the CPUs in the affinity mask, or the cgroup
+    /// CPU quota if that is smaller.
     /// Must be at least 1; when pinning, at most the number of CPUs to pin to.
     ///
     /// # Examples
@@ -382,6 +383,18 @@ impl PerCoreRuntimeBuilder {
     /// every worker is ready (pinned, runtime built, `on_worker_start` run).
     /// On any failure, the workers already started are stopped and joined
     /// before the error is returned.
+    ///
+    /// # Errors
+    ///
+    /// - [`BuildError::Config`] for a setting out of range, naming it:
+    ///   `workers` (0, or more than the CPUs to pin to), `thread_stack_size`
+    ///   (below 64 KiB), `spin_before_park` (above 10 ms), `pin_to_cpus` (a CPU
+    ///   number beyond what the OS can pin to).
+    /// - [`BuildError::Pin`] if a worker could not be pinned to its CPU.
+    /// - [`BuildError::Thread`] or [`BuildError::Runtime`] if a worker's thread
+    ///   or tokio runtime could not start.
+    /// - [`BuildError::Hook`] if `configure_runtime` or `on_worker_start`
+    ///   panicked.
     ///
     /// # Examples
     ///

@@ -312,6 +312,11 @@ impl JoinError {
     /// The panic's payload, to resume it with [`std::panic::resume_unwind`],
     /// or the error back if the task did not panic.
     ///
+    /// # Errors
+    ///
+    /// The error itself, unchanged, if the task did not panic (it was aborted
+    /// or cancelled by shutdown).
+    ///
     /// # Examples
     ///
     /// ```

@@ -239,6 +239,11 @@ impl Handle {
     /// so that a graceful [`shutdown`](PerCoreRuntime::shutdown) finishes
     /// before its deadline.
     ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only waits for a signal, and a new call
+    /// completes at once if shutdown began meanwhile.
+    ///
     /// # Examples
     ///
     /// ```
@@ -275,6 +280,12 @@ impl Handle {
     }
 
     /// Spawns a task on worker `worker`; see [`PerCoreRuntime::spawn_on`].
+    ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::NoSuchWorker`] if
+    /// `worker` is not below the number of workers,
+    /// [`SpawnErrorKind::ShutDown`] once shutdown has begun.
     ///
     /// # Examples
     ///
@@ -316,6 +327,11 @@ impl Handle {
     /// Spawns a task on the worker chosen by the runtime's default
     /// [`Placement`]; see [`PerCoreRuntime::spawn`].
     ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::ShutDown`] once
+    /// shutdown has begun.
+    ///
     /// # Examples
     ///
     /// ```
@@ -338,6 +354,11 @@ impl Handle {
 
     /// Spawns a task on the worker chosen by `placement`; see
     /// [`PerCoreRuntime::spawn_with`].
+    ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::ShutDown`] once
+    /// shutdown has begun.
     ///
     /// # Examples
     ///
@@ -381,6 +402,13 @@ impl Handle {
     /// Spawns one task per worker, each built by `f` on its worker with that
     /// worker's id; see [`PerCoreRuntime::spawn_on_all`].
     ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f` ([`SpawnErrorKind::ShutDown`]) if shutdown
+    /// had begun before the call; if it begins while the tasks are being
+    /// spawned, the handles of the tasks it refused report
+    /// [`JoinError::is_cancelled`](crate::JoinError::is_cancelled) instead.
+    ///
     /// # Examples
     ///
     /// ```
@@ -420,6 +448,14 @@ impl Handle {
 
     /// Runs a task on worker `worker` and blocks the calling thread until it
     /// ends; see [`PerCoreRuntime::block_on`].
+    ///
+    /// # Errors
+    ///
+    /// - [`BlockOnWorkerError::WouldDeadlock`] with `f`, unrun, on a thread that
+    ///   drives a current-thread runtime (this runtime's workers included).
+    /// - [`BlockOnWorkerError::Spawn`] with `f`, unrun, for a bad index or a
+    ///   runtime that is shutting down.
+    /// - [`BlockOnWorkerError::Task`] if the task panicked or was cancelled.
     ///
     /// # Examples
     ///
@@ -574,6 +610,11 @@ impl PerCoreRuntime {
     }
 
     /// A runtime with the default settings: `PerCoreRuntime::builder().build()`.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`], as [`PerCoreRuntimeBuilder::build`] returns it (a
+    /// worker's thread or tokio runtime could not start).
     ///
     /// # Examples
     ///
@@ -751,6 +792,12 @@ impl PerCoreRuntime {
     /// [`SpawnErrorKind::ShutDown`] once shutdown has begun, handing the
     /// future back.
     ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `future`, unpolled:
+    /// [`SpawnErrorKind::NotOnWorker`] outside the workers,
+    /// [`SpawnErrorKind::ShutDown`] once shutdown has begun.
+    ///
     /// # Examples
     ///
     /// ```
@@ -796,6 +843,12 @@ impl PerCoreRuntime {
     /// Fails, handing `f` back, if the index is out of range or the runtime
     /// is shutting down.
     ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::NoSuchWorker`] if
+    /// `worker` is not below the number of workers,
+    /// [`SpawnErrorKind::ShutDown`] once shutdown has begun.
+    ///
     /// # Examples
     ///
     /// ```
@@ -836,6 +889,11 @@ impl PerCoreRuntime {
     /// Spawns a task on the worker chosen by the builder's
     /// [`placement`](PerCoreRuntimeBuilder::placement) (round-robin by default).
     ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::ShutDown`] once
+    /// shutdown has begun.
+    ///
     /// # Examples
     ///
     /// ```
@@ -858,6 +916,11 @@ impl PerCoreRuntime {
     }
 
     /// Spawns a task on the worker chosen by `placement`.
+    ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::ShutDown`] once
+    /// shutdown has begun.
     ///
     /// # Examples
     ///
@@ -889,6 +952,13 @@ impl PerCoreRuntime {
     /// Fails, handing `f` back, if the runtime has shut down. If shutdown
     /// begins while the tasks are being spawned, the handles of the tasks it
     /// refused report [`JoinError::is_cancelled`](crate::JoinError::is_cancelled).
+    ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f` ([`SpawnErrorKind::ShutDown`]) if shutdown
+    /// had begun before the call; if it begins while the tasks are being
+    /// spawned, the handles of the tasks it refused report
+    /// [`JoinError::is_cancelled`](crate::JoinError::is_cancelled) instead.
     ///
     /// # Examples
     ///
@@ -923,6 +993,14 @@ impl PerCoreRuntime {
     /// [`BlockOnWorkerError::Spawn`] for a bad index or a shut-down runtime (the
     /// closure handed back, unrun in both cases), and with
     /// [`BlockOnWorkerError::Task`] if the task panicked or was cancelled.
+    ///
+    /// # Errors
+    ///
+    /// - [`BlockOnWorkerError::WouldDeadlock`] with `f`, unrun, on a thread that
+    ///   drives a current-thread runtime (this runtime's workers included).
+    /// - [`BlockOnWorkerError::Spawn`] with `f`, unrun, for a bad index or a
+    ///   runtime that is shutting down.
+    /// - [`BlockOnWorkerError::Task`] if the task panicked or was cancelled.
     ///
     /// # Examples
     ///

@@ -201,6 +201,8 @@ pub(crate) struct WorkerLoop {
     /// Whether this worker's thread is pinned to a CPU of its own (no other
     /// worker of its runtime can run there).
     own_cpu: bool,
+    /// The inbox's count of accepted tasks when the worker last lingered.
+    accepted: u64,
 }
 
 impl WorkerLoop {
@@ -211,6 +213,7 @@ impl WorkerLoop {
             batch: VecDeque::new(),
             spin: SpinBudget::new(spin),
             own_cpu,
+            accepted: 0,
         }
     }
 
@@ -293,12 +296,18 @@ impl WorkerLoop {
     async fn run(mut self) {
         loop {
             if self.batch.is_empty() {
-                if !self.shared.inbox.has_pending() {
+                let accepted = self.shared.inbox.accepted();
+                if accepted != self.accepted && !self.shared.inbox.has_pending() {
+                    // New tasks came in since the worker was last idle: a
+                    // producer may be in the middle of a burst of spawns.
                     // Linger for one turn of tokio (its I/O driver polled
                     // without blocking, its ready tasks run) before looking
-                    // at the inbox again: a producer in the middle of a burst
-                    // of spawns queues the next ones meanwhile, and finds the
-                    // worker awake instead of paying a wake-up each.
+                    // at the inbox again, so that the producer queues the
+                    // next ones meanwhile and finds the worker awake instead
+                    // of paying a wake-up every few tasks. (Not after mere
+                    // wakes of started tasks: a worker that hands a message
+                    // to another, maybe on the same CPU, should park at once.)
+                    self.accepted = accepted;
                     tokio::task::yield_now().await;
                 }
                 let idle_since = self.spin.enabled().then(Instant::now);
