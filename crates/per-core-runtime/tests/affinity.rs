@@ -1,7 +1,9 @@
 //! CPU placement: the default worker count follows the affinity mask, pinned
 //! workers run on their CPU (checked with `sched_getaffinity` from inside
 //! their tasks), and pinning failures are errors.
-#![cfg(target_os = "linux")]
+// Not under miri: it pins threads, reads the affinity mask with libc and
+// runs `taskset`.
+#![cfg(all(target_os = "linux", not(miri)))]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_patterns_per_core_runtime::{BuildError, Handle, PerCoreRuntime};
 use tokio::sync::mpsc;
 
-const LIMIT: Duration = Duration::from_secs(30);
+const LIMIT: Duration = Duration::from_secs(if cfg!(miri) { 600 } else { 30 });
 
 fn spinning(workers: usize, spin: Duration) -> PerCoreRuntime {
     PerCoreRuntime::builder()
