@@ -119,6 +119,9 @@ pub(crate) struct PoolShared {
     next: AtomicUsize,
     closed: AtomicBool,
     shutdown_started: Notify,
+    /// Workers whose thread has not finished yet.
+    running: AtomicUsize,
+    all_stopped: Notify,
 }
 
 impl PoolShared {
@@ -277,6 +280,73 @@ impl Handle {
             return;
         }
         notified.await;
+    }
+
+    /// Completes once every worker has stopped: its tasks ended, what tokio
+    /// held on it dropped, its `spawn_blocking` tasks waited for and
+    /// `on_worker_stop` run (at once if they all have).
+    ///
+    /// A shutdown started from a task on one of the workers
+    /// ([`shutdown_async`](PerCoreRuntime::shutdown_async)) reports before
+    /// the caller's own worker has drained; wait for this before the process
+    /// exits, so that the drain is not cut short.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only waits for a signal, and a new call
+    /// completes at once if the workers stopped meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_patterns_core::park_on;
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(2).build()?;
+    /// let handle = rt.handle().clone();
+    /// assert!(!handle.is_stopped());
+    /// let report = rt.shutdown(Duration::from_secs(1));
+    /// assert_eq!(report.completed(), 0);
+    /// // From a plain thread, wait with any executor (here core's `park_on`).
+    /// park_on(handle.stopped());
+    /// assert!(handle.is_stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn stopped(&self) {
+        let notified = self.shared.all_stopped.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the count is read: a stop in between is seen.
+        notified.as_mut().enable();
+        if self.is_stopped() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Whether every worker has stopped; see [`stopped`](Self::stopped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let handle = rt.handle().clone();
+    /// assert!(!handle.is_stopped());
+    /// drop(rt); // outside any runtime: waits for the workers
+    /// assert!(handle.is_stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_stopped(&self) -> bool {
+        self.shared.running.load(Ordering::Acquire) == 0
+    }
+
+    /// A worker's thread has finished (or never started).
+    pub(crate) fn worker_stopped(&self) {
+        if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.all_stopped.notify_waiters();
+        }
     }
 
     /// Spawns a task on worker `worker`; see [`PerCoreRuntime::spawn_on`].
@@ -645,6 +715,8 @@ impl PerCoreRuntime {
                 next: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 shutdown_started: Notify::new(),
+                running: AtomicUsize::new(config.workers),
+                all_stopped: Notify::new(),
             }),
         };
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -675,6 +747,7 @@ impl PerCoreRuntime {
                     // Workers that never started must not be waited for.
                     for never in &handle.shared.workers[index..] {
                         never.inbox.exit();
+                        handle.worker_stopped();
                     }
                     // Dropping stops and joins the workers that did start.
                     drop(PerCoreRuntime {
@@ -1137,9 +1210,11 @@ impl PerCoreRuntime {
     /// report are those of the moment (the calling task among its
     /// `alive_tasks`). That worker then goes on draining until the same
     /// deadline; past it, its remaining tasks — the calling task included,
-    /// at its next `.await` — are cancelled. Call it from a task spawned
-    /// through this crate: a task started with tokio's own `spawn` on a
-    /// worker is dropped when that worker's last counted task ends.
+    /// at its next `.await` — are cancelled. [`Handle::stopped`] completes
+    /// when that worker, too, has stopped: wait for it before the process
+    /// exits. Call it from a task spawned through this crate: a task started
+    /// with tokio's own `spawn` on a worker is dropped when that worker's
+    /// last counted task ends.
     ///
     /// # Cancel safety
     ///
@@ -1177,9 +1252,12 @@ impl PerCoreRuntime {
     /// # }
     /// ```
     ///
-    /// From a task on the runtime's own worker:
+    /// From a task on the runtime's own worker, with the process waiting
+    /// until that worker has drained too:
     ///
     /// ```
+    /// # // Under miri the shutdown thread, detached, outlives `main`.
+    /// # if cfg!(miri) { return Ok(()); }
     /// use std::sync::{Arc, Mutex};
     /// use std::time::Duration;
     /// use async_patterns_per_core_runtime::PerCoreRuntime;
@@ -1198,6 +1276,7 @@ impl PerCoreRuntime {
     /// };
     /// assert_eq!(admin.join()?, (1, false));
     /// assert!(handle.is_shutting_down());
+    /// async_patterns_core::park_on(handle.stopped());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn shutdown_async(

@@ -394,10 +394,12 @@ pub(crate) struct WorkerStart {
 }
 
 /// Tells the runtime this worker thread is done, however it ends.
-struct ExitNotice(mpsc::Sender<usize>, usize);
+struct ExitNotice(mpsc::Sender<usize>, usize, Handle);
 
 impl Drop for ExitNotice {
     fn drop(&mut self) {
+        // Counted first, so that whoever gets the notice sees it counted.
+        self.2.worker_stopped();
         let _ = self.0.send(self.1);
     }
 }
@@ -415,7 +417,7 @@ pub(crate) fn main(start: WorkerStart) {
         exited,
     } = start;
     let index = shared.index;
-    let _exit = ExitNotice(exited, index);
+    let _exit = ExitNotice(exited, index, handle.clone());
     shared.mark_current_thread();
     CURRENT.with(|c| {
         *c.borrow_mut() = Some(Current {

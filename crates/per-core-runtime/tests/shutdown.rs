@@ -695,3 +695,48 @@ fn a_handle_awaited_on_another_runtime_wakes_when_shutdown_cancels_its_task() {
     let result = waiter.join().unwrap().expect("woken before the limit");
     assert!(result.unwrap_err().is_cancelled());
 }
+
+#[test]
+fn stopped_completes_once_every_worker_has_stopped_even_after_an_early_report() {
+    let stopped_hooks = Arc::new(AtomicUsize::new(0));
+    let counter = stopped_hooks.clone();
+    let rt = PerCoreRuntime::builder()
+        .workers(2)
+        .on_worker_stop(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    assert!(!handle.is_stopped());
+    // Worker 0 keeps draining after the report: this task ends only when
+    // the report has been handed to the caller.
+    let (reported_tx, reported_rx) = tokio::sync::oneshot::channel::<()>();
+    let draining = rt
+        .spawn_on(0, move || async move {
+            let _ = reported_rx.await;
+            "drained after the report"
+        })
+        .unwrap();
+    let slot = Arc::new(Mutex::new(Some(rt)));
+    let admin = handle
+        .spawn_on(0, move || async move {
+            let rt = slot.lock().unwrap().take().unwrap();
+            let report = rt.shutdown_async(LIMIT).await;
+            let _ = reported_tx.send(());
+            report.workers[0].alive_tasks
+        })
+        .unwrap();
+    // The caller and the draining task were both alive at the report.
+    assert_eq!(join_within(admin).unwrap(), 2);
+    let (tx, rx) = mpsc::channel();
+    let waiter = handle.clone();
+    std::thread::spawn(move || {
+        async_patterns_core::park_on(waiter.stopped());
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(LIMIT).expect("the workers stopped");
+    assert!(handle.is_stopped());
+    assert_eq!(stopped_hooks.load(Ordering::SeqCst), 2);
+    assert_eq!(join_within(draining).unwrap(), "drained after the report");
+}
