@@ -159,6 +159,8 @@ fn workers_default_to_the_affinity_mask_under_taskset() {
     if let Some(cpu) = std::env::var_os(CHILD) {
         let cpu: usize = cpu.to_str().unwrap().parse().unwrap();
         assert_eq!(thread_affinity(), [cpu]);
+        // std reads the same mask: the default comes from it.
+        assert_eq!(std::thread::available_parallelism().unwrap().get(), 1);
         let budget = CpuBudget::detect();
         assert_eq!(budget.cpus(), [cpu]);
         assert_eq!(budget.workers(), 1);
