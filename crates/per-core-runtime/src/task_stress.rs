@@ -21,7 +21,7 @@ use crate::task::Stage;
 use crate::worker::{WorkerLoop, WorkerShared};
 
 /// Tasks per spawning thread.
-const TASKS: usize = if cfg!(miri) { 6 } else { 300 };
+const TASKS: usize = if cfg!(miri) { 16 } else { 300 };
 /// Spawning threads.
 const SPAWNERS: usize = 2;
 
