@@ -348,7 +348,9 @@ impl PerCoreRuntimeBuilder {
 
     /// Adjusts the tokio runtime builder of each worker before its runtime
     /// is built: a current-thread builder with I/O and timers enabled
-    /// (`enable_all`). Use it for `event_interval`, `max_blocking_threads`,
+    /// (`enable_io`, `enable_time`; timers only in a build with the bare
+    /// `--cfg loom`, where tokio has no I/O driver). Use it for
+    /// `event_interval`, `max_blocking_threads`,
     /// `on_thread_park` and the like. If it panics, or the runtime fails to
     /// build, [`build`](PerCoreRuntimeBuilder::build) fails.
     ///
@@ -537,17 +539,21 @@ impl BuildError {
         hook: &'static str,
         payload: &Box<dyn Any + Send>,
     ) -> Self {
-        let message = payload
-            .downcast_ref::<&'static str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(not a string)".to_string());
         BuildError::Hook {
             worker,
             hook,
-            message,
+            message: panic_message(payload),
         }
     }
+}
+
+/// A panic's message, if it is a string.
+pub(crate) fn panic_message(payload: &Box<dyn Any + Send>) -> String {
+    payload
+        .downcast_ref::<&'static str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(not a string)".to_string())
 }
 
 impl From<ConfigError> for BuildError {

@@ -767,17 +767,30 @@ impl PerCoreRuntime {
             threads: Some(threads),
         };
         let mut first_error = None;
+        let mut reported = vec![false; config.workers];
         for _ in 0..config.workers {
-            match ready_rx.recv() {
-                Ok((_, Ok(()))) => {}
-                Ok((index, Err(error))) => {
-                    if first_error.as_ref().is_none_or(|(i, _)| index < *i) {
-                        first_error = Some((index, error));
-                    }
+            let (index, result) = match ready_rx.recv() {
+                Ok(report) => report,
+                // A worker thread ended without reporting (a panic this
+                // crate did not catch): the build fails, naming it.
+                Err(mpsc::RecvError) => {
+                    let index = reported.iter().position(|r| !r).unwrap_or(0);
+                    let source =
+                        std::io::Error::other("the worker thread ended before it was ready");
+                    (
+                        index,
+                        Err(BuildError::Thread {
+                            worker: index,
+                            source,
+                        }),
+                    )
                 }
-                // Every worker reports before it can end: unreachable, but a
-                // lost report must not hang the build.
-                Err(mpsc::RecvError) => break,
+            };
+            reported[index] = true;
+            if let Err(error) = result
+                && first_error.as_ref().is_none_or(|(i, _)| index < *i)
+            {
+                first_error = Some((index, error));
             }
         }
         match first_error {

@@ -475,15 +475,36 @@ fn prepare(
         })?;
     }
     let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_all();
+    builder.enable_time();
+    // A build with the bare `--cfg loom` (a user's own loom tests set it for
+    // every crate) has no tokio I/O driver, and tokio panics if asked for
+    // one: timers only, there.
+    #[allow(unexpected_cfgs)]
+    {
+        #[cfg(not(loom))]
+        builder.enable_io();
+    }
     if let Some(configure) = &hooks.configure_runtime {
         catch_unwind(AssertUnwindSafe(|| configure(id, &mut builder)))
             .map_err(|payload| BuildError::hook_panicked(index, "configure_runtime", &payload))?;
     }
-    let runtime = builder.build().map_err(|source| BuildError::Runtime {
-        worker: index,
-        source,
-    })?;
+    // tokio reports most failures as errors, a few as panics: both are the
+    // build's error, never a worker thread that silently died.
+    let runtime = match catch_unwind(AssertUnwindSafe(|| builder.build())) {
+        Ok(built) => built.map_err(|source| BuildError::Runtime {
+            worker: index,
+            source,
+        })?,
+        Err(payload) => {
+            return Err(BuildError::Runtime {
+                worker: index,
+                source: std::io::Error::other(format!(
+                    "tokio panicked building the runtime: {}",
+                    crate::builder::panic_message(&payload)
+                )),
+            });
+        }
+    };
     let local = LocalSet::new();
     if let Some(on_start) = &hooks.on_start {
         let _runtime = runtime.enter();
