@@ -593,7 +593,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn progress(counters: &Counters, runtime: &PerCoreRuntime, started: Instant) -> Progress {
-    let metrics = runtime.metrics();
+    let metrics = runtime.metrics().workers;
     Progress {
         elapsed: started.elapsed(),
         produced: counters.produced.iter().map(get).sum(),
@@ -607,7 +607,7 @@ fn progress(counters: &Counters, runtime: &PerCoreRuntime, started: Instant) -> 
             .zip(&counters.produced)
             .map(|(m, produced)| WorkerProgress {
                 produced: get(produced),
-                live_tasks: m.live_tasks,
+                live_tasks: m.alive_tasks,
                 busy: m.busy_time,
             })
             .collect(),
