@@ -402,7 +402,11 @@ fn drop_in_a_current_thread_task_refuses_to_wait() {
                 let _guard = OnDrop(Some(move || {
                     sends_refuse_to_wait(&tx);
                     calls_refuse_to_wait(&client);
-                    assert_eq!(block_on(needs_a_runtime()), 42);
+                    // Not under miri: block_on's helper runtime lives as long
+                    // as the process, which miri reports as a leaked thread.
+                    if !cfg!(miri) {
+                        assert_eq!(block_on(needs_a_runtime()), 42);
+                    }
                 }));
                 tokio::task::yield_now().await;
             })
