@@ -369,8 +369,12 @@ struct Shared<T> {
 ///   returns `Pending`: a producer that is running delivers its next item
 ///   well within that time.
 ///
-/// Loom models skip all looking: it only changes timing, and loom has no
-/// clock.
+/// Looking pays only when the two ends can run at the same time: on a
+/// process limited to one CPU (by affinity or a cgroup quota, as
+/// [`available_parallelism`](std::thread::available_parallelism) reports)
+/// the budgeted look is off, since the receiver could not run while the
+/// sender spins. Loom models skip all looking: it only changes timing, and
+/// loom has no clock.
 mod look {
     /// Spins of a blocked sender before its budgeted look.
     pub(super) const SPIN_STEPS: u32 = if cfg!(async_patterns_loom) { 0 } else { 7 };
@@ -388,6 +392,13 @@ mod look {
     pub(super) const LOOK_SPINS: u32 = 32;
     /// How long a receiver on a streak looks for the next item; 0 disables it.
     pub(super) const RX_LOOK_NS: u64 = if cfg!(async_patterns_loom) { 0 } else { 2_000 };
+
+    /// Whether the process may run two threads at once, so that a sender's
+    /// budgeted look can see a receiver make room. Asked once.
+    pub(super) fn parallel() -> bool {
+        static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *PARALLEL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+    }
 }
 
 use look::{LOOK_SPINS, MAX_LOOK_NS, MIN_LOOK_NS, RX_LOOK_NS, SPIN_STEPS};
@@ -531,7 +542,7 @@ impl<T> Shared<T> {
                 std::hint::spin_loop();
             }
         }
-        if MAX_LOOK_NS == 0 || self.looking.swap(true, Ordering::Acquire) {
+        if MAX_LOOK_NS == 0 || !look::parallel() || self.looking.swap(true, Ordering::Acquire) {
             // Another sender is looking already: one is enough, and it
             // makes room for the others as soon as it finds some.
             return self.push(value);
