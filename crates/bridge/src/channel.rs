@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use async_patterns_core::{BlockingStrategy, ConfigError, RuntimeContext};
 use futures_core::Stream;
 
-use crate::loom::{
-    Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, AtomicWaker, CachePadded, Ordering, thread,
-};
+use crate::loom::{Arc, AtomicUsize, AtomicWaker, CachePadded, Ordering, thread};
+// The counters and the look's state are statistics and hints, not part of
+// any hand-over: `std`'s atomics even under loom, so that the models explore
+// the protocol rather than every interleaving of a counter.
 use crate::ring::{MAX_CAPACITY, Pop, PushError, Ring, TxWait, Wakes};
 use crate::waiters::{WaiterId, Waiters, Wake};
 use crate::{SendBlockingError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 /// The capacity of a channel built without [`ChannelBuilder::capacity`].
 const DEFAULT_CAPACITY: usize = 1024;
@@ -376,22 +378,19 @@ struct Shared<T> {
 /// sender spins. Loom models skip all looking: it only changes timing, and
 /// loom has no clock.
 mod look {
+    /// Whether the ends look for each other at all: not under loom.
+    pub(super) const ENABLED: bool = !cfg!(async_patterns_loom);
     /// Spins of a blocked sender before its budgeted look.
-    pub(super) const SPIN_STEPS: u32 = if cfg!(async_patterns_loom) { 0 } else { 7 };
-    /// The longest budgeted look of a blocked sender, in nanoseconds; 0
-    /// disables it.
-    pub(super) const MAX_LOOK_NS: u32 = if cfg!(async_patterns_loom) {
-        0
-    } else {
-        100_000
-    };
+    pub(super) const SPIN_STEPS: u32 = 7;
+    /// The longest budgeted look of a blocked sender, in nanoseconds.
+    pub(super) const MAX_LOOK_NS: u32 = 100_000;
     /// The shortest budgeted look it adapts down to.
     pub(super) const MIN_LOOK_NS: u32 = 2_000;
     /// Spin hints between two looks of a sender's budgeted look (about a
     /// microsecond).
     pub(super) const LOOK_SPINS: u32 = 32;
-    /// How long a receiver on a streak looks for the next item; 0 disables it.
-    pub(super) const RX_LOOK_NS: u64 = if cfg!(async_patterns_loom) { 0 } else { 2_000 };
+    /// How long a receiver on a streak looks for the next item.
+    pub(super) const RX_LOOK_NS: u64 = 2_000;
 
     /// Whether the process may run two threads at once, so that a sender's
     /// budgeted look can see a receiver make room. Asked once.
@@ -533,6 +532,9 @@ impl<T> Shared<T> {
     /// Pushes `value`, looking for room again for a while before reporting
     /// `Full` (see [`look`]), never past `deadline`.
     fn push_spinning(&self, mut value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        if !look::ENABLED {
+            return self.push(value);
+        }
         for step in 0..SPIN_STEPS {
             value = match self.push(value) {
                 Err(PushError::Full(v)) => v,
@@ -542,7 +544,7 @@ impl<T> Shared<T> {
                 std::hint::spin_loop();
             }
         }
-        if MAX_LOOK_NS == 0 || !look::parallel() || self.looking.swap(true, Ordering::Acquire) {
+        if !look::parallel() || self.looking.swap(true, Ordering::Acquire) {
             // Another sender is looking already: one is enough, and it
             // makes room for the others as soon as it finds some.
             return self.push(value);
@@ -1185,7 +1187,7 @@ impl<T> Receiver<T> {
                     return Poll::Ready(Some(value));
                 }
                 Pop::Closed => return Poll::Ready(None),
-                Pop::Empty { .. } if self.streak && RX_LOOK_NS > 0 => {
+                Pop::Empty { .. } if look::ENABLED && self.streak => {
                     let now = Instant::now();
                     let until =
                         *look_until.get_or_insert_with(|| now + Duration::from_nanos(RX_LOOK_NS));

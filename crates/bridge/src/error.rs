@@ -23,8 +23,12 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError<Req> {
-    /// Refused at once: the calling thread drives a current-thread runtime,
-    /// so it cannot wait for the service. Nothing was sent.
+    /// Refused at once: the calling thread drives a current-thread runtime
+    /// and the service runs there too, is not served yet, or runs on a
+    /// runtime that is itself waiting in such a call — waiting could stop
+    /// the service. Nothing was sent. (Async code can await
+    /// [`served`](crate::SyncClient::served) for a service that another
+    /// runtime is about to serve.)
     WouldDeadlock(Req),
     /// The service ended (closed, dropped, or its task panicked or was
     /// cancelled) before answering. `Some(request)` if it never took the

@@ -5,7 +5,7 @@
 //! `tests/loom*.rs` explore the same code that ships.
 
 pub(crate) use async_patterns_core::__private::loom::{
-    Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, UnsafeCell,
+    Arc, AtomicUsize, Mutex, MutexGuard, Ordering, UnsafeCell,
 };
 pub(crate) use async_patterns_core::__private::{CachePadded, lock};
 

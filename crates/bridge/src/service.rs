@@ -166,7 +166,7 @@ impl<Req, Resp> ServiceBuilder<Req, Resp> {
         let capacity = check_capacity(self.capacity)?;
         let concurrency = ConfigError::at_least("concurrency", self.concurrency, 1)?;
         let (calls, rx) = ChannelBuilder::new().capacity(capacity).build()?;
-        let home = Arc::new(Mutex::new(HomeState {
+        let home = Arc::new(std::sync::Mutex::new(HomeState {
             home: Home::NotServing,
             served: false,
             gone: false,
@@ -245,12 +245,16 @@ impl HomeState {
     }
 }
 
-type SharedHome = Arc<Mutex<HomeState>>;
+/// `std`'s mutex even under loom: the home is read when a call starts and
+/// written when `serve` starts and ends, never inside a hand-over the models
+/// explore, and a loom mutex there only multiplies their interleavings.
+type SharedHome = Arc<std::sync::Mutex<HomeState>>;
 
-fn home_of(home: &SharedHome) -> MutexGuard<'_, HomeState> {
+fn home_of(home: &SharedHome) -> std::sync::MutexGuard<'_, HomeState> {
     // Every update is a few plain assignments with nothing that can panic in
     // between: a poisoned lock still holds a consistent state.
-    lock(home)
+    home.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The service's end of its [`HomeState`]: it records where `serve` runs
