@@ -481,6 +481,7 @@ fn prepare(
     // one: timers only, there.
     #[allow(unexpected_cfgs)]
     {
+        // tidy: tokio under a bare loom cfg
         #[cfg(not(loom))]
         builder.enable_io();
     }
