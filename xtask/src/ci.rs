@@ -225,7 +225,8 @@ fn users_loom_cfg() -> Result<()> {
 }
 
 /// Miri runs the unit tests of every published crate with `unsafe` code in
-/// its `src/`, and each of their `tests/miri*.rs` stress tests under several
+/// its `src/`, and each of their stress tests — `tests/miri*.rs`, and unit
+/// tests in a `*stress*` module of `src/` — under several
 /// scheduler seeds (`-Zmiri-many-seeds`), with sizes cut down under
 /// `cfg(miri)`. It needs a nightly toolchain with the `miri` and `rust-src`
 /// components, which `.ci/run` tries to add; without them the section is
@@ -242,21 +243,38 @@ fn miri() -> Result<Ran> {
         return Ok(Ran::Skipped(why.to_string()));
     }
     let crates = tidy::unsafe_crates()?;
-    for (package, miri_tests) in crates {
+    // Several scheduler seeds for the stress tests: each explores other
+    // interleavings of the same threads.
+    let seeds = "-Zmiri-many-seeds=0..4";
+    for krate in crates {
+        let package = &krate.package;
         let miri_cargo = || {
             let mut c = Command::new("rustup");
             c.args(["run", "nightly", "cargo", "miri", "test"])
                 .args(["--target-dir", "target/miri", "--package"])
-                .arg(&package);
+                .arg(package);
             c
         };
         let mut lib = miri_cargo();
         lib.arg("--lib");
+        if krate.unit_stress {
+            lib.args(["--", "--skip", "stress"]);
+        }
         run::section(&format!("miri {package} (unit)"), lib, Limit::minutes(20))?;
-        for test in miri_tests {
+        if krate.unit_stress {
+            let mut stress = miri_cargo();
+            stress
+                .env("MIRIFLAGS", seeds)
+                .args(["--lib", "--", "stress"]);
+            run::section(
+                &format!("miri {package} (unit stress)"),
+                stress,
+                Limit::minutes(20),
+            )?;
+        }
+        for test in &krate.miri_tests {
             let mut cmd = miri_cargo();
-            cmd.env("MIRIFLAGS", "-Zmiri-many-seeds=0..4")
-                .args(["--test", &test]);
+            cmd.env("MIRIFLAGS", seeds).args(["--test", test]);
             run::section(&format!("miri {package}/{test}"), cmd, Limit::minutes(20))?;
         }
     }

@@ -95,11 +95,12 @@ pub(crate) fn loom_targets() -> Result<Vec<(String, LoomModels)>> {
 /// `(package, miri test targets)` for every published crate with `unsafe`
 /// code in its `src/`: the crates miri must check. Its test targets named
 /// `miri*` (`tests/miri*.rs`) are its stress tests for miri.
-pub(crate) fn unsafe_crates() -> Result<Vec<(String, Vec<String>)>> {
+pub(crate) fn unsafe_crates() -> Result<Vec<MiriCrate>> {
     let meta = metadata()?;
     let mut out = Vec::new();
     for package in packages(&meta).filter(|p| is_published(p)) {
         let mut has_unsafe = false;
+        let mut unit_stress = false;
         let mut miri_tests = Vec::new();
         for target in package["targets"].as_array().into_iter().flatten() {
             let kinds = target["kind"].as_array();
@@ -114,13 +115,46 @@ pub(crate) fn unsafe_crates() -> Result<Vec<(String, Vec<String>)>> {
                     .context("a lib target without a directory")?
                     .to_path_buf();
                 has_unsafe = contains_text(&src, "unsafe ")?;
+                unit_stress = has_file_named(&src, "stress")?;
             }
         }
         if has_unsafe {
-            out.push((str_of(package, "name").to_string(), miri_tests));
+            out.push(MiriCrate {
+                package: str_of(package, "name").to_string(),
+                unit_stress,
+                miri_tests,
+            });
         }
     }
     Ok(out)
+}
+
+/// A published crate with `unsafe` code, for ci's miri section.
+pub(crate) struct MiriCrate {
+    pub(crate) package: String,
+    /// Unit tests in a `*stress*` module (stress tests of private unsafe
+    /// code), run under several seeds apart from the other unit tests.
+    pub(crate) unit_stress: bool,
+    /// Its `tests/miri*.rs` targets, run under several seeds.
+    pub(crate) miri_tests: Vec<String>,
+}
+
+fn has_file_named(dir: &Path, part: &str) -> Result<bool> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if has_file_named(&path, part)? {
+                return Ok(true);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs")
+            && path
+                .file_stem()
+                .is_some_and(|s| s.to_string_lossy().contains(part))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// How a crate gates loom models kept among its unit tests.

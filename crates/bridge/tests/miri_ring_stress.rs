@@ -3,7 +3,7 @@
 //! senders popping against the receiver, the receiver dropped mid-write —
 //! sized down under miri, which runs these to check every `unsafe` access of
 //! the ring (`cargo +nightly miri test -p async-patterns-bridge --test
-//! ring_stress`, with `-Zmiri-many-seeds` for many interleavings).
+//! miri_ring_stress`, with `-Zmiri-many-seeds` for many interleavings).
 //!
 //! Each test checks the channel's ledger: every value is received exactly
 //! once (in its producer's order), handed back, or counted as dropped.
