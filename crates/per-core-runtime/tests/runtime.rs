@@ -175,13 +175,15 @@ fn a_panicking_task_does_not_take_its_worker_down() {
 #[test]
 fn results_and_panics_come_back_to_another_runtime() {
     let rt = runtime(2);
+    // Timers only: this file also runs under a user's bare `--cfg loom`
+    // (`cargo xtask ci`'s loom section), where tokio has no I/O driver.
     let current_thread = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_time()
         .build()
         .unwrap();
     let multi_thread = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .enable_all()
+        .enable_time()
         .build()
         .unwrap();
     for other in [&current_thread, &multi_thread] {
