@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use crate::batch::{Batch, Pool, Sealed};
 use crate::deadline::{Deadline, expiry};
 use crate::flush::FlushSignal;
-use crate::loom::Arc;
 use crate::{BatchConfig, BatchMetrics, FlushReason, Flusher};
+use async_patterns_core::__private::loom::Arc;
 
 /// The batch being filled.
 pub(crate) struct Open<T> {
@@ -176,7 +176,7 @@ impl<T> Assembler<T> {
         let (sender, outcome) = outcome::channel();
         if self.ended {
             let _ = sender.send(Summary {
-                value: self.metrics,
+                value: self.metrics(),
                 finished: true,
             });
         } else {
@@ -191,6 +191,19 @@ impl<T> Assembler<T> {
 
     pub(crate) fn buffered(&self) -> usize {
         self.ready.as_ref().map_or(0, |r| r.items.len()) + self.open.len() + self.carry.len()
+    }
+
+    /// Counts `n` items taken from the input.
+    #[inline]
+    pub(crate) fn took(&mut self, n: usize) {
+        self.metrics.sent += n as u64;
+    }
+
+    /// The metrics now, with the `queued` gauge filled in.
+    pub(crate) fn metrics(&self) -> BatchMetrics {
+        let mut metrics = self.metrics;
+        metrics.queued = self.buffered() as u64;
+        metrics
     }
 
     /// Hands `sealed` out, counting it.
@@ -248,7 +261,7 @@ impl<T> Assembler<T> {
         self.ended = true;
         if let Some(sender) = self.outcome.take() {
             let _ = sender.send(Summary {
-                value: self.metrics,
+                value: self.metrics(),
                 finished: true,
             });
         }

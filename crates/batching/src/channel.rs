@@ -19,30 +19,38 @@ use crate::assemble::Open;
 use crate::batch::{Batch, Pool, Sealed};
 use crate::deadline::Deadline;
 use crate::flush::FlushSignal;
-use crate::loom::{Arc, Mutex, MutexGuard, lock};
+use async_patterns_core::__private::WakeList;
+use async_patterns_core::__private::lock;
+use async_patterns_core::__private::loom::{Arc, Mutex, MutexGuard};
+
 use crate::{
     BatchConfig, BatchMetrics, FlushReason, Flusher, SendError, TryRecvError, TrySendError,
 };
 
-/// Creates a batching channel: a bounded channel of
-/// [`capacity`](BatchConfig::capacity) items whose senders append into the
-/// batch being built and whose receiver takes whole [`Batch`]es, closed by
-/// count, weight, age, flush or the end of the input as `config` says.
+/// Creates a batching channel that holds up to `capacity` items and hands
+/// them out in batches of up to `capacity` items, each closed at the latest
+/// 10 ms after its first item: the shorthand for
+/// [`ChannelBuilder::new()`](crate::ChannelBuilder::new)`.capacity(capacity).max_items(capacity)`.
+/// Use the [`ChannelBuilder`](crate::ChannelBuilder) for other limits — a
+/// smaller `max_items`, another delay, a weight limit.
 ///
-/// It is the fast path when you own both ends: compared with a tokio
-/// `mpsc` channel feeding a batching adapter, a send costs one uncontended
-/// lock and a push into a `Vec`.
+/// Senders append into the batch being built and the receiver takes whole
+/// [`Batch`]es, closed by count, age, flush or the end of the input. It is
+/// the fast path when you own both ends: there is no per-item queue node,
+/// permit or wake-up.
+///
+/// # Panics
+///
+/// If `capacity` is 0, as `tokio::sync::mpsc::channel` does.
 ///
 /// # Examples
 ///
 /// ```
-/// use async_patterns_batching::{BatchConfig, FlushReason};
-/// use std::time::Duration;
+/// use async_patterns_batching::FlushReason;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let config = BatchConfig::new(100, Duration::from_millis(10))?;
-/// let (tx, mut rx) = async_patterns_batching::channel(config);
+/// let (tx, mut rx) = async_patterns_batching::channel(100);
 ///
 /// let producer = tokio::spawn(async move {
 ///     for i in 0..250u32 {
@@ -62,7 +70,23 @@ use crate::{
 /// # Ok(())
 /// # }
 /// ```
-pub fn channel<T>(config: BatchConfig<T>) -> (BatchSender<T>, BatchReceiver<T>) {
+///
+/// A capacity of 0 panics:
+///
+/// ```should_panic
+/// let (_tx, _rx) = async_patterns_batching::channel::<u8>(0);
+/// ```
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    assert!(capacity > 0, "batching channel capacity must be at least 1");
+    crate::ChannelBuilder::new()
+        .capacity(capacity)
+        .max_items(capacity)
+        .build()
+        .expect("a capacity of at least 1 is valid")
+}
+
+/// The channel of a validated configuration.
+pub(crate) fn with_config<T>(config: BatchConfig<T>, capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             open: Open::new(),
@@ -79,24 +103,26 @@ pub fn channel<T>(config: BatchConfig<T>) -> (BatchSender<T>, BatchReceiver<T>) 
         pool: Arc::new(Pool::new(config.max_items)),
         flush: Arc::new(FlushSignal::default()),
         config,
+        capacity,
     });
-    let rx = BatchReceiver {
+    let rx = Receiver {
         shared: shared.clone(),
         deadline: Deadline::new(),
         done: false,
         outcome: None,
     };
-    (BatchSender { shared }, rx)
+    (Sender { shared }, rx)
 }
 
-struct Shared<T> {
+pub(crate) struct Shared<T> {
     state: Mutex<State<T>>,
     /// Sends so far, counted loosely: the cooperative budget is charged on
     /// every [`COOP_EVERY`]-th.
     sends: std::sync::atomic::AtomicU32,
     pool: Arc<Pool<T>>,
     flush: Arc<FlushSignal>,
-    config: BatchConfig<T>,
+    pub(crate) config: BatchConfig<T>,
+    capacity: usize,
 }
 
 struct State<T> {
@@ -143,6 +169,7 @@ impl<T> State<T> {
             },
         );
         self.queued += 1;
+        self.metrics.sent += 1;
         let wake = closed
             || (opened
                 && match (self.open.expiry(&shared.config), self.rx_timer) {
@@ -188,9 +215,6 @@ enum Slot {
 /// A send charges tokio's cooperative budget once per this many sends.
 const COOP_EVERY: u32 = 32;
 
-/// How many wakers are taken out per lock, to be woken after unlocking.
-const WAKE_BATCH: usize = 16;
-
 impl Waiters {
     fn register(&mut self, id: &mut Option<usize>, waker: &Waker) {
         let index = *id.get_or_insert_with(|| match self.free.pop() {
@@ -221,52 +245,18 @@ impl Waiters {
         }
     }
 
-    /// Moves up to [`WAKE_BATCH`] wakers into `out`; true if more are left.
+    /// Moves wakers into `out` until it is full; true if more are left.
     fn take_some(&mut self, out: &mut WakeList) -> bool {
         for slot in &mut self.slots {
             if self.waiting == 0 || out.is_full() {
                 break;
             }
             if let Slot::Waiting(waker @ Some(_)) = slot {
-                out.push(waker.take());
+                out.push(waker.take().expect("matched Some"));
                 self.waiting -= 1;
             }
         }
         self.waiting > 0
-    }
-}
-
-/// Wakers taken out under the lock, woken after it: on the stack, so that
-/// waking senders allocates nothing.
-struct WakeList {
-    wakers: [Option<Waker>; WAKE_BATCH],
-    len: usize,
-}
-
-impl WakeList {
-    fn new() -> Self {
-        WakeList {
-            wakers: std::array::from_fn(|_| None),
-            len: 0,
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == WAKE_BATCH
-    }
-
-    fn push(&mut self, waker: Option<Waker>) {
-        self.wakers[self.len] = waker;
-        self.len += 1;
-    }
-
-    fn wake_all(&mut self) {
-        for waker in &mut self.wakers[..self.len] {
-            if let Some(waker) = waker.take() {
-                waker.wake();
-            }
-        }
-        self.len = 0;
     }
 }
 
@@ -317,7 +307,7 @@ impl<T> Shared<T> {
         let mut state = lock(&self.state);
         if state.rx_closed {
             state.waiters.remove(waiter);
-            state.metrics.rejected += 1;
+            state.metrics.handed_back += 1;
             drop(state);
             if let Some(coop) = &coop {
                 coop.made_progress();
@@ -325,7 +315,7 @@ impl<T> Shared<T> {
             let item = item.take().expect("polled after completion");
             return Poll::Ready(Err(SendError(item)));
         }
-        if state.queued >= self.config.capacity {
+        if state.queued >= self.capacity {
             state.waiters.register(waiter, cx.waker());
             return Poll::Pending;
         }
@@ -370,12 +360,12 @@ impl<T> Shared<T> {
             let mut state = lock(&self.state);
             if state.rx_closed {
                 state.waiters.remove(waiter);
-                state.metrics.rejected += items.len() as u64;
+                state.metrics.handed_back += items.len() as u64;
                 drop(state);
                 coop.made_progress();
                 return Poll::Ready(Err(SendError(std::mem::take(items))));
             }
-            let n = chunk.min(self.config.capacity.saturating_sub(state.queued));
+            let n = chunk.min(self.capacity.saturating_sub(state.queued));
             if n == 0 {
                 state.waiters.register(waiter, cx.waker());
                 return Poll::Pending;
@@ -409,6 +399,19 @@ impl<T> Drop for WaiterGuard<'_, T> {
     }
 }
 
+impl<T> Shared<T> {
+    fn len(&self) -> usize {
+        lock(&self.state).queued
+    }
+
+    fn metrics(&self) -> BatchMetrics {
+        let state = lock(&self.state);
+        let mut metrics = state.metrics;
+        metrics.queued = state.queued as u64;
+        metrics
+    }
+}
+
 /// The sending half of a batching [`channel`]: cloneable; the channel's
 /// input ends when every clone is dropped, and the receiver then gets the
 /// partial batch at once with [`FlushReason::Closed`].
@@ -416,12 +419,12 @@ impl<T> Drop for WaiterGuard<'_, T> {
 /// # Examples
 ///
 /// ```
-/// use async_patterns_batching::{BatchConfig, FlushReason};
+/// use async_patterns_batching::{ChannelBuilder, FlushReason};
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let (tx, mut rx) = async_patterns_batching::channel(BatchConfig::new(10, Duration::from_secs(60)).unwrap());
+/// let (tx, mut rx) = ChannelBuilder::new().max_delay(Duration::from_secs(60)).build().unwrap();
 /// let tx2 = tx.clone();
 /// tx.send(1).await.unwrap();
 /// tx2.send(2).await.unwrap();
@@ -431,38 +434,45 @@ impl<T> Drop for WaiterGuard<'_, T> {
 /// assert_eq!((&*batch, batch.reason()), (&[1, 2][..], FlushReason::Closed));
 /// # }
 /// ```
-pub struct BatchSender<T> {
-    shared: Arc<Shared<T>>,
+pub struct Sender<T> {
+    pub(crate) shared: Arc<Shared<T>>,
 }
 
-impl<T> BatchSender<T> {
+impl<T> Sender<T> {
     /// Appends `item` to the batch being built, waiting while the channel
-    /// holds [`capacity`](BatchConfig::capacity) items.
-    ///
-    /// # Errors
-    ///
-    /// [`SendError`] with the item if the receiver was closed or dropped.
+    /// holds [`capacity`](Self::capacity) items.
     ///
     /// A send that does not wait takes part in tokio's cooperative
     /// scheduling at a rate that fits its cost — one unit of the task's
     /// budget every 32 sends — so a producer that never has to wait still
     /// yields to its runtime regularly.
     ///
+    /// # Errors
+    ///
+    /// [`SendError`] with the item if the receiver was closed or dropped
+    /// (counted in [`handed_back`](BatchMetrics::handed_back)).
+    ///
+    /// # Panics
+    ///
+    /// If the weigher set with
+    /// [`max_weight`](crate::ChannelBuilder::max_weight) panics; the channel
+    /// is left as it was.
+    ///
     /// # Cancel safety
     ///
-    /// If the future is dropped before it completes, the item was not sent,
-    /// and it is dropped with the future. To keep unsent items through
-    /// cancellation, use [`send_many`](Self::send_many), which leaves them
-    /// in the caller's `Vec`.
+    /// This method is cancel safe in tokio's sense: if the future is dropped
+    /// before it completes, the item was not sent, and it is dropped with the
+    /// future; nothing else changes (the future's place among the waiting
+    /// senders is given up). To keep unsent items through cancellation, use
+    /// [`send_many`](Self::send_many), which leaves them in the caller's
+    /// `Vec`.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::BatchConfig;
-    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, rx) = async_patterns_batching::channel(BatchConfig::builder().build().unwrap());
+    /// let (tx, rx) = async_patterns_batching::channel(16);
     /// assert!(tx.send(1).await.is_ok());
     /// drop(rx);
     /// assert_eq!(tx.send(2).await.unwrap_err().into_inner(), 2);
@@ -483,30 +493,40 @@ impl<T> BatchSender<T> {
     /// # Errors
     ///
     /// [`TrySendError::Full`] with the item if the channel holds
-    /// [`capacity`](BatchConfig::capacity) items, [`TrySendError::Closed`]
-    /// if the receiver was closed or dropped.
+    /// [`capacity`](Self::capacity) items (counted in
+    /// [`rejected`](BatchMetrics::rejected)), [`TrySendError::Closed`] if the
+    /// receiver was closed or dropped (counted in
+    /// [`handed_back`](BatchMetrics::handed_back)).
+    ///
+    /// # Panics
+    ///
+    /// If the weigher set with
+    /// [`max_weight`](crate::ChannelBuilder::max_weight) panics; the channel
+    /// is left as it was.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::{BatchConfig, TrySendError};
+    /// use async_patterns_batching::{ChannelBuilder, TrySendError};
     ///
-    /// let config = BatchConfig::builder().max_items(2).capacity(2).build().unwrap();
-    /// let (tx, mut rx) = async_patterns_batching::channel(config);
+    /// let (tx, mut rx) = ChannelBuilder::new().max_items(2).capacity(2).build().unwrap();
     /// tx.try_send('a').unwrap();
     /// tx.try_send('b').unwrap();
     /// assert_eq!(tx.try_send('c'), Err(TrySendError::Full('c')));
     /// assert_eq!(&*rx.try_recv().unwrap(), ['a', 'b']);
     /// assert_eq!(tx.try_send('c'), Ok(()));
+    /// drop(rx);
+    /// assert_eq!(tx.try_send('d'), Err(TrySendError::Closed('d')));
     /// ```
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let weight = self.shared.config.weigh(&item);
         let mut state = lock(&self.shared.state);
         if state.rx_closed {
-            state.metrics.rejected += 1;
+            state.metrics.handed_back += 1;
             return Err(TrySendError::Closed(item));
         }
-        if state.queued >= self.shared.config.capacity {
+        if state.queued >= self.shared.capacity {
+            state.metrics.rejected += 1;
             return Err(TrySendError::Full(item));
         }
         let wake = state.push(&self.shared, item, weight);
@@ -517,7 +537,7 @@ impl<T> BatchSender<T> {
         Ok(())
     }
 
-    /// Appends the items of `items` in order, as many per lock as there is
+    /// Appends the items of `items` in order, as many at a time as there is
     /// room for, waiting for room as needed; on success `items` is empty
     /// (its capacity is kept, for the caller to reuse).
     ///
@@ -526,21 +546,27 @@ impl<T> BatchSender<T> {
     /// [`SendError`] with the items not sent, moved out of `items`, if the
     /// receiver was closed or dropped.
     ///
+    /// # Panics
+    ///
+    /// If the weigher set with
+    /// [`max_weight`](crate::ChannelBuilder::max_weight) panics; the items
+    /// not sent yet are still in `items`.
+    ///
     /// # Cancel safety
     ///
-    /// Cancel-safe: if the future is dropped, the items not sent yet are
-    /// still in `items`, in order, and the ones sent are gone from it.
+    /// This method is cancel safe: if the future is dropped, the items not
+    /// sent yet are still in `items`, in order, and the ones sent are gone
+    /// from it.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::BatchConfig;
+    /// use async_patterns_batching::ChannelBuilder;
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let config = BatchConfig::builder().max_items(4).capacity(8).build().unwrap();
-    /// let (tx, mut rx) = async_patterns_batching::channel(config);
+    /// let (tx, mut rx) = ChannelBuilder::new().max_items(4).capacity(8).build().unwrap();
     /// let mut items: Vec<u32> = (0..10).collect();
     /// // Room for 8 only: give up after a while, nothing lost.
     /// let timed_out = tokio::time::timeout(Duration::from_secs(1), tx.send_many(&mut items)).await;
@@ -564,9 +590,7 @@ impl<T> BatchSender<T> {
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::BatchConfig;
-    ///
-    /// let (tx, rx) = async_patterns_batching::channel::<u8>(BatchConfig::builder().build().unwrap());
+    /// let (tx, rx) = async_patterns_batching::channel::<u8>(16);
     /// assert!(!tx.is_closed());
     /// drop(rx);
     /// assert!(tx.is_closed());
@@ -575,17 +599,60 @@ impl<T> BatchSender<T> {
         lock(&self.shared.state).rx_closed
     }
 
+    /// How many items are in the channel now — sent and not received yet —
+    /// at most [`capacity`](Self::capacity). A snapshot: other senders and
+    /// the receiver may change it at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = async_patterns_batching::channel(16);
+    /// tx.try_send(1).unwrap();
+    /// tx.try_send(2).unwrap();
+    /// assert_eq!(tx.len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Whether the channel holds no item now (a snapshot, like
+    /// [`len`](Self::len)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = async_patterns_batching::channel(16);
+    /// assert!(tx.is_empty());
+    /// tx.try_send(1).unwrap();
+    /// assert!(!tx.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many items the channel holds before `send` waits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = async_patterns_batching::channel::<u8>(16);
+    /// assert_eq!(tx.capacity(), 16);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
     /// A handle that closes the current batch on demand.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::{BatchConfig, FlushReason};
+    /// use async_patterns_batching::{ChannelBuilder, FlushReason};
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = async_patterns_batching::channel(BatchConfig::new(10, Duration::from_secs(60)).unwrap());
+    /// let (tx, mut rx) = ChannelBuilder::new().max_delay(Duration::from_secs(60)).build().unwrap();
     /// tx.send("end of transaction").await.unwrap();
     /// tx.flusher().flush();
     /// assert_eq!(rx.recv().await.unwrap().reason(), FlushReason::Flush);
@@ -595,33 +662,33 @@ impl<T> BatchSender<T> {
         Flusher::new(self.shared.flush.clone())
     }
 
-    /// A snapshot of the channel's metrics.
+    /// A snapshot of the channel's metrics (the same as the receiver's).
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::BatchConfig;
-    ///
-    /// let (tx, rx) = async_patterns_batching::channel::<u8>(BatchConfig::builder().build().unwrap());
+    /// let (tx, rx) = async_patterns_batching::channel::<u8>(16);
+    /// tx.try_send(1).unwrap();
     /// drop(rx);
-    /// assert!(tx.try_send(1).is_err());
-    /// assert_eq!(tx.metrics().rejected, 1);
+    /// assert!(tx.try_send(2).is_err());
+    /// let metrics = tx.metrics();
+    /// assert_eq!((metrics.sent, metrics.dropped, metrics.handed_back), (1, 1, 1));
     /// ```
     pub fn metrics(&self) -> BatchMetrics {
-        lock(&self.shared.state).metrics
+        self.shared.metrics()
     }
 }
 
-impl<T> Clone for BatchSender<T> {
+impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         lock(&self.shared.state).senders += 1;
-        BatchSender {
+        Sender {
             shared: self.shared.clone(),
         }
     }
 }
 
-impl<T> Drop for BatchSender<T> {
+impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let mut state = lock(&self.shared.state);
         state.senders -= 1;
@@ -637,14 +704,13 @@ impl<T> Drop for BatchSender<T> {
     }
 }
 
-impl<T> fmt::Debug for BatchSender<T> {
+impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = lock(&self.shared.state);
-        f.debug_struct("BatchSender")
-            .field("queued", &state.queued)
-            .field("capacity", &self.shared.config.capacity)
-            .field("closed", &state.rx_closed)
-            .finish()
+        f.debug_struct("Sender")
+            .field("len", &self.len())
+            .field("capacity", &self.shared.capacity)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
     }
 }
 
@@ -653,9 +719,8 @@ impl<T> fmt::Debug for BatchSender<T> {
 /// # Nothing is lost
 ///
 /// Every item whose send succeeded is received exactly once, in a batch,
-/// in the order of the sends (per sender; sends of different senders are
-/// ordered by when they took the lock). [`recv`](Self::recv) is
-/// cancel-safe: a batch leaves the channel only in the call that returns
+/// in the order of the sends of each sender. [`recv`](Self::recv) is
+/// cancel safe: a batch leaves the channel only in the call that returns
 /// it. After [`close`](Self::close), or when every sender is gone, the
 /// remaining items keep coming, the partial batch at once with
 /// [`FlushReason::Closed`]. [`into_remainder`](Self::into_remainder) takes
@@ -665,13 +730,13 @@ impl<T> fmt::Debug for BatchSender<T> {
 /// # Examples
 ///
 /// ```
-/// use async_patterns_batching::BatchConfig;
+/// use async_patterns_batching::ChannelBuilder;
 /// use futures::StreamExt;
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let (tx, rx) = async_patterns_batching::channel(BatchConfig::new(3, Duration::from_millis(5)).unwrap());
+/// let (tx, rx) = ChannelBuilder::new().max_items(3).max_delay(Duration::from_millis(5)).build().unwrap();
 /// tokio::spawn(async move {
 ///     for i in 0..7 {
 ///         tx.send(i).await.unwrap();
@@ -682,35 +747,37 @@ impl<T> fmt::Debug for BatchSender<T> {
 /// assert_eq!(batches, [vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
 /// # }
 /// ```
-pub struct BatchReceiver<T> {
+pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
     deadline: Deadline,
     done: bool,
     outcome: Option<OutcomeSender<Summary<BatchMetrics>>>,
 }
 
-impl<T> BatchReceiver<T> {
+impl<T> Receiver<T> {
     /// Waits for the next batch; `None` once the channel is closed and
     /// every item was received.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: if the future is dropped, no batch was taken.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime with the time driver enabled, once a batch
     /// has to wait for its deadline.
     ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: if the future is dropped before it
+    /// completes, no batch was taken, and every item is still in the
+    /// channel for the next call.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::{BatchConfig, FlushReason};
+    /// use async_patterns_batching::{ChannelBuilder, FlushReason};
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let (tx, mut rx) = async_patterns_batching::channel(BatchConfig::new(10, Duration::from_millis(20)).unwrap());
+    /// let (tx, mut rx) = ChannelBuilder::new().max_delay(Duration::from_millis(20)).build().unwrap();
     /// tx.send(1).await.unwrap();
     /// let batch = rx.recv().await.unwrap();
     /// assert_eq!((batch.reason(), batch.age()), (FlushReason::Deadline, Duration::from_millis(20)));
@@ -723,18 +790,27 @@ impl<T> BatchReceiver<T> {
     }
 
     /// Polls for the next batch: the poll form of [`recv`](Self::recv), for
-    /// hand-written futures and streams.
+    /// hand-written futures and streams. `Pending` registers the task to be
+    /// woken when a batch is due.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with the time driver enabled, once a batch
+    /// has to wait for its deadline.
+    ///
+    /// # Cancel safety
+    ///
+    /// A poll that returns `Pending` takes nothing out of the channel, so
+    /// giving up between polls loses nothing.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::BatchConfig;
     /// use std::task::Poll;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let config = BatchConfig::builder().max_items(1).build().unwrap();
-    /// let (tx, mut rx) = async_patterns_batching::channel(config);
+    /// let (tx, mut rx) = async_patterns_batching::channel(1);
     /// tx.send(5).await.unwrap();
     /// let batch = std::future::poll_fn(|cx| match rx.poll_recv(cx) {
     ///     Poll::Ready(batch) => Poll::Ready(batch),
@@ -804,24 +880,26 @@ impl<T> BatchReceiver<T> {
     ///
     /// # Errors
     ///
-    /// [`TryRecvError::Empty`] when no batch is due, [`TryRecvError::Closed`]
-    /// when the channel is closed and every item was received.
+    /// [`TryRecvError::Empty`] when no batch is due,
+    /// [`TryRecvError::Disconnected`] when the channel is closed and every
+    /// item was received.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::{BatchConfig, TryRecvError};
+    /// use async_patterns_batching::{ChannelBuilder, TryRecvError};
     ///
-    /// let config = BatchConfig::builder().max_items(2).build().unwrap();
-    /// let (tx, mut rx) = async_patterns_batching::channel(config);
+    /// let (tx, mut rx) = ChannelBuilder::new().max_items(2).build().unwrap();
     /// tx.try_send(1).unwrap();
     /// assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty); // neither full nor due
     /// tx.try_send(2).unwrap();
     /// assert_eq!(&*rx.try_recv().unwrap(), [1, 2]);
+    /// drop(tx);
+    /// assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Disconnected);
     /// ```
     pub fn try_recv(&mut self) -> Result<Batch<T>, TryRecvError> {
         if self.done {
-            return Err(TryRecvError::Closed);
+            return Err(TryRecvError::Disconnected);
         }
         let shared = &*self.shared;
         let flush = shared.flush.take();
@@ -836,7 +914,7 @@ impl<T> BatchReceiver<T> {
             let metrics = state.metrics;
             drop(state);
             self.finish(metrics, true);
-            return Err(TryRecvError::Closed);
+            return Err(TryRecvError::Disconnected);
         }
         Err(TryRecvError::Empty)
     }
@@ -849,12 +927,12 @@ impl<T> BatchReceiver<T> {
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::{BatchConfig, FlushReason};
+    /// use async_patterns_batching::{ChannelBuilder, FlushReason};
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = async_patterns_batching::channel(BatchConfig::new(10, Duration::from_secs(60)).unwrap());
+    /// let (tx, mut rx) = ChannelBuilder::new().max_delay(Duration::from_secs(60)).build().unwrap();
     /// tx.send(1).await.unwrap();
     /// rx.close();
     /// assert!(tx.send(2).await.is_err());
@@ -869,18 +947,75 @@ impl<T> BatchReceiver<T> {
         self.shared.wake_senders(state);
     }
 
-    /// Closes the channel and takes every item still in it, oldest first,
-    /// counted as [`handed_back`](BatchMetrics::handed_back).
+    /// Whether sends fail: the receiver was [`close`](Self::close)d. (When
+    /// every sender is gone no send can happen either; the stream then ends
+    /// once drained.)
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::BatchConfig;
-    /// use std::time::Duration;
+    /// let (_tx, mut rx) = async_patterns_batching::channel::<u8>(16);
+    /// assert!(!rx.is_closed());
+    /// rx.close();
+    /// assert!(rx.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.state).rx_closed
+    }
+
+    /// How many items are in the channel now, sent and not received yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, mut rx) = async_patterns_batching::channel(2);
+    /// tx.try_send(1).unwrap();
+    /// assert_eq!(rx.len(), 1);
+    /// tx.try_send(2).unwrap();
+    /// rx.try_recv().unwrap(); // a full batch of 2
+    /// assert_eq!(rx.len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Whether the channel holds no item now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = async_patterns_batching::channel(16);
+    /// assert!(rx.is_empty());
+    /// tx.try_send(1).unwrap();
+    /// assert!(!rx.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many items the channel holds before `send` waits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = async_patterns_batching::channel::<u8>(16);
+    /// assert_eq!(rx.capacity(), 16);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// Closes the channel and takes every item still in it, oldest first
+    /// for each sender, counted as [`handed_back`](BatchMetrics::handed_back).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_batching::ChannelBuilder;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, rx) = async_patterns_batching::channel(BatchConfig::new(2, Duration::from_secs(60)).unwrap());
+    /// let (tx, rx) = ChannelBuilder::new().max_items(2).build().unwrap();
     /// for i in 0..3 {
     ///     tx.send(i).await.unwrap(); // one full batch and a partial one
     /// }
@@ -904,12 +1039,12 @@ impl<T> BatchReceiver<T> {
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::{BatchConfig, FlushReason};
+    /// use async_patterns_batching::{ChannelBuilder, FlushReason};
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = async_patterns_batching::channel(BatchConfig::new(10, Duration::from_secs(60)).unwrap());
+    /// let (tx, mut rx) = ChannelBuilder::new().max_delay(Duration::from_secs(60)).build().unwrap();
     /// let flusher = rx.flusher();
     /// tx.send(1).await.unwrap();
     /// flusher.flush();
@@ -925,20 +1060,21 @@ impl<T> BatchReceiver<T> {
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::BatchConfig;
-    /// use std::time::Duration;
+    /// use async_patterns_batching::ChannelBuilder;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = async_patterns_batching::channel(BatchConfig::new(2, Duration::from_secs(1)).unwrap());
-    /// tx.send_many(&mut vec![1, 2, 3, 4]).await.unwrap();
+    /// let (tx, mut rx) = ChannelBuilder::new().max_items(2).capacity(8).build().unwrap();
+    /// tx.send_many(&mut vec![1, 2, 3, 4, 5]).await.unwrap();
     /// rx.recv().await;
     /// rx.recv().await;
-    /// assert_eq!(rx.metrics().batches.full, 2);
+    /// let metrics = rx.metrics();
+    /// assert_eq!((metrics.sent, metrics.delivered, metrics.queued), (5, 4, 1));
+    /// assert_eq!(metrics.batches.full, 2);
     /// # }
     /// ```
     pub fn metrics(&self) -> BatchMetrics {
-        lock(&self.shared.state).metrics
+        self.shared.metrics()
     }
 
     /// A handle that resolves to the final metrics: with `finished: true`
@@ -950,12 +1086,9 @@ impl<T> BatchReceiver<T> {
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::BatchConfig;
-    /// use std::time::Duration;
-    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = async_patterns_batching::channel(BatchConfig::new(10, Duration::from_secs(1)).unwrap());
+    /// let (tx, mut rx) = async_patterns_batching::channel(10);
     /// let outcome = rx.outcome();
     /// tx.send(1).await.unwrap();
     /// drop(rx); // with the item still in the channel
@@ -982,12 +1115,9 @@ impl<T> BatchReceiver<T> {
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_batching::BatchConfig;
-    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let config = BatchConfig::builder().max_items(2).build().unwrap();
-    /// let (tx, mut rx) = async_patterns_batching::channel(config);
+    /// let (tx, mut rx) = async_patterns_batching::channel(2);
     /// tx.send_many(&mut vec![1, 2]).await.unwrap();
     /// let items = rx.recv().await.unwrap().into_vec();
     /// let buffer = items.as_ptr();
@@ -1039,7 +1169,7 @@ fn next_sealed<T>(
     state.sealed.pop_front()
 }
 
-impl<T> Drop for BatchReceiver<T> {
+impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let mut state = lock(&self.shared.state);
         state.rx_closed = true;
@@ -1055,7 +1185,7 @@ impl<T> Drop for BatchReceiver<T> {
     }
 }
 
-impl<T> Stream for BatchReceiver<T> {
+impl<T> Stream for Receiver<T> {
     type Item = Batch<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Batch<T>>> {
@@ -1063,20 +1193,19 @@ impl<T> Stream for BatchReceiver<T> {
     }
 }
 
-impl<T> FusedStream for BatchReceiver<T> {
+impl<T> FusedStream for Receiver<T> {
     fn is_terminated(&self) -> bool {
         self.done
     }
 }
 
-impl<T> fmt::Debug for BatchReceiver<T> {
+impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = lock(&self.shared.state);
-        f.debug_struct("BatchReceiver")
-            .field("queued", &state.queued)
-            .field("capacity", &self.shared.config.capacity)
-            .field("closed", &state.input_closed())
+        f.debug_struct("Receiver")
+            .field("len", &self.len())
+            .field("capacity", &self.shared.capacity)
+            .field("closed", &self.is_closed())
             .field("done", &self.done)
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use async_patterns_batching::{
-    Batch, BatchConfig, BatchReceiver, BatchSender, FlushReason, Flusher, SendError, TryRecvError,
+    Batch, ChannelBuilder, FlushReason, Flusher, Receiver, SendError, Sender, TryRecvError,
     TrySendError,
 };
 use tokio::time::timeout;
 
-fn config(max_items: usize, capacity: usize) -> BatchConfig<u32> {
-    BatchConfig::builder()
+/// A channel of `u32` with these limits and a minute-long delay.
+fn channel(max_items: usize, capacity: usize) -> (Sender<u32>, Receiver<u32>) {
+    ChannelBuilder::new()
         .max_items(max_items)
         .max_delay(Duration::from_secs(60))
         .capacity(capacity)
@@ -22,8 +23,8 @@ fn config(max_items: usize, capacity: usize) -> BatchConfig<u32> {
 fn handles_are_send_and_sync_where_it_matters() {
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>() {}
-    send_sync::<BatchSender<String>>();
-    send::<BatchReceiver<String>>();
+    send_sync::<Sender<String>>();
+    send::<Receiver<String>>();
     send_sync::<Flusher>();
     send_sync::<Batch<String>>();
     send_sync::<SendError<String>>();
@@ -33,7 +34,7 @@ fn handles_are_send_and_sync_where_it_matters() {
 
 #[tokio::test(start_paused = true)]
 async fn send_waits_for_room_and_resumes_when_a_batch_is_received() {
-    let (tx, mut rx) = async_patterns_batching::channel(config(2, 4));
+    let (tx, mut rx) = channel(2, 4);
     tx.send_many(&mut vec![1, 2, 3, 4]).await.unwrap();
     assert_eq!(tx.try_send(5), Err(TrySendError::Full(5)));
     let mut blocked = tokio::spawn(async move {
@@ -57,7 +58,7 @@ async fn send_waits_for_room_and_resumes_when_a_batch_is_received() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_senders_get_their_items_back_when_the_receiver_is_dropped() {
-    let (tx, rx) = async_patterns_batching::channel(config(1, 1));
+    let (tx, rx) = channel(1, 1);
     tx.send(1).await.unwrap();
     let mut waiting = Vec::new();
     for i in 2..6 {
@@ -75,12 +76,13 @@ async fn waiting_senders_get_their_items_back_when_the_receiver_is_dropped() {
     }
     assert!(tx.is_closed());
     assert_eq!(tx.metrics().dropped, 1);
-    assert_eq!(tx.metrics().rejected, 4);
+    // The four refused sends handed their items back in the error.
+    assert_eq!(tx.metrics().handed_back, 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn close_fails_new_sends_but_delivers_what_was_sent() {
-    let (tx, mut rx) = async_patterns_batching::channel(config(2, 10));
+    let (tx, mut rx) = channel(2, 10);
     tx.send_many(&mut vec![1, 2, 3]).await.unwrap();
     rx.close();
     let mut more = vec![4, 5];
@@ -95,13 +97,13 @@ async fn close_fails_new_sends_but_delivers_what_was_sent() {
     let tail = rx.recv().await.unwrap();
     assert_eq!((&*tail, tail.reason()), (&[3][..], FlushReason::Closed));
     assert!(rx.recv().await.is_none());
-    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Closed);
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Disconnected);
     drop(tx);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_send_leaves_no_waiter_behind() {
-    let (tx, mut rx) = async_patterns_batching::channel(config(1, 1));
+    let (tx, mut rx) = channel(1, 1);
     tx.send(1).await.unwrap();
     for i in 0..100 {
         // Each attempt waits, is cancelled, and must clean up after itself.
@@ -120,7 +122,7 @@ async fn a_cancelled_send_leaves_no_waiter_behind() {
 
 #[tokio::test(start_paused = true)]
 async fn send_many_cancelled_keeps_the_unsent_items_in_order() {
-    let (tx, mut rx) = async_patterns_batching::channel(config(3, 6));
+    let (tx, mut rx) = channel(3, 6);
     let mut items: Vec<u32> = (0..20).collect();
     let mut received = Vec::new();
     while !items.is_empty() {
@@ -138,7 +140,7 @@ async fn send_many_cancelled_keeps_the_unsent_items_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn recv_cancelled_in_select_takes_no_batch() {
-    let (tx, mut rx) = async_patterns_batching::channel(config(10, 100));
+    let (tx, mut rx) = channel(10, 100);
     let producer = tokio::spawn(async move {
         for i in 0..50u32 {
             tokio::time::sleep(Duration::from_millis(3)).await;
@@ -166,13 +168,11 @@ async fn recv_cancelled_in_select_takes_no_batch() {
 
 #[tokio::test(start_paused = true)]
 async fn try_recv_closes_an_expired_batch_without_a_timer() {
-    let (tx, mut rx) = async_patterns_batching::channel(
-        BatchConfig::builder()
-            .max_items(10)
-            .max_delay(Duration::from_millis(5))
-            .build()
-            .unwrap(),
-    );
+    let (tx, mut rx) = ChannelBuilder::new()
+        .max_items(10)
+        .max_delay(Duration::from_millis(5))
+        .build()
+        .unwrap();
     tx.try_send(1).unwrap();
     assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
     tokio::time::advance(Duration::from_millis(5)).await;
@@ -190,13 +190,12 @@ fn many_producers_on_two_workers_deliver_everything_in_per_producer_order() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let config = BatchConfig::builder()
+        let (tx, rx) = ChannelBuilder::new()
             .max_items(64)
             .max_delay(Duration::from_millis(1))
             .capacity(128)
             .build()
             .unwrap();
-        let (tx, rx) = async_patterns_batching::channel(config);
         for p in 0..PRODUCERS {
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -242,7 +241,7 @@ fn many_producers_on_two_workers_deliver_everything_in_per_producer_order() {
 
 #[tokio::test(start_paused = true)]
 async fn receiver_outcome_reports_the_end() {
-    let (tx, mut rx) = async_patterns_batching::channel(config(2, 10));
+    let (tx, mut rx) = channel(2, 10);
     let outcome = rx.outcome();
     tx.send_many(&mut vec![1, 2, 3]).await.unwrap();
     drop(tx);
@@ -256,7 +255,7 @@ async fn receiver_outcome_reports_the_end() {
 
 #[tokio::test(start_paused = true)]
 async fn a_second_outcome_replaces_the_first() {
-    let (_tx, mut rx) = async_patterns_batching::channel(config(2, 10));
+    let (_tx, mut rx) = channel(2, 10);
     let first = rx.outcome();
     let second = rx.outcome();
     assert_eq!(first.await, Err(async_patterns_core::outcome::Dropped));
@@ -264,7 +263,7 @@ async fn a_second_outcome_replaces_the_first() {
     assert!(!second.await.unwrap().finished);
 }
 
-async fn collect(rx: &mut BatchReceiver<u32>) -> Vec<Vec<u32>> {
+async fn collect(rx: &mut Receiver<u32>) -> Vec<Vec<u32>> {
     let mut out = Vec::new();
     while let Some(batch) = rx.recv().await {
         out.push(batch.to_vec());
@@ -274,7 +273,7 @@ async fn collect(rx: &mut BatchReceiver<u32>) -> Vec<Vec<u32>> {
 
 #[tokio::test(start_paused = true)]
 async fn a_consumer_that_panics_closes_the_channel_and_senders_get_their_items_back() {
-    let (tx, mut rx) = async_patterns_batching::channel(config(2, 6));
+    let (tx, mut rx) = channel(2, 6);
     let outcome = rx.outcome();
     let consumer = tokio::spawn(async move {
         let first = rx.recv().await.unwrap();
@@ -296,7 +295,7 @@ async fn a_consumer_that_panics_closes_the_channel_and_senders_get_their_items_b
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_weigher_leaves_the_channel_consistent() {
-    let config = BatchConfig::builder()
+    let (tx, mut rx) = ChannelBuilder::new()
         .max_items(10)
         .max_delay(Duration::from_millis(5))
         .max_weight(100, |item: &u32| {
@@ -305,7 +304,6 @@ async fn a_panicking_weigher_leaves_the_channel_consistent() {
         })
         .build()
         .unwrap();
-    let (tx, mut rx) = async_patterns_batching::channel(config);
     tx.send(1).await.unwrap();
     let failed = tokio::spawn({
         let tx = tx.clone();
@@ -323,7 +321,7 @@ async fn a_panicking_weigher_leaves_the_channel_consistent() {
 
 #[tokio::test(start_paused = true)]
 async fn many_waiting_senders_are_all_woken_and_all_get_through() {
-    let (tx, mut rx) = async_patterns_batching::channel(config(1, 1));
+    let (tx, mut rx) = channel(1, 1);
     tx.send(0).await.unwrap();
     let mut senders = Vec::new();
     for i in 1..=40 {
@@ -351,7 +349,7 @@ async fn a_producer_that_never_waits_still_yields_to_its_runtime() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     const ITEMS: u32 = 100_000;
-    let (tx, _rx) = async_patterns_batching::channel(config(1_000, ITEMS as usize));
+    let (tx, _rx) = channel(1_000, ITEMS as usize);
     let ticked = Arc::new(AtomicBool::new(false));
     tokio::spawn({
         let ticked = ticked.clone();

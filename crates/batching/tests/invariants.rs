@@ -62,8 +62,7 @@ type Item = (u32, usize);
 fn run(kind: Kind, setup: &Setup) -> Result<(), TestCaseError> {
     let mut builder = BatchConfig::<Item>::builder()
         .max_items(setup.max_items)
-        .max_delay(Duration::from_millis(setup.delay_ms))
-        .capacity(10_000);
+        .max_delay(Duration::from_millis(setup.delay_ms));
     if let Some(limit) = setup.max_weight {
         builder = builder.max_weight(limit, |item: &Item| item.1);
     }

@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use async_patterns_batching::{BatchConfig, FlushReason};
+use async_patterns_batching::{ChannelBuilder, FlushReason, Receiver, Sender};
 use loom::future::block_on;
 use loom::thread;
 
-fn config(max_items: usize, capacity: usize) -> BatchConfig<u32> {
-    BatchConfig::builder()
+fn channel(max_items: usize, capacity: usize) -> (Sender<u32>, Receiver<u32>) {
+    ChannelBuilder::new()
         .max_items(max_items)
         .max_delay(Duration::from_secs(3600))
         .capacity(capacity)
@@ -23,7 +23,7 @@ fn config(max_items: usize, capacity: usize) -> BatchConfig<u32> {
 #[test]
 fn two_senders_under_backpressure_deliver_everything_once_in_order() {
     loom::model(|| {
-        let (tx, mut rx) = async_patterns_batching::channel(config(2, 2));
+        let (tx, mut rx) = channel(2, 2);
         let tx2 = tx.clone();
         let a = thread::spawn(move || {
             block_on(async {
@@ -53,7 +53,7 @@ fn two_senders_under_backpressure_deliver_everything_once_in_order() {
 #[test]
 fn close_races_a_waiting_sender_and_nothing_is_lost() {
     loom::model(|| {
-        let (tx, mut rx) = async_patterns_batching::channel(config(1, 1));
+        let (tx, mut rx) = channel(1, 1);
         block_on(tx.send(1)).unwrap();
         let sender = thread::spawn(move || block_on(tx.send(2)).map_err(|e| e.into_inner()));
         let mut got = Vec::new();
@@ -77,7 +77,7 @@ fn close_races_a_waiting_sender_and_nothing_is_lost() {
 #[test]
 fn dropping_the_receiver_wakes_a_waiting_sender_with_its_item() {
     loom::model(|| {
-        let (tx, rx) = async_patterns_batching::channel(config(1, 1));
+        let (tx, rx) = channel(1, 1);
         block_on(tx.send(1)).unwrap();
         let sender = thread::spawn(move || block_on(tx.send(2)).map_err(|e| e.into_inner()));
         drop(rx);
@@ -88,7 +88,7 @@ fn dropping_the_receiver_wakes_a_waiting_sender_with_its_item() {
 #[test]
 fn a_flush_from_another_thread_wakes_the_receiver_with_the_partial_batch() {
     loom::model(|| {
-        let (tx, mut rx) = async_patterns_batching::channel(config(4, 4));
+        let (tx, mut rx) = channel(4, 4);
         let flusher = rx.flusher();
         block_on(tx.send(1)).unwrap();
         let t = thread::spawn(move || flusher.flush());
@@ -102,7 +102,7 @@ fn a_flush_from_another_thread_wakes_the_receiver_with_the_partial_batch() {
 #[test]
 fn the_last_sender_dropping_on_another_thread_closes_the_tail() {
     loom::model(|| {
-        let (tx, mut rx) = async_patterns_batching::channel(config(4, 4));
+        let (tx, mut rx) = channel(4, 4);
         let t = thread::spawn(move || {
             block_on(tx.send(1)).unwrap();
             drop(tx);
