@@ -77,9 +77,18 @@ impl<T> ChannelBuilder<T> {
         }
     }
 
-    /// How many items the channel holds — the batch being built and the
-    /// closed batches not received yet — before `send` waits: at least 1 and
-    /// at least `max_items` (default: twice `max_items`).
+    /// How many items the channel holds — staged by the senders, or taken
+    /// by the receiver and not handed out yet — before `send` waits: at
+    /// least 1 and at least `max_items` (default: twice `max_items`). Never
+    /// more than this many items are in the channel.
+    ///
+    /// Senders reserve room a few items at a time (one reservation per
+    /// chunk instead of one shared counter update per item); room a sender
+    /// reserved and has not used yet counts as taken. The chunk is sized so
+    /// that all such room together stays below `capacity - max_items`: a
+    /// full batch always fits, but a sender may wait, or `try_send` report
+    /// `Full`, with up to that many items fewer in the channel. A capacity
+    /// equal to `max_items` reserves item by item and is exact.
     ///
     /// # Examples
     ///

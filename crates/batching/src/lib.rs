@@ -13,7 +13,7 @@
 //!
 //! | you have | use | how items move |
 //! |---|---|---|
-//! | both ends of the channel | [`channel`]`(capacity)` or [`ChannelBuilder`] → ([`Sender`], [`Receiver`]) | senders append into the batch being built; the receiver takes whole batches — the fastest |
+//! | both ends of the channel | [`channel`]`(capacity)` or [`ChannelBuilder`] → ([`Sender`], [`Receiver`]) | each sender stages items on a lane of its own; the receiver takes them in bulk and hands out whole batches — the fastest, with one producer or many |
 //! | a `tokio::sync::mpsc::Receiver` | [`batched`]`(rx, config)` → [`BatchedMpsc`] | drained with `recv_many`, straight into the batch's buffer |
 //! | any other [`Stream`](futures_core::Stream) | [`BatchExt::batched`] → [`Batched`] | one `poll_next` per item |
 //!
@@ -74,6 +74,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 #![warn(
     missing_docs,
     missing_debug_implementations,

@@ -367,3 +367,166 @@ async fn a_producer_that_never_waits_still_yields_to_its_runtime() {
     let seen = first_seen.expect("the producer never yielded");
     assert!(seen < 10_000, "yielded only after {seen} sends");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_filled_by_many_senders_goes_out_at_once() {
+    // Each clone may stage on a lane of its own: the receiver must still be
+    // woken the moment the lanes together hold a full batch.
+    let (tx, mut rx) = channel(8, 64);
+    let start = tokio::time::Instant::now();
+    let senders: Vec<_> = (0..8).map(|_| tx.clone()).collect();
+    drop(tx);
+    let mut tasks = Vec::new();
+    for (i, tx) in senders.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            tx.send(i as u32).await.unwrap();
+            // Stay alive: the batch must go out by count, not as the tail.
+            std::future::pending::<()>().await;
+        }));
+    }
+    let batch = rx.recv().await.unwrap();
+    assert_eq!((batch.len(), batch.reason()), (8, FlushReason::Full));
+    assert_eq!(start.elapsed(), Duration::ZERO, "waited for the timer");
+    let mut items = batch.to_vec();
+    items.sort_unstable();
+    assert_eq!(items, (0..8).collect::<Vec<_>>());
+    for task in tasks {
+        task.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_senders_holding_reserved_room_never_stall_a_full_batch() {
+    // Senders reserve room a few items at a time. Twenty of them send one
+    // item and go idle with room reserved; a twenty-first then sends far
+    // more than the capacity. Nothing may wait forever (on paused time, a
+    // stall ends in the timeout below).
+    const MAX_ITEMS: usize = 32;
+    let (tx, mut rx) = ChannelBuilder::new()
+        .max_items(MAX_ITEMS)
+        .capacity(64)
+        .max_delay(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let run = async move {
+        let mut idle = Vec::new();
+        for i in 0..20u32 {
+            let tx = tx.clone();
+            tx.send(i).await.unwrap();
+            idle.push(tx);
+        }
+        let busy = tokio::spawn(async move {
+            for i in 100..400u32 {
+                tx.send(i).await.unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 320 {
+            let batch = rx.recv().await.unwrap();
+            assert_eq!(
+                (batch.len(), batch.reason()),
+                (MAX_ITEMS, FlushReason::Full)
+            );
+            got.extend(batch.iter().copied());
+        }
+        busy.await.unwrap();
+        let mine: Vec<u32> = got.iter().copied().filter(|&i| i >= 100).collect();
+        assert_eq!(mine, (100..400).collect::<Vec<_>>());
+        drop(idle);
+        assert!(rx.recv().await.is_none());
+    };
+    timeout(Duration::from_secs(60), run)
+        .await
+        .expect("stalled: reserved room kept the channel from filling a batch");
+}
+
+#[test]
+fn many_more_senders_than_lanes_keep_per_sender_order_and_exact_metrics() {
+    const SENDERS: u32 = 100;
+    const PER_SENDER: u32 = 300;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx, mut rx) = ChannelBuilder::new()
+            .max_items(16)
+            .max_delay(Duration::from_millis(1))
+            .capacity(32)
+            .build()
+            .unwrap();
+        let outcome = rx.outcome();
+        let mut producers = Vec::new();
+        for s in 0..SENDERS {
+            let tx = tx.clone();
+            producers.push(tokio::spawn(async move {
+                let mut i = 0;
+                let mut full = 0u64;
+                while i < PER_SENDER {
+                    let item = s * PER_SENDER + i;
+                    match i % 4 {
+                        0 => tx.send(item).await.unwrap(),
+                        1 => {
+                            let mut items: Vec<u32> = (item..item + 2).collect();
+                            tx.send_many(&mut items).await.unwrap();
+                            i += 1;
+                        }
+                        _ => loop {
+                            match tx.try_send(item) {
+                                Ok(()) => break,
+                                Err(TrySendError::Full(_)) => {
+                                    full += 1;
+                                    tokio::task::yield_now().await;
+                                }
+                                Err(e) => panic!("{e}"),
+                            }
+                        },
+                    }
+                    i += 1;
+                }
+                full
+            }));
+        }
+        drop(tx);
+        let consumer = tokio::spawn(async move {
+            let mut last = vec![None::<u32>; SENDERS as usize];
+            let mut count = 0u64;
+            while let Some(batch) = rx.recv().await {
+                assert!(!batch.is_empty() && batch.len() <= 16);
+                for &item in batch.iter() {
+                    let s = (item / PER_SENDER) as usize;
+                    assert!(
+                        last[s].is_none_or(|prev| prev < item),
+                        "sender {s} out of order"
+                    );
+                    last[s] = Some(item);
+                    count += 1;
+                }
+            }
+            count
+        });
+        let mut full = 0;
+        for producer in producers {
+            full += timeout(Duration::from_secs(120), producer)
+                .await
+                .expect("a producer hung")
+                .unwrap();
+        }
+        let count = timeout(Duration::from_secs(120), consumer)
+            .await
+            .expect("hung")
+            .unwrap();
+        let total = u64::from(SENDERS * PER_SENDER);
+        assert_eq!(count, total);
+        let summary = outcome.await.unwrap();
+        assert!(summary.finished);
+        let m = summary.value;
+        assert_eq!(
+            (m.sent, m.delivered, m.items.total()),
+            (total, total, total)
+        );
+        assert_eq!((m.handed_back, m.dropped, m.queued), (0, 0, 0));
+        assert_eq!(m.rejected, full);
+    });
+}

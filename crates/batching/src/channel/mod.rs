@@ -1,31 +1,32 @@
-//! [`channel`]: a bounded channel built for batching. Senders append into
-//! the batch being built, under one short lock; the receiver takes whole
-//! batches at once. There is no per-item queue node, no per-item wake-up
-//! and no per-item permit: the receiver is woken when a batch opens (to arm
-//! its deadline) and when one closes.
+//! [`channel`]: a bounded channel built for batching. Each sender stages its
+//! items on a lane of its own; the receiver takes the lanes' items in bulk,
+//! cuts them into batches by the same rules as the adapters and hands the
+//! batches out whole. There is no per-item queue node, no per-item wake-up
+//! and no lock that all senders share: see [`shared`] for the design.
+
+mod shared;
+mod waiters;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker, ready};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::task::{Context, Poll, ready};
 
+use async_patterns_core::__private::loom::Arc;
 use async_patterns_core::outcome::{self, Outcome, OutcomeSender, Summary};
 use futures_core::{FusedStream, Stream};
 use tokio::task::coop;
 use tokio::time::Instant;
 
 use crate::assemble::Open;
-use crate::batch::{Batch, Pool, Sealed};
-use crate::deadline::Deadline;
-use crate::flush::FlushSignal;
-use async_patterns_core::__private::WakeList;
-use async_patterns_core::__private::lock;
-use async_patterns_core::__private::loom::{Arc, Mutex, MutexGuard};
-
+use crate::batch::{Batch, Sealed};
+use crate::deadline::{Deadline, expiry};
 use crate::{
     BatchConfig, BatchMetrics, FlushReason, Flusher, SendError, TryRecvError, TrySendError,
 };
+use shared::{Shared, Staged};
 
 /// Creates a batching channel that holds up to `capacity` items and hands
 /// them out in batches of up to `capacity` items, each closed at the latest
@@ -34,10 +35,11 @@ use crate::{
 /// Use the [`ChannelBuilder`](crate::ChannelBuilder) for other limits — a
 /// smaller `max_items`, another delay, a weight limit.
 ///
-/// Senders append into the batch being built and the receiver takes whole
-/// [`Batch`]es, closed by count, age, flush or the end of the input. It is
-/// the fast path when you own both ends: there is no per-item queue node,
-/// permit or wake-up.
+/// Senders stage items and the receiver takes whole [`Batch`]es, closed by
+/// count, age, flush or the end of the input. It is the fast path when you
+/// own both ends, with one producer or many: a send costs one atomic
+/// add on a shared counter and a lock nobody else is waiting for; there is
+/// no per-item queue node, permit or wake-up.
 ///
 /// # Panics
 ///
@@ -87,334 +89,60 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 /// The channel of a validated configuration.
 pub(crate) fn with_config<T>(config: BatchConfig<T>, capacity: usize) -> (Sender<T>, Receiver<T>) {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            open: Open::new(),
-            sealed: VecDeque::new(),
-            queued: 0,
-            senders: 1,
-            rx_closed: false,
-            rx_waker: None,
-            rx_timer: None,
-            waiters: Waiters::default(),
-            metrics: BatchMetrics::default(),
-        }),
-        sends: std::sync::atomic::AtomicU32::new(0),
-        pool: Arc::new(Pool::new(config.max_items)),
-        flush: Arc::new(FlushSignal::default()),
-        config,
-        capacity,
-    });
+    let timed = expiry(Instant::now(), config.max_delay).is_some();
+    let shared = Arc::new(Shared::new(config, capacity));
     let rx = Receiver {
         shared: shared.clone(),
+        open: Open::new(),
+        ready: VecDeque::new(),
+        chunks: Vec::new(),
+        spare: Vec::new(),
+        metrics: BatchMetrics::default(),
         deadline: Deadline::new(),
+        flush: false,
+        closed: false,
+        asleep: false,
+        timed,
         done: false,
         outcome: None,
     };
-    (Sender { shared }, rx)
-}
-
-pub(crate) struct Shared<T> {
-    state: Mutex<State<T>>,
-    /// Sends so far, counted loosely: the cooperative budget is charged on
-    /// every [`COOP_EVERY`]-th.
-    sends: std::sync::atomic::AtomicU32,
-    pool: Arc<Pool<T>>,
-    flush: Arc<FlushSignal>,
-    pub(crate) config: BatchConfig<T>,
-    capacity: usize,
-}
-
-struct State<T> {
-    open: Open<T>,
-    /// Closed batches not yet received, oldest first.
-    sealed: VecDeque<Sealed<T>>,
-    /// Items in `open` and `sealed`: what the capacity bounds.
-    queued: usize,
-    senders: usize,
-    rx_closed: bool,
-    rx_waker: Option<Waker>,
-    /// When the parked receiver's timer fires, if one is running: a batch
-    /// that opens with a later deadline needs no wake-up, the receiver will
-    /// look at it then.
-    rx_timer: Option<Instant>,
-    waiters: Waiters,
-    metrics: BatchMetrics,
-}
-
-impl<T> State<T> {
-    /// No more items will come in: every sender is gone or the receiver
-    /// closed the channel.
-    fn input_closed(&self) -> bool {
-        self.rx_closed || self.senders == 0
-    }
-
-    /// Appends one item; returns the receiver's waker if it must be woken —
-    /// a batch closed, or one opened with a deadline that no running timer
-    /// of the receiver covers.
-    #[inline]
-    fn push(&mut self, shared: &Shared<T>, item: T, weight: usize) -> Option<Waker> {
-        let opened = self.open.is_empty();
-        let sealed = &mut self.sealed;
-        let mut closed = false;
-        self.open.push(
-            item,
-            weight,
-            &shared.config,
-            &shared.pool,
-            &mut self.metrics,
-            |batch| {
-                sealed.push_back(batch);
-                closed = true;
-            },
-        );
-        self.queued += 1;
-        self.metrics.sent += 1;
-        let wake = closed
-            || (opened
-                && match (self.open.expiry(&shared.config), self.rx_timer) {
-                    (None, _) => false,
-                    (Some(_), None) => true,
-                    (Some(expiry), Some(fires)) => fires > expiry,
-                });
-        if wake { self.rx_waker.take() } else { None }
-    }
-
-    /// Takes every item out, oldest first.
-    fn take_all(&mut self) -> Vec<T> {
-        let mut out = Vec::with_capacity(self.queued);
-        for sealed in self.sealed.drain(..) {
-            out.extend(sealed.items);
-        }
-        out.append(&mut self.open.items);
-        self.open.oldest = None;
-        self.open.weight = 0;
-        self.queued = 0;
-        out
-    }
-}
-
-/// The senders waiting for room. Each waiting `send` owns a slot (its id)
-/// until it completes or is dropped, so a future polled many times never
-/// takes more than one slot, and dropped futures leave nothing behind.
-/// Room is announced to every waiter at once: a batch frees many items'
-/// worth of room, and a waiter that finds none registers again.
-#[derive(Default)]
-struct Waiters {
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-    /// Slots holding a waker.
-    waiting: usize,
-}
-
-enum Slot {
-    Vacant,
-    Waiting(Option<Waker>),
+    let tx = Sender {
+        shared,
+        lane: 0,
+        sends: AtomicU32::new(0),
+    };
+    (tx, rx)
 }
 
 /// A send charges tokio's cooperative budget once per this many sends.
 const COOP_EVERY: u32 = 32;
 
-impl Waiters {
-    fn register(&mut self, id: &mut Option<usize>, waker: &Waker) {
-        let index = *id.get_or_insert_with(|| match self.free.pop() {
-            Some(index) => index,
-            None => {
-                self.slots.push(Slot::Vacant);
-                self.slots.len() - 1
-            }
-        });
-        match &mut self.slots[index] {
-            Slot::Waiting(Some(current)) if current.will_wake(waker) => {}
-            Slot::Waiting(Some(current)) => *current = waker.clone(),
-            slot => {
-                *slot = Slot::Waiting(Some(waker.clone()));
-                self.waiting += 1;
-            }
-        }
-    }
+/// A lane buffer up to this many items is kept for reuse, whatever the
+/// batch size.
+const SPARE_CAPACITY: usize = 1024;
 
-    #[inline]
-    fn remove(&mut self, id: &mut Option<usize>) {
-        if let Some(index) = id.take() {
-            if let Slot::Waiting(Some(_)) = self.slots[index] {
-                self.waiting -= 1;
-            }
-            self.slots[index] = Slot::Vacant;
-            self.free.push(index);
-        }
-    }
-
-    /// Moves wakers into `out` until it is full; true if more are left.
-    fn take_some(&mut self, out: &mut WakeList) -> bool {
-        for slot in &mut self.slots {
-            if self.waiting == 0 || out.is_full() {
-                break;
-            }
-            if let Slot::Waiting(waker @ Some(_)) = slot {
-                out.push(waker.take().expect("matched Some"));
-                self.waiting -= 1;
-            }
-        }
-        self.waiting > 0
-    }
-}
-
-impl<T> Shared<T> {
-    /// Wakes every waiting sender, unlocking `state` to do it.
-    fn wake_senders<'a>(&'a self, mut state: MutexGuard<'a, State<T>>) {
-        if state.waiters.waiting == 0 {
-            return;
-        }
-        let mut wakers = WakeList::new();
-        loop {
-            let more = state.waiters.take_some(&mut wakers);
-            drop(state);
-            wakers.wake_all();
-            if !more {
-                return;
-            }
-            state = lock(&self.state);
-        }
-    }
-
-    /// Charges the task's cooperative budget on every [`COOP_EVERY`]-th
-    /// send: one unit of tokio's budget stands for far more work than
-    /// appending an item, and charging each send would make a producer yield
-    /// to its scheduler every 128 items.
-    #[inline]
-    fn poll_budget(&self, cx: &mut Context<'_>) -> Poll<Option<coop::RestoreOnPending>> {
-        use std::sync::atomic::Ordering::Relaxed;
-        // A plain load and store, not a read-modify-write: under contention
-        // an increment may be lost, which only makes a charge a little later.
-        let n = self.sends.load(Relaxed);
-        self.sends.store(n.wrapping_add(1), Relaxed);
-        if n.is_multiple_of(COOP_EVERY) {
-            coop::poll_proceed(cx).map(Some)
-        } else {
-            Poll::Ready(None)
-        }
-    }
-
-    fn poll_send(
-        &self,
-        cx: &mut Context<'_>,
-        item: &mut Option<T>,
-        weight: usize,
-        waiter: &mut Option<usize>,
-    ) -> Poll<Result<(), SendError<T>>> {
-        let coop = ready!(self.poll_budget(cx));
-        let mut state = lock(&self.state);
-        if state.rx_closed {
-            state.waiters.remove(waiter);
-            state.metrics.handed_back += 1;
-            drop(state);
-            if let Some(coop) = &coop {
-                coop.made_progress();
-            }
-            let item = item.take().expect("polled after completion");
-            return Poll::Ready(Err(SendError(item)));
-        }
-        if state.queued >= self.capacity {
-            state.waiters.register(waiter, cx.waker());
-            return Poll::Pending;
-        }
-        state.waiters.remove(waiter);
-        let item = item.take().expect("polled after completion");
-        let wake = state.push(self, item, weight);
-        drop(state);
-        if let Some(waker) = wake {
-            waker.wake();
-        }
-        if let Some(coop) = &coop {
-            coop.made_progress();
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_send_many(
-        &self,
-        cx: &mut Context<'_>,
-        items: &mut Vec<T>,
-        waiter: &mut Option<usize>,
-    ) -> Poll<Result<(), SendError<Vec<T>>>> {
-        /// With a weigher, items are weighed before the lock, this many at
-        /// a time.
-        const WEIGH_CHUNK: usize = 64;
-        loop {
-            if items.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            let coop = ready!(coop::poll_proceed(cx));
-            let weighs = self.config.weighs();
-            let mut weights = [1usize; WEIGH_CHUNK];
-            let chunk = if weighs {
-                let chunk = items.len().min(WEIGH_CHUNK);
-                for (w, item) in weights.iter_mut().zip(&items[..chunk]) {
-                    *w = self.config.weigh(item);
-                }
-                chunk
-            } else {
-                items.len()
-            };
-            let mut state = lock(&self.state);
-            if state.rx_closed {
-                state.waiters.remove(waiter);
-                state.metrics.handed_back += items.len() as u64;
-                drop(state);
-                coop.made_progress();
-                return Poll::Ready(Err(SendError(std::mem::take(items))));
-            }
-            let n = chunk.min(self.capacity.saturating_sub(state.queued));
-            if n == 0 {
-                state.waiters.register(waiter, cx.waker());
-                return Poll::Pending;
-            }
-            state.waiters.remove(waiter);
-            let mut wake = None;
-            for (i, item) in items.drain(..n).enumerate() {
-                let weight = if weighs { weights[i] } else { 1 };
-                wake = state.push(self, item, weight).or(wake);
-            }
-            drop(state);
-            if let Some(waker) = wake {
-                waker.wake();
-            }
-            coop.made_progress();
-        }
-    }
-}
-
-/// Removes a waiting sender's slot if its future is dropped while waiting.
-struct WaiterGuard<'a, T> {
-    shared: &'a Shared<T>,
-    id: Option<usize>,
-}
-
-impl<T> Drop for WaiterGuard<'_, T> {
-    fn drop(&mut self) {
-        if self.id.is_some() {
-            lock(&self.shared.state).waiters.remove(&mut self.id);
-        }
-    }
-}
-
-impl<T> Shared<T> {
-    fn len(&self) -> usize {
-        lock(&self.state).queued
-    }
-
-    fn metrics(&self) -> BatchMetrics {
-        let state = lock(&self.state);
-        let mut metrics = state.metrics;
-        metrics.queued = state.queued as u64;
-        metrics
-    }
+/// The items of one lane, taken in one collection.
+struct Chunk<T> {
+    items: Vec<T>,
+    weights: Vec<usize>,
+    /// When the first of them arrived.
+    since: Instant,
 }
 
 /// The sending half of a batching [`channel`]: cloneable; the channel's
 /// input ends when every clone is dropped, and the receiver then gets the
 /// partial batch at once with [`FlushReason::Closed`].
+///
+/// # Order
+///
+/// Items sent through one `Sender` — by one task, or by several tasks
+/// sharing it by reference — are received in the order their sends
+/// completed. Each clone stages its items on a lane of its own (clones
+/// share the few lanes there are round-robin), so that senders on
+/// different threads do not wait for each other; the receiver takes the
+/// lanes oldest first, so items of different clones are received roughly
+/// in the order they were sent, but not exactly: a task that sends through
+/// two clones may see its second item received before its first.
 ///
 /// # Examples
 ///
@@ -436,10 +164,14 @@ impl<T> Shared<T> {
 /// ```
 pub struct Sender<T> {
     pub(crate) shared: Arc<Shared<T>>,
+    /// The lane this sender stages on.
+    lane: usize,
+    /// Sends so far, for the cooperative budget.
+    sends: AtomicU32,
 }
 
 impl<T> Sender<T> {
-    /// Appends `item` to the batch being built, waiting while the channel
+    /// Sends `item` into the batch being built, waiting while the channel
     /// holds [`capacity`](Self::capacity) items.
     ///
     /// A send that does not wait takes part in tokio's cooperative
@@ -485,16 +217,18 @@ impl<T> Sender<T> {
             shared: &self.shared,
             id: None,
         };
-        poll_fn(|cx| self.shared.poll_send(cx, &mut item, weight, &mut guard.id)).await
+        poll_fn(|cx| self.poll_send(cx, &mut item, weight, &mut guard.id)).await
     }
 
-    /// Appends `item` if there is room now.
+    /// Sends `item` if there is room now.
     ///
     /// # Errors
     ///
-    /// [`TrySendError::Full`] with the item if the channel holds
-    /// [`capacity`](Self::capacity) items (counted in
-    /// [`rejected`](BatchMetrics::rejected)), [`TrySendError::Closed`] if the
+    /// [`TrySendError::Full`] with the item if there is no room: the
+    /// channel holds [`capacity`](Self::capacity) items, less the room other
+    /// senders reserved and have not used yet (see
+    /// [`ChannelBuilder::capacity`](crate::ChannelBuilder::capacity); counted
+    /// in [`rejected`](BatchMetrics::rejected)), [`TrySendError::Closed`] if the
     /// receiver was closed or dropped (counted in
     /// [`handed_back`](BatchMetrics::handed_back)).
     ///
@@ -520,24 +254,21 @@ impl<T> Sender<T> {
     /// ```
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let weight = self.shared.config.weigh(&item);
-        let mut state = lock(&self.shared.state);
-        if state.rx_closed {
-            state.metrics.handed_back += 1;
-            return Err(TrySendError::Closed(item));
+        let mut item = Some(item);
+        match self.stage_one(&mut item, weight, 0) {
+            Staged::Done => Ok(()),
+            Staged::Full => {
+                self.shared.refuse(self.lane, 1, false);
+                Err(TrySendError::Full(item.take().expect("not staged")))
+            }
+            Staged::Closed => {
+                self.shared.refuse(self.lane, 1, true);
+                Err(TrySendError::Closed(item.take().expect("not staged")))
+            }
         }
-        if state.queued >= self.shared.capacity {
-            state.metrics.rejected += 1;
-            return Err(TrySendError::Full(item));
-        }
-        let wake = state.push(&self.shared, item, weight);
-        drop(state);
-        if let Some(waker) = wake {
-            waker.wake();
-        }
-        Ok(())
     }
 
-    /// Appends the items of `items` in order, as many at a time as there is
+    /// Sends the items of `items` in order, as many at a time as there is
     /// room for, waiting for room as needed; on success `items` is empty
     /// (its capacity is kept, for the caller to reuse).
     ///
@@ -582,7 +313,7 @@ impl<T> Sender<T> {
             shared: &self.shared,
             id: None,
         };
-        poll_fn(|cx| self.shared.poll_send_many(cx, items, &mut guard.id)).await
+        poll_fn(|cx| self.poll_send_many(cx, items, &mut guard.id)).await
     }
 
     /// Whether the receiver was closed or dropped, so that sends fail.
@@ -596,7 +327,7 @@ impl<T> Sender<T> {
     /// assert!(tx.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        lock(&self.shared.state).rx_closed
+        self.shared.is_closed()
     }
 
     /// How many items are in the channel now — sent and not received yet —
@@ -630,7 +361,8 @@ impl<T> Sender<T> {
         self.len() == 0
     }
 
-    /// How many items the channel holds before `send` waits.
+    /// How many items the channel holds before `send` waits (see
+    /// [`ChannelBuilder::capacity`](crate::ChannelBuilder::capacity)).
     ///
     /// # Examples
     ///
@@ -675,14 +407,15 @@ impl<T> Sender<T> {
     /// assert_eq!((metrics.sent, metrics.dropped, metrics.handed_back), (1, 1, 1));
     /// ```
     pub fn metrics(&self) -> BatchMetrics {
-        self.shared.metrics()
+        self.shared.metrics(None)
     }
 }
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        lock(&self.shared.state).senders += 1;
         Sender {
+            lane: self.shared.add_sender(),
+            sends: AtomicU32::new(0),
             shared: self.shared.clone(),
         }
     }
@@ -690,17 +423,7 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let mut state = lock(&self.shared.state);
-        state.senders -= 1;
-        let waker = if state.senders == 0 {
-            state.rx_waker.take()
-        } else {
-            None
-        };
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.shared.remove_sender(self.lane);
     }
 }
 
@@ -719,7 +442,7 @@ impl<T> fmt::Debug for Sender<T> {
 /// # Nothing is lost
 ///
 /// Every item whose send succeeded is received exactly once, in a batch,
-/// in the order of the sends of each sender. [`recv`](Self::recv) is
+/// in the order of the sends of each [`Sender`] (see its "Order"). [`recv`](Self::recv) is
 /// cancel safe: a batch leaves the channel only in the call that returns
 /// it. After [`close`](Self::close), or when every sender is gone, the
 /// remaining items keep coming, the partial batch at once with
@@ -749,7 +472,25 @@ impl<T> fmt::Debug for Sender<T> {
 /// ```
 pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
+    /// The batch being built from the items taken off the lanes.
+    open: Open<T>,
+    /// Closed batches not handed out yet, oldest first.
+    ready: VecDeque<Sealed<T>>,
+    /// Scratch: the lanes' items taken in one collection.
+    chunks: Vec<Chunk<T>>,
+    /// Empty lane buffers, swapped in for the full ones.
+    spare: Vec<(Vec<T>, Vec<usize>)>,
+    /// The receiver's own counters; the lanes keep the senders'.
+    metrics: BatchMetrics,
     deadline: Deadline,
+    /// A flush request taken and not acted on yet.
+    flush: bool,
+    /// `close` was called.
+    closed: bool,
+    /// A wake-up threshold is published: senders may wake this receiver.
+    asleep: bool,
+    /// `max_delay` can be represented: a batch's first item arms a timer.
+    timed: bool,
     done: bool,
     outcome: Option<OutcomeSender<Summary<BatchMetrics>>>,
 }
@@ -825,53 +566,47 @@ impl<T> Receiver<T> {
             return Poll::Ready(None);
         }
         let coop = ready!(coop::poll_proceed(cx));
-        let shared = &*self.shared;
-        let mut flush = shared.flush.take();
-        let mut expired = None;
+        self.shared.register_receiver(cx.waker());
+        // Whether this poll looked at the lanes with any staged item
+        // waking this task.
+        let mut watching = false;
         loop {
-            let mut state = lock(&shared.state);
-            if let Some(sealed) = next_sealed(shared, &mut state, flush, expired) {
-                state.queued -= sealed.items.len();
-                state.metrics.record_batch(&sealed);
-                shared.wake_senders(state);
+            if let Some(sealed) = self.ready.pop_front() {
+                if std::mem::take(&mut self.asleep) {
+                    self.shared.awake();
+                }
                 coop.made_progress();
-                return Poll::Ready(Some(Batch::new(sealed, Some(shared.pool.clone()))));
+                return Poll::Ready(Some(self.hand_out(sealed)));
             }
-            if state.input_closed() {
-                let metrics = state.metrics;
-                drop(state);
-                self.finish(metrics, true);
+            let looked = self.look(Some(cx));
+            if looked.ready {
+                continue;
+            }
+            if looked.closed {
+                // Nothing more can come, and `look` took the rest: done.
+                self.asleep = false;
+                self.shared.awake();
+                self.finish(true);
                 coop.made_progress();
                 return Poll::Ready(None);
             }
-            match &state.rx_waker {
-                Some(current) if current.will_wake(cx.waker()) => {}
-                _ => state.rx_waker = Some(cx.waker().clone()),
-            }
-            let expiry = state.open.expiry(&shared.config);
-            let running = self.deadline.running();
-            state.rx_timer = match (expiry, running) {
-                (Some(expiry), Some(running)) => Some(expiry.min(running)),
-                (expiry, running) => expiry.or(running),
-            };
-            drop(state);
-            shared.flush.register(cx.waker());
-            if shared.flush.take() {
-                flush = true;
+            self.shared.flush.register(cx.waker());
+            if self.shared.flush.take() {
+                self.flush = true;
                 continue;
             }
-            match expiry {
-                Some(at) if self.deadline.poll_until(at, cx).is_ready() => {
-                    expired = Some(at);
-                    continue;
-                }
-                // Producers count on the running timer to wake this task.
-                None if running.is_some() && self.deadline.poll_running(cx).is_ready() => {
-                    continue;
-                }
-                _ => {}
+            if watching {
+                // The second look, with any staged item waking this task.
+                return Poll::Pending;
             }
-            return Poll::Pending;
+            self.asleep = true;
+            if self
+                .shared
+                .sleep(self.open.len(), self.open.weight, self.timed)
+            {
+                return Poll::Pending;
+            }
+            watching = true;
         }
     }
 
@@ -901,22 +636,20 @@ impl<T> Receiver<T> {
         if self.done {
             return Err(TryRecvError::Disconnected);
         }
-        let shared = &*self.shared;
-        let flush = shared.flush.take();
-        let mut state = lock(&shared.state);
-        if let Some(sealed) = next_sealed(shared, &mut state, flush, None) {
-            state.queued -= sealed.items.len();
-            state.metrics.record_batch(&sealed);
-            shared.wake_senders(state);
-            return Ok(Batch::new(sealed, Some(shared.pool.clone())));
+        loop {
+            if let Some(sealed) = self.ready.pop_front() {
+                return Ok(self.hand_out(sealed));
+            }
+            let looked = self.look(None);
+            if looked.ready {
+                continue;
+            }
+            if looked.closed {
+                self.finish(true);
+                return Err(TryRecvError::Disconnected);
+            }
+            return Err(TryRecvError::Empty);
         }
-        if state.input_closed() {
-            let metrics = state.metrics;
-            drop(state);
-            self.finish(metrics, true);
-            return Err(TryRecvError::Disconnected);
-        }
-        Err(TryRecvError::Empty)
     }
 
     /// Closes the channel: sends fail from now on (the items come back in
@@ -942,9 +675,8 @@ impl<T> Receiver<T> {
     /// # }
     /// ```
     pub fn close(&mut self) {
-        let mut state = lock(&self.shared.state);
-        state.rx_closed = true;
-        self.shared.wake_senders(state);
+        self.closed = true;
+        self.shared.close();
     }
 
     /// Whether sends fail: the receiver was [`close`](Self::close)d. (When
@@ -960,7 +692,7 @@ impl<T> Receiver<T> {
     /// assert!(rx.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        lock(&self.shared.state).rx_closed
+        self.closed
     }
 
     /// How many items are in the channel now, sent and not received yet.
@@ -993,7 +725,8 @@ impl<T> Receiver<T> {
         self.len() == 0
     }
 
-    /// How many items the channel holds before `send` waits.
+    /// How many items the channel holds before `send` waits (see
+    /// [`ChannelBuilder::capacity`](crate::ChannelBuilder::capacity)).
     ///
     /// # Examples
     ///
@@ -1024,13 +757,10 @@ impl<T> Receiver<T> {
     /// # }
     /// ```
     pub fn into_remainder(mut self) -> Vec<T> {
-        let mut state = lock(&self.shared.state);
-        state.rx_closed = true;
-        let items = state.take_all();
-        state.metrics.handed_back += items.len() as u64;
-        let metrics = state.metrics;
-        self.shared.wake_senders(state);
-        self.finish(metrics, false);
+        let items = self.take_everything();
+        self.metrics.handed_back += items.len() as u64;
+        self.shared.release(items.len());
+        self.finish(false);
         items
     }
 
@@ -1074,7 +804,7 @@ impl<T> Receiver<T> {
     /// # }
     /// ```
     pub fn metrics(&self) -> BatchMetrics {
-        self.shared.metrics()
+        self.shared.metrics(Some(&self.metrics))
     }
 
     /// A handle that resolves to the final metrics: with `finished: true`
@@ -1130,60 +860,368 @@ impl<T> Receiver<T> {
         self.shared.pool.put(buffer);
     }
 
+    /// Takes the lanes' items and closes the open batch if it is due:
+    /// flushed, the input closed, or its deadline passed (`cx` polls the
+    /// timer; without it only the clock is read). Returns whether a batch
+    /// is ready, and whether the input was closed before the lanes were
+    /// emptied — then everything sent is in `open` or `ready`.
+    fn look(&mut self, cx: Option<&mut Context<'_>>) -> Looked {
+        // Read before the lanes are emptied: once every sender is gone or
+        // the channel is closed, this collection takes the last items.
+        let closed = self.input_closed();
+        let flush = std::mem::take(&mut self.flush) | self.shared.flush.take();
+        self.collect();
+        if !self.open.is_empty() {
+            let reason = if flush {
+                Some(FlushReason::Flush)
+            } else if closed {
+                Some(FlushReason::Closed)
+            } else if self.expired(cx) {
+                Some(FlushReason::Deadline)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                let sealed = self.open.seal(reason);
+                self.ready.push_back(sealed);
+            }
+        }
+        Looked {
+            ready: !self.ready.is_empty(),
+            closed,
+        }
+    }
+
+    /// Whether the open batch, which is not empty, is past its deadline.
+    fn expired(&mut self, cx: Option<&mut Context<'_>>) -> bool {
+        let Some(at) = self.open.expiry(&self.shared.config) else {
+            return false;
+        };
+        if Instant::now() >= at {
+            return true;
+        }
+        cx.is_some_and(|cx| self.deadline.poll_until(at, cx).is_ready())
+    }
+
+    /// Takes the items of every lane that has some, oldest lane first, into
+    /// the open batch, closing batches by count and weight on the way.
+    fn collect(&mut self) {
+        let mut chunks = std::mem::take(&mut self.chunks);
+        let spare = &mut self.spare;
+        self.shared.collect(
+            || spare.pop().unwrap_or_default(),
+            |items, weights, since| {
+                chunks.push(Chunk {
+                    items,
+                    weights,
+                    since,
+                })
+            },
+        );
+        if chunks.len() > 1 {
+            chunks.sort_by_key(|chunk| chunk.since);
+        }
+        for chunk in chunks.drain(..) {
+            self.absorb(chunk);
+        }
+        self.chunks = chunks;
+    }
+
+    /// Runs one lane's items through the batching rules.
+    fn absorb(&mut self, chunk: Chunk<T>) {
+        let Chunk {
+            mut items,
+            mut weights,
+            since,
+        } = chunk;
+        let shared = &*self.shared;
+        let config = &shared.config;
+        let ready = &mut self.ready;
+        if config.weighs() {
+            for (item, weight) in items.drain(..).zip(weights.drain(..)) {
+                self.open.push(
+                    item,
+                    weight,
+                    Some(since),
+                    config,
+                    &shared.pool,
+                    &mut self.metrics,
+                    |sealed| ready.push_back(sealed),
+                );
+            }
+        } else {
+            let mut drain = items.drain(..);
+            while drain.len() > 0 {
+                // Never full here: a batch is closed the moment it fills.
+                let room = config.max_items - self.open.len();
+                self.open.append(&mut drain, room, since, &shared.pool);
+                if self.open.len() >= config.max_items {
+                    ready.push_back(self.open.seal(FlushReason::Full));
+                }
+            }
+        }
+        // The emptied buffers go back to a lane at the next swap, so that
+        // lanes do not grow a buffer again for every collection — unless a
+        // burst grew one far beyond what a lane usually holds.
+        let limit = config
+            .max_items
+            .saturating_mul(4)
+            .max(SPARE_CAPACITY)
+            .min(shared.capacity);
+        if self.spare.len() < shared.lane_count() && items.capacity() <= limit {
+            self.spare.push((items, weights));
+        }
+    }
+
+    /// Hands a closed batch out: counted, and its room given back to the
+    /// senders.
+    fn hand_out(&mut self, sealed: Sealed<T>) -> Batch<T> {
+        self.metrics.record_batch(&sealed);
+        self.shared.release(sealed.items.len());
+        self.shared.publish(&self.metrics);
+        Batch::new(sealed, Some(self.shared.pool.clone()))
+    }
+
+    /// Every sender is gone or the channel was closed: nothing more comes.
+    fn input_closed(&self) -> bool {
+        self.closed || self.shared.senders_gone()
+    }
+
+    /// Closes the channel and takes every item still in it, oldest first
+    /// for each sender; the caller counts them and gives their room back.
+    fn take_everything(&mut self) -> Vec<T> {
+        self.closed = true;
+        self.shared.close();
+        // The lanes refuse new items now: this takes the last ones.
+        self.collect();
+        let mut out = Vec::new();
+        for sealed in self.ready.drain(..) {
+            if out.is_empty() {
+                out = sealed.items;
+            } else {
+                out.extend(sealed.items);
+            }
+        }
+        out.append(&mut self.open.items);
+        self.open.oldest = None;
+        self.open.weight = 0;
+        out
+    }
+
     /// Marks the end and delivers the outcome.
-    fn finish(&mut self, metrics: BatchMetrics, finished: bool) {
+    fn finish(&mut self, finished: bool) {
         self.done = true;
+        self.shared.publish(&self.metrics);
         if let Some(sender) = self.outcome.take() {
-            let _ = sender.send(Summary {
-                value: metrics,
-                finished,
-            });
+            let mut value = self.shared.metrics(Some(&self.metrics));
+            // Everything was delivered, handed back or dropped.
+            value.queued = 0;
+            let _ = sender.send(Summary { value, finished });
         }
     }
 }
 
-/// Closes the open batch if it is due, and takes the oldest closed batch.
-fn next_sealed<T>(
-    shared: &Shared<T>,
-    state: &mut State<T>,
-    flush: bool,
-    expired: Option<Instant>,
-) -> Option<Sealed<T>> {
-    if !state.open.is_empty() {
-        let reason = if flush {
-            Some(FlushReason::Flush)
-        } else if state.input_closed() {
-            Some(FlushReason::Closed)
+/// What [`Receiver::look`] found.
+struct Looked {
+    ready: bool,
+    closed: bool,
+}
+
+impl<T> Sender<T> {
+    /// Charges the task's cooperative budget on every [`COOP_EVERY`]-th
+    /// send: one unit of tokio's budget stands for far more work than
+    /// staging an item, and charging each send would make a producer yield
+    /// to its scheduler every 128 items.
+    #[inline]
+    fn poll_budget(&self, cx: &mut Context<'_>) -> Poll<Option<coop::RestoreOnPending>> {
+        // A load and a store, not a read-modify-write: a sender used from
+        // several tasks at once may lose a count, which only delays a
+        // charge.
+        let n = self.sends.load(Relaxed);
+        self.sends.store(n.wrapping_add(1), Relaxed);
+        if n.is_multiple_of(COOP_EVERY) {
+            coop::poll_proceed(cx).map(Some)
         } else {
-            state
-                .open
-                .expiry(&shared.config)
-                .filter(|at| expired == Some(*at) || Instant::now() >= *at)
-                .map(|_| FlushReason::Deadline)
-        };
-        if let Some(reason) = reason {
-            let sealed = state.open.seal(reason);
-            state.sealed.push_back(sealed);
+            Poll::Ready(None)
         }
     }
-    state.sealed.pop_front()
+
+    /// Waits for room for up to `n` items after the fast path found none:
+    /// reserves what it can get (at least 1), or `None` if the channel is
+    /// closed.
+    fn poll_room(
+        &self,
+        cx: &mut Context<'_>,
+        n: usize,
+        waiter: &mut Option<usize>,
+    ) -> Poll<Option<usize>> {
+        let shared = &*self.shared;
+        for registered in [false, true] {
+            let got = shared.try_reserve(n);
+            if got > 0 {
+                shared.stop_waiting(waiter, true);
+                return Poll::Ready(Some(got));
+            }
+            if shared.is_closed() {
+                shared.stop_waiting(waiter, true);
+                return Poll::Ready(None);
+            }
+            if !registered {
+                // Then look again: room freed before the receiver could see
+                // this sender waiting is found by the second look.
+                shared.wait_for_room(waiter, cx.waker());
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Stages the item in `item` (taking it out only if staged), with
+    /// `reserved` room already taken.
+    #[inline]
+    fn stage_one(&self, item: &mut Option<T>, weight: usize, reserved: usize) -> Staged {
+        let shared = &*self.shared;
+        shared.stage(self.lane, 1, reserved, |_, items, weights| {
+            items.extend(item.take());
+            if shared.config.weighs() {
+                weights.push(weight);
+                shared.capped(weight)
+            } else {
+                0
+            }
+        })
+    }
+
+    fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        item: &mut Option<T>,
+        weight: usize,
+        waiter: &mut Option<usize>,
+    ) -> Poll<Result<(), SendError<T>>> {
+        let coop = ready!(self.poll_budget(cx));
+        let mut reserved = 0;
+        let result = loop {
+            match self.stage_one(item, weight, reserved) {
+                Staged::Done => {
+                    self.shared.stop_waiting(waiter, true);
+                    break Ok(());
+                }
+                Staged::Closed => break Err(()),
+                Staged::Full => match ready!(self.poll_room(cx, 1, waiter)) {
+                    Some(got) => reserved = got,
+                    None => break Err(()),
+                },
+            }
+        };
+        if let Some(coop) = &coop {
+            coop.made_progress();
+        }
+        Poll::Ready(result.map_err(|()| {
+            self.shared.refuse(self.lane, 1, true);
+            SendError(item.take().expect("polled after completion"))
+        }))
+    }
+
+    fn poll_send_many(
+        &self,
+        cx: &mut Context<'_>,
+        items: &mut Vec<T>,
+        waiter: &mut Option<usize>,
+    ) -> Poll<Result<(), SendError<Vec<T>>>> {
+        /// With a weigher, items are weighed before anything is reserved,
+        /// this many at a time.
+        const WEIGH_CHUNK: usize = 64;
+        let shared = &*self.shared;
+        let weighs = shared.config.weighs();
+        let coop = ready!(coop::poll_proceed(cx));
+        loop {
+            if items.is_empty() {
+                shared.stop_waiting(waiter, true);
+                coop.made_progress();
+                return Poll::Ready(Ok(()));
+            }
+            let mut weights = [0usize; WEIGH_CHUNK];
+            let want = if weighs {
+                let n = items.len().min(WEIGH_CHUNK);
+                for (w, item) in weights.iter_mut().zip(&items[..n]) {
+                    *w = shared.config.weigh(item);
+                }
+                n
+            } else {
+                items.len()
+            };
+            // Room reserved while waiting is used at once, in this poll:
+            // nothing between the reservation and the staging can return
+            // or panic.
+            let mut reserved = 0;
+            loop {
+                let staged =
+                    shared.stage(self.lane, want, reserved, |n, lane_items, lane_weights| {
+                        lane_items.extend(items.drain(..n));
+                        if weighs {
+                            lane_weights.extend_from_slice(&weights[..n]);
+                            weights[..n]
+                                .iter()
+                                .fold(0usize, |sum, &w| sum.saturating_add(shared.capped(w)))
+                        } else {
+                            0
+                        }
+                    });
+                match staged {
+                    Staged::Done => break,
+                    Staged::Closed => return Poll::Ready(Err(self.refuse_all(items))),
+                    Staged::Full => match self.poll_room(cx, want, waiter) {
+                        Poll::Ready(Some(got)) => reserved = got,
+                        Poll::Ready(None) => return Poll::Ready(Err(self.refuse_all(items))),
+                        Poll::Pending => {
+                            // Staged items count as progress for the budget.
+                            coop.made_progress();
+                            return Poll::Pending;
+                        }
+                    },
+                }
+            }
+            coop.made_progress();
+        }
+    }
+
+    /// The items of a `send_many` the closed channel refused.
+    fn refuse_all(&self, items: &mut Vec<T>) -> SendError<Vec<T>> {
+        self.shared.refuse(self.lane, items.len(), true);
+        SendError(std::mem::take(items))
+    }
+}
+
+/// Gives up a waiting sender's place if its future is dropped while
+/// waiting, passing on a turn it was woken for and did not use.
+struct WaiterGuard<'a, T> {
+    shared: &'a Shared<T>,
+    id: Option<usize>,
+}
+
+impl<T> Drop for WaiterGuard<'_, T> {
+    fn drop(&mut self) {
+        self.shared.stop_waiting(&mut self.id, false);
+    }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let mut state = lock(&self.shared.state);
-        state.rx_closed = true;
-        let items = state.take_all();
-        state.metrics.dropped += items.len() as u64;
-        let metrics = state.metrics;
-        self.shared.wake_senders(state);
-        if !self.done {
-            self.finish(metrics, false);
+        let items = self.take_everything();
+        self.metrics.dropped += items.len() as u64;
+        self.shared.release(items.len());
+        if self.done {
+            self.shared.publish(&self.metrics);
+        } else {
+            self.finish(false);
         }
-        // The items are dropped here, outside the lock.
+        // The items are dropped here, outside every lock.
         drop(items);
     }
 }
+
+// Items are moved around, never pinned: no `Pin<&mut T>` is ever made.
+impl<T> Unpin for Receiver<T> {}
 
 impl<T> Stream for Receiver<T> {
     type Item = Batch<T>;
