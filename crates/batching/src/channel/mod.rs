@@ -37,9 +37,11 @@ use shared::{Shared, Staged};
 ///
 /// Senders stage items and the receiver takes whole [`Batch`]es, closed by
 /// count, age, flush or the end of the input. It is the fast path when you
-/// own both ends, with one producer or many: a send costs one atomic
-/// add on a shared counter and a lock nobody else is waiting for; there is
-/// no per-item queue node, permit or wake-up.
+/// own both ends, with one producer or many: a send takes its lane's lock,
+/// which no other sender waits for, and reserves room with one atomic add
+/// on a shared counter — once for up to 32 items when the capacity leaves
+/// room beyond a batch, as the builder's default does, else once per item;
+/// there is no per-item queue node, permit or wake-up.
 ///
 /// # Panics
 ///
