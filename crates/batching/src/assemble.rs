@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use crate::batch::{Batch, Pool, Sealed};
 use crate::deadline::{Deadline, expiry};
 use crate::flush::FlushSignal;
-use crate::loom::Arc;
 use crate::{BatchConfig, BatchMetrics, FlushReason, Flusher};
+use async_patterns_core::__private::loom::Arc;
 
 /// The batch being filled.
 pub(crate) struct Open<T> {
@@ -81,11 +81,17 @@ impl<T> Open<T> {
     /// Adds `item`, of weight `weight`, closing batches as the limits say;
     /// each closed batch — none, one, or two when an oversized item follows
     /// a partial batch — goes to `emit`, oldest first.
+    ///
+    /// `arrived` is when the item entered the batcher, if it is known to be
+    /// earlier than now (the channel stages items before its receiver
+    /// takes them); a batch's `oldest` is never later than its first item's.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn push(
         &mut self,
         item: T,
         weight: usize,
+        arrived: Option<Instant>,
         config: &BatchConfig<T>,
         pool: &Pool<T>,
         metrics: &mut BatchMetrics,
@@ -100,7 +106,7 @@ impl<T> Open<T> {
                 // Too heavy for any batch: it goes out alone.
                 metrics.oversized += 1;
                 self.provision(pool);
-                self.oldest = Some(Instant::now());
+                self.oldest = Some(arrived.unwrap_or_else(Instant::now));
                 self.items.push(item);
                 self.weight = weight;
                 emit(self.seal(FlushReason::Weight));
@@ -109,7 +115,11 @@ impl<T> Open<T> {
         }
         if self.is_empty() {
             self.provision(pool);
-            self.oldest = Some(Instant::now());
+            self.oldest = Some(arrived.unwrap_or_else(Instant::now));
+        } else if let (Some(arrived), Some(oldest)) = (arrived, self.oldest)
+            && arrived < oldest
+        {
+            self.oldest = Some(arrived);
         }
         self.items.push(item);
         self.weight = self.weight.saturating_add(weight);
@@ -118,6 +128,30 @@ impl<T> Open<T> {
         } else if config.max_weight.is_some_and(|limit| self.weight >= limit) {
             emit(self.seal(FlushReason::Weight));
         }
+    }
+
+    /// Appends up to `room` items of weight 1 each from `items` (the bulk
+    /// path, without a weigher), the first of which arrived at `arrived`;
+    /// returns how many it took.
+    #[inline]
+    pub(crate) fn append(
+        &mut self,
+        items: &mut std::vec::Drain<'_, T>,
+        room: usize,
+        arrived: Instant,
+        pool: &Pool<T>,
+    ) -> usize {
+        let before = self.items.len();
+        if before == 0 {
+            self.provision(pool);
+            self.oldest = Some(arrived);
+        } else if self.oldest.is_some_and(|oldest| arrived < oldest) {
+            self.oldest = Some(arrived);
+        }
+        self.items.extend(items.by_ref().take(room));
+        let taken = self.items.len() - before;
+        self.weight = self.weight.saturating_add(taken);
+        taken
     }
 }
 
@@ -176,7 +210,7 @@ impl<T> Assembler<T> {
         let (sender, outcome) = outcome::channel();
         if self.ended {
             let _ = sender.send(Summary {
-                value: self.metrics,
+                value: self.metrics(),
                 finished: true,
             });
         } else {
@@ -191,6 +225,19 @@ impl<T> Assembler<T> {
 
     pub(crate) fn buffered(&self) -> usize {
         self.ready.as_ref().map_or(0, |r| r.items.len()) + self.open.len() + self.carry.len()
+    }
+
+    /// Counts `n` items taken from the input.
+    #[inline]
+    pub(crate) fn took(&mut self, n: usize) {
+        self.metrics.sent += n as u64;
+    }
+
+    /// The metrics now, with the `queued` gauge filled in.
+    pub(crate) fn metrics(&self) -> BatchMetrics {
+        let mut metrics = self.metrics;
+        metrics.queued = self.buffered() as u64;
+        metrics
     }
 
     /// Hands `sealed` out, counting it.
@@ -228,6 +275,7 @@ impl<T> Assembler<T> {
         self.open.push(
             item,
             weight,
+            None,
             &self.config,
             &self.pool,
             &mut self.metrics,
@@ -248,7 +296,7 @@ impl<T> Assembler<T> {
         self.ended = true;
         if let Some(sender) = self.outcome.take() {
             let _ = sender.send(Summary {
-                value: self.metrics,
+                value: self.metrics(),
                 finished: true,
             });
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::loom::{Arc, Mutex, lock};
+use async_patterns_core::__private::lock;
+use async_patterns_core::__private::loom::{Arc, Mutex};
 
 /// Why a batch was closed.
 ///

@@ -1,6 +1,5 @@
-//! [`BatchConfig`]: when a batch closes — by count, by weight, by age — and
-//! how many items the batching channel holds; validated by its builder into
-//! a [`ConfigError`].
+//! [`BatchConfig`]: when a batch closes — by count, by weight, by age —
+//! validated by its builder into a [`ConfigError`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,8 +9,11 @@ use async_patterns_core::ConfigError;
 
 type Weigher<T> = Arc<dyn Fn(&T) -> usize + Send + Sync>;
 
-/// When a batch is closed and handed out, shared by every adapter and by the
-/// batching [`channel`](crate::channel()).
+/// When a batch is closed and handed out: the configuration of the stream
+/// adapters, [`batched`](crate::batched()) and
+/// [`BatchExt::batched`](crate::BatchExt::batched). (The batching
+/// [`channel`](crate::channel()) takes the same options from its
+/// [`ChannelBuilder`](crate::ChannelBuilder).)
 ///
 /// A batch closes as soon as one of these holds:
 ///
@@ -53,13 +55,12 @@ pub struct BatchConfig<T> {
     pub(crate) max_delay: Duration,
     pub(crate) max_weight: Option<usize>,
     pub(crate) weigher: Option<Weigher<T>>,
-    pub(crate) capacity: usize,
 }
 
 impl<T> BatchConfig<T> {
     /// A configuration that closes batches at `max_items` items or when the
-    /// first item is `max_delay` old, with the default channel capacity;
-    /// shorthand for the [`builder`](Self::builder).
+    /// first item is `max_delay` old; shorthand for the
+    /// [`builder`](Self::builder).
     ///
     /// # Errors
     ///
@@ -85,8 +86,7 @@ impl<T> BatchConfig<T> {
             .build()
     }
 
-    /// A builder with the defaults: 1,024 items, 10 ms, no weight limit, a
-    /// channel capacity of twice `max_items`.
+    /// A builder with the defaults: 1,024 items, 10 ms, no weight limit.
     ///
     /// # Examples
     ///
@@ -97,7 +97,6 @@ impl<T> BatchConfig<T> {
     /// let config = BatchConfig::<u8>::builder().build()?;
     /// assert_eq!(config.max_items(), 1024);
     /// assert_eq!(config.max_delay(), Duration::from_millis(10));
-    /// assert_eq!(config.capacity(), 2048);
     /// # Ok::<(), async_patterns_core::ConfigError>(())
     /// ```
     pub fn builder() -> BatchConfigBuilder<T> {
@@ -105,7 +104,6 @@ impl<T> BatchConfig<T> {
             max_items: 1024,
             max_delay: Duration::from_millis(10),
             max_weight: None,
-            capacity: None,
         }
     }
 
@@ -157,23 +155,6 @@ impl<T> BatchConfig<T> {
         self.max_weight
     }
 
-    /// How many items the batching [`channel`](crate::channel()) holds
-    /// before `send` waits: the batch being built plus the closed batches not
-    /// yet received. The stream adapters ignore it.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_batching::BatchConfig;
-    ///
-    /// let config = BatchConfig::<u8>::builder().max_items(4).capacity(16).build()?;
-    /// assert_eq!(config.capacity(), 16);
-    /// # Ok::<(), async_patterns_core::ConfigError>(())
-    /// ```
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// The weight of `item`: the weigher's answer, or 1 without a weigher.
     ///
     /// # Examples
@@ -193,6 +174,15 @@ impl<T> BatchConfig<T> {
         }
     }
 
+    /// A builder holding these settings.
+    pub(crate) fn into_builder(self) -> BatchConfigBuilder<T> {
+        BatchConfigBuilder {
+            max_items: self.max_items,
+            max_delay: self.max_delay,
+            max_weight: self.max_weight.zip(self.weigher),
+        }
+    }
+
     /// Whether items must be weighed one by one (a weigher is set).
     pub(crate) fn weighs(&self) -> bool {
         self.weigher.is_some()
@@ -206,7 +196,6 @@ impl<T> Clone for BatchConfig<T> {
             max_delay: self.max_delay,
             max_weight: self.max_weight,
             weigher: self.weigher.clone(),
-            capacity: self.capacity,
         }
     }
 }
@@ -217,7 +206,6 @@ impl<T> fmt::Debug for BatchConfig<T> {
             .field("max_items", &self.max_items)
             .field("max_delay", &self.max_delay)
             .field("max_weight", &self.max_weight)
-            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
@@ -234,19 +222,17 @@ impl<T> fmt::Debug for BatchConfig<T> {
 ///     .max_items(100)
 ///     .max_delay(Duration::from_millis(50))
 ///     .max_weight(1 << 20, |frame| frame.len())
-///     .capacity(1_000)
 ///     .build()?;
-/// assert_eq!(config.capacity(), 1_000);
+/// assert_eq!(config.max_weight(), Some(1 << 20));
 ///
-/// let err = BatchConfig::<u8>::builder().max_items(8).capacity(0).build().unwrap_err();
-/// assert_eq!(err.to_string(), "invalid `capacity`: got 0, expected at least max_items (8)");
+/// let err = BatchConfig::<u8>::builder().max_items(0).build().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid `max_items`: got 0, expected at least 1");
 /// # Ok::<(), async_patterns_core::ConfigError>(())
 /// ```
 pub struct BatchConfigBuilder<T> {
     max_items: usize,
     max_delay: Duration,
     max_weight: Option<(usize, Weigher<T>)>,
-    capacity: Option<usize>,
 }
 
 impl<T> BatchConfigBuilder<T> {
@@ -313,29 +299,12 @@ impl<T> BatchConfigBuilder<T> {
         self
     }
 
-    /// How many items the batching [`channel`](crate::channel()) holds
-    /// before `send` waits (at least `max_items`; default twice
-    /// `max_items`). The stream adapters ignore it.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_batching::BatchConfig;
-    ///
-    /// assert!(BatchConfig::<u8>::builder().max_items(4).capacity(4).build().is_ok());
-    /// assert!(BatchConfig::<u8>::builder().max_items(4).capacity(3).build().is_err());
-    /// ```
-    pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = Some(capacity);
-        self
-    }
-
     /// Validates the settings.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the first invalid setting: `max_items` 0,
-    /// `max_weight` 0, or a `capacity` below `max_items`.
+    /// A [`ConfigError`] naming the first invalid setting: `max_items` 0 or
+    /// `max_weight` 0.
     ///
     /// # Examples
     ///
@@ -354,23 +323,11 @@ impl<T> BatchConfigBuilder<T> {
             ),
             None => (None, None),
         };
-        let capacity = match self.capacity {
-            Some(capacity) if capacity < max_items => {
-                return Err(ConfigError::new(
-                    "capacity",
-                    capacity,
-                    format!("at least max_items ({max_items})"),
-                ));
-            }
-            Some(capacity) => capacity,
-            None => max_items.saturating_mul(2),
-        };
         Ok(BatchConfig {
             max_items,
             max_delay: self.max_delay,
             max_weight,
             weigher,
-            capacity,
         })
     }
 }
@@ -381,7 +338,6 @@ impl<T> fmt::Debug for BatchConfigBuilder<T> {
             .field("max_items", &self.max_items)
             .field("max_delay", &self.max_delay)
             .field("max_weight", &self.max_weight.as_ref().map(|(w, _)| w))
-            .field("capacity", &self.capacity)
             .finish()
     }
 }
@@ -391,34 +347,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_max_items_is_rejected_before_capacity() {
+    fn zero_max_items_is_rejected_before_max_weight() {
         let err = BatchConfig::<u8>::builder()
             .max_items(0)
-            .capacity(0)
+            .max_weight(0, |_| 1)
             .build()
             .unwrap_err();
         assert_eq!(err.field(), "max_items");
     }
 
     #[test]
-    fn zero_capacity_is_rejected() {
+    fn zero_max_weight_is_rejected() {
         let err = BatchConfig::<u8>::builder()
-            .max_items(1)
-            .capacity(0)
+            .max_weight(0, |_| 1)
             .build()
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid `capacity`: got 0, expected at least max_items (1)"
+            "invalid `max_weight`: got 0, expected at least 1"
         );
-    }
-
-    #[test]
-    fn default_capacity_saturates_for_huge_max_items() {
-        let config = BatchConfig::<u8>::builder()
-            .max_items(usize::MAX)
-            .build()
-            .unwrap();
-        assert_eq!(config.capacity(), usize::MAX);
     }
 }

@@ -67,30 +67,6 @@ impl Deadline {
     }
 }
 
-#[cfg(not(async_patterns_loom))]
-impl Deadline {
-    /// When the timer fires, if it is armed and has not fired yet.
-    pub(crate) fn running(&self) -> Option<Instant> {
-        let sleep = self.sleep.as_ref()?;
-        if sleep.is_elapsed() {
-            None
-        } else {
-            self.armed_for
-        }
-    }
-
-    /// Waits for the running timer, whatever it was armed for, so that it
-    /// wakes this task.
-    pub(crate) fn poll_running(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        use std::future::Future;
-
-        match &mut self.sleep {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Ready(()),
-        }
-    }
-}
-
 #[cfg(async_patterns_loom)]
 #[derive(Debug)]
 pub(crate) struct Deadline;
@@ -103,13 +79,5 @@ impl Deadline {
 
     pub(crate) fn poll_until(&mut self, _at: Instant, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Pending
-    }
-
-    pub(crate) fn running(&self) -> Option<Instant> {
-        None
-    }
-
-    pub(crate) fn poll_running(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
-        Poll::Ready(())
     }
 }

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::task::Waker;
 
-use crate::loom::{Arc, AtomicBool, Mutex, Ordering, lock};
+use async_patterns_core::__private::lock;
+use async_patterns_core::__private::loom::{Arc, AtomicBool, Mutex, Ordering};
 
 /// A request flag plus the waker of the task that consumes batches.
 #[derive(Default)]
@@ -53,13 +54,12 @@ impl FlushSignal {
 /// # Examples
 ///
 /// ```
-/// use async_patterns_batching::{BatchConfig, FlushReason};
+/// use async_patterns_batching::{ChannelBuilder, FlushReason};
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let config = BatchConfig::new(100, Duration::from_secs(60)).unwrap();
-/// let (tx, mut rx) = async_patterns_batching::channel(config);
+/// let (tx, mut rx) = ChannelBuilder::new().max_delay(Duration::from_secs(60)).build().unwrap();
 /// let flusher = rx.flusher();
 ///
 /// tx.send("urgent").await.unwrap();

@@ -13,16 +13,18 @@
 //!
 //! | you have | use | how items move |
 //! |---|---|---|
-//! | both ends of the channel | [`channel`] → ([`BatchSender`], [`BatchReceiver`]) | senders append into the batch being built; the receiver takes whole batches — the fastest |
+//! | both ends of the channel | [`channel`]`(capacity)` or [`ChannelBuilder`] → ([`Sender`], [`Receiver`]) | each sender stages items on a lane of its own; the receiver takes them in bulk and hands out whole batches — the fastest, with one producer or many |
 //! | a `tokio::sync::mpsc::Receiver` | [`batched`]`(rx, config)` → [`BatchedMpsc`] | drained with `recv_many`, straight into the batch's buffer |
 //! | any other [`Stream`](futures_core::Stream) | [`BatchExt::batched`] → [`Batched`] | one `poll_next` per item |
 //!
-//! All three share one [`BatchConfig`] (`max_items`, `max_delay`, an
-//! optional `max_weight` with a weigher), hand out [`Batch`]es that carry
-//! their [`FlushReason`], weight and age, reuse the buffers of consumed
-//! batches, accept a [`Flusher`] to close the current batch on demand, keep
-//! [`BatchMetrics`], and report the final metrics through an
-//! [`Outcome`](async_patterns_core::outcome::Outcome) when they end.
+//! All three close batches by the same limits (`max_items`, `max_delay`, an
+//! optional `max_weight` with a weigher — a [`BatchConfig`] for the
+//! adapters, the same options on the [`ChannelBuilder`]), hand out
+//! [`Batch`]es that carry their [`FlushReason`], weight and age, reuse the
+//! buffers of consumed batches, accept a [`Flusher`] to close the current
+//! batch on demand, keep [`BatchMetrics`], and report the final metrics
+//! through an [`Outcome`](async_patterns_core::outcome::Outcome) when they
+//! end.
 //!
 //! # When not to use it
 //!
@@ -67,11 +69,12 @@
 //! assert_eq!(lines, 250);
 //!
 //! let metrics = outcome.await.unwrap().value;
-//! assert_eq!(metrics.items.total(), 250);
+//! assert_eq!((metrics.sent, metrics.delivered), (250, 250));
 //! assert_eq!(metrics.batches.get(FlushReason::Closed), 1);
 //! # Ok(())
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -82,21 +85,20 @@
 
 mod assemble;
 mod batch;
+mod builder;
 mod channel;
 mod config;
 mod deadline;
-mod error;
 mod flush;
-mod loom;
 mod metrics;
 mod mpsc;
 mod stream;
 
-pub use async_patterns_core::{SendError, TrySendError};
+pub use async_patterns_core::{ConfigError, SendError, TryRecvError, TrySendError};
 pub use batch::{Batch, FlushReason};
-pub use channel::{BatchReceiver, BatchSender, channel};
+pub use builder::ChannelBuilder;
+pub use channel::{Receiver, Sender, channel};
 pub use config::{BatchConfig, BatchConfigBuilder};
-pub use error::TryRecvError;
 pub use flush::Flusher;
 pub use metrics::{BatchMetrics, ReasonCounts, Spread};
 pub use mpsc::{BatchedMpsc, batched};

@@ -189,12 +189,17 @@ impl Spread<Duration> {
 }
 
 /// A snapshot of what a batcher did, from `metrics()` on an adapter, on
-/// either end of the channel, or in the final
+/// either half of the channel, or in the final
 /// [`Summary`](async_patterns_core::outcome::Summary) of `outcome()`.
 ///
-/// Every item that entered the batcher is in exactly one of `items`
-/// (delivered in a batch), `handed_back` or `dropped`, once the batcher is
-/// gone.
+/// The names are the workspace's (see `docs/conventions.md`): counters
+/// (`u64`) count since the batcher was made and never go down; `queued` is a
+/// gauge. Every item the batcher took in (`sent`) is, at any moment, in
+/// exactly one of `delivered` (in a batch handed out), handed back by
+/// `into_remainder`, `dropped` (with the batcher) or `queued` (still
+/// inside). `handed_back` also counts the channel's refused sends, which
+/// were never `sent`; without those, `sent == delivered + handed_back +
+/// dropped + queued`.
 ///
 /// # Examples
 ///
@@ -211,16 +216,36 @@ impl Spread<Duration> {
 /// let outcome = batches.outcome();
 /// assert_eq!(batches.next().await.unwrap().reason(), FlushReason::Full);
 /// let _ = futures::poll!(batches.next()); // pulls 3 and 4, not due yet
+/// assert_eq!(batches.metrics().queued, 2);
 /// let (buffered, _input) = batches.into_remainder();
 /// assert_eq!(buffered, [3, 4]);
 ///
 /// let metrics = outcome.await.unwrap().value;
-/// assert_eq!((metrics.items.total(), metrics.handed_back, metrics.dropped), (3, 2, 0));
+/// assert_eq!((metrics.sent, metrics.delivered, metrics.handed_back), (5, 3, 2));
+/// assert_eq!((metrics.dropped, metrics.queued), (0, 0));
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct BatchMetrics {
+    /// Items the batcher took in: sends that succeeded on the channel,
+    /// items pulled from the input by an adapter.
+    pub sent: u64,
+    /// Items handed out in batches (the sum of [`items`](Self::items)).
+    pub delivered: u64,
+    /// Items returned to the caller instead of in a batch: by
+    /// `into_remainder`, and, on the channel, in the error of a send refused
+    /// because the receiver was closed or dropped (those were never `sent`).
+    pub handed_back: u64,
+    /// Items that were inside when the adapter or the receiver was dropped,
+    /// and were dropped with it — never silently: counted here.
+    pub dropped: u64,
+    /// Sends refused because the channel was full: `try_send` returning
+    /// [`TrySendError::Full`](crate::TrySendError::Full), the item handed
+    /// back in the error. Always 0 for the stream adapters.
+    pub rejected: u64,
+    /// Items inside the batcher now, waiting to be delivered (a gauge).
+    pub queued: u64,
     /// Batches handed out, by the reason they closed.
     pub batches: ReasonCounts,
     /// Items in those batches, by the reason their batch closed.
@@ -228,14 +253,6 @@ pub struct BatchMetrics {
     /// Items heavier than `max_weight` on their own, each sent in a batch of
     /// its own (also counted under `weight`).
     pub oversized: u64,
-    /// Items given back by `into_remainder` instead of in a batch.
-    pub handed_back: u64,
-    /// Items that were buffered when the adapter or the receiver was
-    /// dropped, and were dropped with it.
-    pub dropped: u64,
-    /// Sends refused because the channel was closed; the item went back to
-    /// the sender in the error. Always 0 for the stream adapters.
-    pub rejected: u64,
     /// Items per batch.
     pub batch_size: Spread<u64>,
     /// How old each batch's first item was when the batch closed.
@@ -246,6 +263,7 @@ impl BatchMetrics {
     /// Counts a batch handed out.
     pub(crate) fn record_batch<T>(&mut self, batch: &Sealed<T>) {
         let len = batch.items.len() as u64;
+        self.delivered += len;
         self.batches.add(batch.reason, 1);
         self.items.add(batch.reason, len);
         self.batch_size.record(len);

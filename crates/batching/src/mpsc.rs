@@ -154,7 +154,7 @@ impl<T> BatchedMpsc<T> {
     /// # }
     /// ```
     pub fn metrics(&self) -> BatchMetrics {
-        self.asm.metrics
+        self.asm.metrics()
     }
 
     /// A handle that resolves to the final metrics: with `finished: true`
@@ -328,6 +328,7 @@ fn pull_bulk<T>(asm: &mut Assembler<T>, rx: &mut Receiver<T>, cx: &mut Context<'
                 return Pulled::Ended;
             }
             Poll::Ready(n) => {
+                asm.took(n);
                 asm.open.appended(was_empty, n);
                 if asm.open.len() >= max_items {
                     return Pulled::Batch(asm.seal(crate::FlushReason::Full));
@@ -361,8 +362,11 @@ fn pull_weighed<T>(
                 asm.input_done = true;
                 return Pulled::Ended;
             }
-            // Reversed so that `pop` yields them oldest first.
-            Poll::Ready(_) => asm.carry.reverse(),
+            Poll::Ready(n) => {
+                asm.took(n);
+                // Reversed so that `pop` yields them oldest first.
+                asm.carry.reverse();
+            }
             Poll::Pending => return Pulled::Pending,
         }
     }

@@ -158,7 +158,7 @@ impl<S: Stream> Batched<S> {
     /// # }
     /// ```
     pub fn metrics(&self) -> BatchMetrics {
-        self.asm.metrics
+        self.asm.metrics()
     }
 
     /// A handle that resolves to the final metrics: with `finished: true`
@@ -315,6 +315,7 @@ fn pull<S: Stream>(
     loop {
         match stream.as_mut().poll_next(cx) {
             Poll::Ready(Some(item)) => {
+                asm.took(1);
                 if let Some(batch) = asm.push(item) {
                     return Pulled::Batch(batch);
                 }

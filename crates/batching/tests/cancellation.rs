@@ -42,7 +42,6 @@ fn run(kind: Kind, plan: &Plan) -> Result<(), TestCaseError> {
     let config = BatchConfig::builder()
         .max_items(plan.max_items)
         .max_delay(Duration::from_millis(plan.delay_ms))
-        .capacity(10_000)
         .build()
         .unwrap();
     let rt = paused_runtime();
@@ -182,7 +181,6 @@ fn a_consumer_that_panics_reports_its_buffered_items_as_dropped() {
             let config = BatchConfig::builder()
                 .max_items(2)
                 .max_delay(Duration::from_secs(1))
-                .capacity(10)
                 .build()
                 .unwrap();
             let (tx, mut rx) = pair(kind, config);

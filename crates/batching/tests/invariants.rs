@@ -62,8 +62,7 @@ type Item = (u32, usize);
 fn run(kind: Kind, setup: &Setup) -> Result<(), TestCaseError> {
     let mut builder = BatchConfig::<Item>::builder()
         .max_items(setup.max_items)
-        .max_delay(Duration::from_millis(setup.delay_ms))
-        .capacity(10_000);
+        .max_delay(Duration::from_millis(setup.delay_ms));
     if let Some(limit) = setup.max_weight {
         builder = builder.max_weight(limit, |item: &Item| item.1);
     }
@@ -180,6 +179,381 @@ proptest! {
     fn batches_concatenate_to_the_input_within_limits(setup in setup()) {
         for kind in KINDS {
             run(kind, &setup)?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The batching channel with several producers at once: limits, a small
+// capacity, sends cancelled in `select!`, `try_send`, flushes, a `close`
+// in the middle, receives cancelled in `select!`, and an end by draining,
+// `into_remainder` or dropping the receiver — drawn together.
+
+mod many {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_patterns_batching::{ChannelBuilder, FlushReason, TryRecvError, TrySendError};
+    use proptest::prelude::*;
+
+    use super::paused_runtime;
+
+    /// `(producer, sequence number, weight)`.
+    type Item = (u8, u32, usize);
+
+    #[derive(Debug, Clone)]
+    enum P {
+        Send(usize),
+        SendMany(Vec<usize>),
+        TrySend(usize),
+        /// A send raced against a timer of this many ms, maybe cancelled.
+        Cancel(usize, u64),
+        /// A `send_many` raced against a timer, maybe cancelled part-way.
+        CancelMany(Vec<usize>, u64),
+        Pause(u64),
+    }
+
+    fn p_op() -> impl Strategy<Value = P> {
+        prop_oneof![
+            5 => (0usize..8).prop_map(P::Send),
+            2 => prop::collection::vec(0usize..8, 0..8).prop_map(P::SendMany),
+            2 => (0usize..8).prop_map(P::TrySend),
+            2 => ((0usize..8), 0u64..4).prop_map(|(w, ms)| P::Cancel(w, ms)),
+            1 => (prop::collection::vec(0usize..8, 0..8), 0u64..4)
+                .prop_map(|(ws, ms)| P::CancelMany(ws, ms)),
+            2 => (0u64..6).prop_map(P::Pause),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum C {
+        /// Receive, raced against a timer of this many ms.
+        Recv(u64),
+        TryRecv,
+        Flush,
+        Close,
+        Pause(u64),
+    }
+
+    fn c_op() -> impl Strategy<Value = C> {
+        prop_oneof![
+            6 => (0u64..8).prop_map(C::Recv),
+            2 => Just(C::TryRecv),
+            1 => Just(C::Flush),
+            1 => Just(C::Close),
+            2 => (0u64..6).prop_map(C::Pause),
+        ]
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum End {
+        /// Receive until the channel ends (the producers finish and go).
+        Drain,
+        IntoRemainder,
+        Drop,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Plan {
+        max_items: usize,
+        max_weight: Option<usize>,
+        delay_ms: u64,
+        /// Room beyond `max_items`.
+        extra_capacity: usize,
+        producers: Vec<Vec<P>>,
+        consumer: Vec<C>,
+        end: End,
+    }
+
+    fn plan() -> impl Strategy<Value = Plan> {
+        (
+            1usize..6,
+            prop::option::of(1usize..16),
+            0u64..8,
+            0usize..6,
+            prop::collection::vec(prop::collection::vec(p_op(), 0..20), 1..5),
+            prop::collection::vec(c_op(), 0..30),
+            prop_oneof![Just(End::Drain), Just(End::IntoRemainder), Just(End::Drop)],
+        )
+            .prop_map(
+                |(max_items, max_weight, delay_ms, extra_capacity, producers, consumer, end)| {
+                    Plan {
+                        max_items,
+                        max_weight,
+                        delay_ms,
+                        extra_capacity,
+                        producers,
+                        consumer,
+                        end,
+                    }
+                },
+            )
+    }
+
+    /// What the producers saw.
+    #[derive(Debug, Default)]
+    struct Log {
+        /// Items whose send succeeded.
+        sent: Vec<Item>,
+        /// Items handed back by a refused send (closed).
+        refused: Vec<Item>,
+        /// `try_send`s refused as full.
+        full: u64,
+        /// Items whose send was cancelled before it completed.
+        cancelled: Vec<Item>,
+    }
+
+    fn run(plan: &Plan) -> Result<(), TestCaseError> {
+        let capacity = plan.max_items + plan.extra_capacity;
+        let mut builder = ChannelBuilder::<Item>::new()
+            .max_items(plan.max_items)
+            .capacity(capacity)
+            .max_delay(Duration::from_millis(plan.delay_ms));
+        if let Some(limit) = plan.max_weight {
+            builder = builder.max_weight(limit, |item: &Item| item.2);
+        }
+        let (tx, mut rx) = builder.build().unwrap();
+        let rt = paused_runtime();
+        let log = Arc::new(Mutex::new(Log::default()));
+        let (batches, rest, dropped, metrics) = rt.block_on(async {
+            let outcome = rx.outcome();
+            let flusher = rx.flusher();
+            let mut producers = Vec::new();
+            for (p, ops) in plan.producers.iter().enumerate() {
+                let tx = tx.clone();
+                let ops = ops.clone();
+                let log = log.clone();
+                producers.push(tokio::spawn(async move {
+                    let mut seq = 0u32;
+                    let mut next = |w: usize| {
+                        seq += 1;
+                        (p as u8, seq, w)
+                    };
+                    for op in ops {
+                        // No await between a send's end and its record.
+                        match op {
+                            P::Send(w) => {
+                                let item = next(w);
+                                match tx.send(item).await {
+                                    Ok(()) => log.lock().unwrap().sent.push(item),
+                                    Err(e) => log.lock().unwrap().refused.push(e.into_inner()),
+                                }
+                            }
+                            P::SendMany(ws) => {
+                                let mut items: Vec<Item> = ws.into_iter().map(&mut next).collect();
+                                let all = items.clone();
+                                match tx.send_many(&mut items).await {
+                                    Ok(()) => log.lock().unwrap().sent.extend(all),
+                                    Err(e) => {
+                                        let back = e.into_inner();
+                                        let n = all.len() - back.len();
+                                        let mut log = log.lock().unwrap();
+                                        log.sent.extend(&all[..n]);
+                                        log.refused.extend(back);
+                                    }
+                                }
+                            }
+                            P::TrySend(w) => {
+                                let item = next(w);
+                                match tx.try_send(item) {
+                                    Ok(()) => log.lock().unwrap().sent.push(item),
+                                    Err(TrySendError::Full(_)) => log.lock().unwrap().full += 1,
+                                    Err(TrySendError::Closed(back)) => {
+                                        log.lock().unwrap().refused.push(back)
+                                    }
+                                    Err(other) => panic!("unexpected {other:?}"),
+                                }
+                            }
+                            P::Cancel(w, ms) => {
+                                let item = next(w);
+                                tokio::select! {
+                                    result = tx.send(item) => match result {
+                                        Ok(()) => log.lock().unwrap().sent.push(item),
+                                        Err(e) => log.lock().unwrap().refused.push(e.into_inner()),
+                                    },
+                                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {
+                                        log.lock().unwrap().cancelled.push(item);
+                                    }
+                                }
+                            }
+                            P::CancelMany(ws, ms) => {
+                                let mut items: Vec<Item> = ws.into_iter().map(&mut next).collect();
+                                let all = items.clone();
+                                let result = tokio::select! {
+                                    result = tx.send_many(&mut items) => Some(result),
+                                    _ = tokio::time::sleep(Duration::from_millis(ms)) => None,
+                                };
+                                let mut log = log.lock().unwrap();
+                                match result {
+                                    Some(Ok(())) => log.sent.extend(all),
+                                    Some(Err(e)) => {
+                                        let back = e.into_inner();
+                                        log.sent.extend(&all[..all.len() - back.len()]);
+                                        log.refused.extend(back);
+                                    }
+                                    None => {
+                                        // What is left in the Vec was not sent.
+                                        log.sent.extend(&all[..all.len() - items.len()]);
+                                        log.cancelled.extend(items);
+                                    }
+                                }
+                            }
+                            P::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                        }
+                    }
+                }));
+            }
+            // The test keeps one sender to read the metrics at the end,
+            // except when the channel must end by itself.
+            let probe = match plan.end {
+                End::Drain => {
+                    drop(tx);
+                    None
+                }
+                _ => Some(tx),
+            };
+            let mut batches = Vec::new();
+            let mut record = |batch: async_patterns_batching::Batch<Item>| {
+                batches.push((batch.to_vec(), batch.weight(), batch.reason()));
+            };
+            // Whether `recv` said the end before the plan's end.
+            let mut ended = false;
+            for op in &plan.consumer {
+                prop_assert!(
+                    rx.len() <= capacity,
+                    "{} items in a channel of {capacity}",
+                    rx.len()
+                );
+                match op {
+                    C::Recv(ms) => tokio::select! {
+                        batch = rx.recv() => match batch {
+                            Some(batch) => record(batch),
+                            None => {
+                                ended = true;
+                                break;
+                            }
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(*ms)) => {}
+                    },
+                    C::TryRecv => match rx.try_recv() {
+                        Ok(batch) => record(batch),
+                        Err(TryRecvError::Disconnected) => ended = true,
+                        Err(_) => {}
+                    },
+                    C::Flush => flusher.flush(),
+                    C::Close => rx.close(),
+                    C::Pause(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+                }
+            }
+            let (rest, dropped, rx) = match plan.end {
+                End::Drain => {
+                    let drained = tokio::time::timeout(Duration::from_secs(3600), async {
+                        while let Some(batch) = rx.recv().await {
+                            record(batch);
+                        }
+                    })
+                    .await;
+                    prop_assert!(drained.is_ok(), "draining hung");
+                    (Vec::new(), None, Some(rx))
+                }
+                End::IntoRemainder => (rx.into_remainder(), None, None),
+                End::Drop => {
+                    drop(rx);
+                    (Vec::new(), Some(()), None)
+                }
+            };
+            for producer in producers {
+                let done = tokio::time::timeout(Duration::from_secs(3600), producer).await;
+                prop_assert!(done.is_ok(), "a producer hung");
+            }
+            let summary = outcome.await.unwrap();
+            prop_assert_eq!(summary.finished, ended || matches!(plan.end, End::Drain));
+            prop_assert_eq!(summary.value.delivered, summary.value.items.total());
+            prop_assert_eq!(summary.value.queued, 0);
+            // Read after every producer is done: refused sends count too.
+            let metrics = match (probe, rx) {
+                (Some(probe), _) => probe.metrics(),
+                (None, Some(rx)) => rx.metrics(),
+                (None, None) => unreachable!("only a drained channel has no probe"),
+            };
+            Ok((batches, rest, dropped, metrics))
+        })?;
+
+        let log = log.lock().unwrap();
+        let received: Vec<Item> = batches.iter().flat_map(|b| b.0.clone()).collect();
+        let mut out = received.clone();
+        out.extend(&rest);
+        // Nothing duplicated, nothing refused or cancelled delivered.
+        let mut sorted = out.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        prop_assert_eq!(sorted.len(), out.len(), "duplicated: {:?}", out);
+        for item in log.refused.iter().chain(&log.cancelled) {
+            prop_assert!(!out.contains(item), "{:?} was not sent but came out", item);
+        }
+        let mut sent = log.sent.clone();
+        sent.sort_unstable();
+        if dropped.is_none() {
+            // Nothing lost.
+            prop_assert_eq!(&sorted, &sent);
+        } else {
+            prop_assert!(sorted.iter().all(|i| sent.binary_search(i).is_ok()));
+        }
+        // Per-producer order, batches then the remainder.
+        for p in 0..plan.producers.len() as u8 {
+            let seqs: Vec<u32> = out.iter().filter(|i| i.0 == p).map(|i| i.1).collect();
+            prop_assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "producer {} out of order: {:?}",
+                p,
+                seqs
+            );
+        }
+        // Limits.
+        for (items, weight, reason) in &batches {
+            prop_assert!(!items.is_empty());
+            prop_assert!(items.len() <= plan.max_items);
+            let total: usize = items.iter().map(|i| i.2).sum();
+            match plan.max_weight {
+                Some(limit) => {
+                    prop_assert_eq!(*weight, total);
+                    prop_assert!(
+                        total <= limit || items.len() == 1,
+                        "{:?} over {}",
+                        items,
+                        limit
+                    );
+                }
+                None => prop_assert_eq!(*weight, items.len()),
+            }
+            if *reason == FlushReason::Full {
+                prop_assert_eq!(items.len(), plan.max_items);
+            }
+        }
+        // The metrics account for every item, exactly.
+        prop_assert_eq!(metrics.sent, log.sent.len() as u64);
+        prop_assert_eq!(metrics.delivered, received.len() as u64);
+        prop_assert_eq!(metrics.batches.total(), batches.len() as u64);
+        prop_assert_eq!(
+            metrics.handed_back,
+            rest.len() as u64 + log.refused.len() as u64
+        );
+        prop_assert_eq!(metrics.rejected, log.full);
+        let lost = log.sent.len() as u64 - received.len() as u64 - rest.len() as u64;
+        prop_assert_eq!(metrics.dropped, lost);
+        if dropped.is_none() {
+            prop_assert_eq!(lost, 0);
+        }
+        prop_assert_eq!(metrics.queued, 0);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+
+        #[test]
+        fn several_producers_with_limits_close_and_cancel_lose_nothing(plan in plan()) {
+            run(&plan)?;
         }
     }
 }

@@ -71,7 +71,10 @@ fn a_drained_batch_keeps_its_buffer_for_reuse() {
 #[test]
 fn a_foreign_oversized_buffer_is_not_kept() {
     paused_runtime().block_on(async {
-        let (tx, mut rx) = async_patterns_batching::channel(config(4));
+        let (tx, mut rx) = async_patterns_batching::ChannelBuilder::new()
+            .batch_config(config(4))
+            .build()
+            .unwrap();
         rx.recycle(Vec::with_capacity(1_000));
         tx.send(1).await.unwrap();
         drop(tx);

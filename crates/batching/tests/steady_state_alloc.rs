@@ -96,7 +96,10 @@ where
 fn steady_state_allocates_nothing_per_batch() {
     // The batching channel, fed by a task sending item by item.
     let channel = runtime().block_on(async {
-        let (tx, rx) = async_patterns_batching::channel(config());
+        let (tx, rx) = async_patterns_batching::ChannelBuilder::new()
+            .batch_config(config())
+            .build()
+            .unwrap();
         let producer = tokio::spawn(async move {
             let mut i = 0u64;
             while tx.send(i).await.is_ok() {

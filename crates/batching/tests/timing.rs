@@ -17,7 +17,6 @@ fn config(max_items: usize) -> BatchConfig<u32> {
     BatchConfig::builder()
         .max_items(max_items)
         .max_delay(DELAY)
-        .capacity(10_000)
         .build()
         .unwrap()
 }
@@ -209,7 +208,6 @@ fn weight_closes_a_batch_before_it_goes_over_and_oversized_items_go_alone() {
                 .max_items(100)
                 .max_delay(DELAY)
                 .max_weight(10, |w: &u32| *w as usize)
-                .capacity(1_000)
                 .build()
                 .unwrap();
             let (tx, mut rx) = pair(kind, config);
@@ -270,6 +268,7 @@ fn metrics_count_batches_items_sizes_and_ages_by_reason() {
             assert_eq!(m.batch_age.max, DELAY);
             assert_eq!(m.batch_age.min, Duration::ZERO);
             assert_eq!((m.handed_back, m.dropped, m.rejected), (0, 0, 0));
+            assert_eq!((m.sent, m.delivered, m.queued), (4, 4, 0), "{kind:?}");
         })
     });
 }

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use async_patterns_batching::{
-    Batch, BatchConfig, BatchExt, BatchMetrics, BatchReceiver, BatchSender, Batched, BatchedMpsc,
-    Flusher,
+    Batch, BatchConfig, BatchExt, BatchMetrics, Batched, BatchedMpsc, ChannelBuilder, Flusher,
+    Receiver, Sender,
 };
 use async_patterns_core::outcome::{Outcome, Summary};
 use futures::Stream;
@@ -21,7 +21,7 @@ pub enum Kind {
     Stream,
     /// `batched(mpsc::Receiver, config)`.
     Mpsc,
-    /// `channel(config)`.
+    /// The batching channel, `ChannelBuilder::new().batch_config(config)`.
     Channel,
 }
 
@@ -30,10 +30,13 @@ pub const KINDS: [Kind; 3] = [Kind::Stream, Kind::Mpsc, Kind::Channel];
 /// Capacity of the tokio channel behind the mpsc adapter in tests.
 pub const MPSC_CAPACITY: usize = 100_000;
 
+/// Capacity of the batching channel in the tests that run every batcher.
+pub const CHANNEL_CAPACITY: usize = 100_000;
+
 pub enum Tx<T> {
     Unbounded(mpsc::UnboundedSender<T>),
     Bounded(mpsc::Sender<T>),
-    Batch(BatchSender<T>),
+    Batch(Sender<T>),
 }
 
 impl<T> Clone for Tx<T> {
@@ -76,7 +79,7 @@ impl<T> Tx<T> {
 pub enum Rx<T> {
     Stream(Batched<UnboundedReceiverStream<T>>),
     Mpsc(BatchedMpsc<T>),
-    Channel(BatchReceiver<T>),
+    Channel(Receiver<T>),
 }
 
 pub fn pair<T: Send + 'static>(kind: Kind, config: BatchConfig<T>) -> (Tx<T>, Rx<T>) {
@@ -96,7 +99,11 @@ pub fn pair<T: Send + 'static>(kind: Kind, config: BatchConfig<T>) -> (Tx<T>, Rx
             )
         }
         Kind::Channel => {
-            let (tx, rx) = async_patterns_batching::channel(config);
+            let (tx, rx) = ChannelBuilder::new()
+                .batch_config(config)
+                .capacity(CHANNEL_CAPACITY)
+                .build()
+                .expect("valid channel");
             (Tx::Batch(tx), Rx::Channel(rx))
         }
     }
