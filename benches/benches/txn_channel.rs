@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::pin::Pin;
 use std::time::Duration;
 
-use async_patterns_txn_channel::TransactionalChannel;
+use async_patterns_txn_channel::channel;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use tokio::runtime::Runtime;
@@ -29,11 +29,11 @@ fn runtime() -> Runtime {
 /// away.
 fn ours<F, Fut>(rt: &Runtime, consume: F) -> u64
 where
-    F: FnOnce(async_patterns_txn_channel::TransactionalReceiver<u64>) -> Fut,
+    F: FnOnce(async_patterns_txn_channel::Receiver<u64>) -> Fut,
     Fut: Future<Output = u64>,
 {
     rt.block_on(async {
-        let (tx, rx) = TransactionalChannel::new(CAPACITY);
+        let (tx, rx) = channel(CAPACITY);
         let producer = tokio::spawn(async move {
             for i in 0..ITEMS {
                 tx.send(i).await.expect("receiver alive");
