@@ -189,7 +189,7 @@ impl<T> OwnedDelivery<T> {
     /// let first = rx.begin_owned().await.unwrap();
     /// first.retry_after(Duration::from_secs(5)).unwrap();
     /// // Unordered: "fine" passes the delayed item.
-    /// assert_eq!(*rx.begin_owned().await.unwrap(), "fine");
+    /// assert_eq!(rx.begin_owned().await.unwrap().commit(), Ok("fine"));
     /// let again = rx.begin_owned().await.unwrap();
     /// assert_eq!((*again, again.attempt()), ("busy", 2));
     /// assert!(start.elapsed() >= Duration::from_secs(5));
