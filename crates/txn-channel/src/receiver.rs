@@ -666,6 +666,8 @@ impl<T> Receiver<T> {
             // The buffer is empty: fill it.
             let mut st = self.shared.lock();
             st.consumers.arrive(self.id);
+            // Leases of owned deliveries run out, delays come due.
+            st.table.settle(&mut Clock::default());
             if st.table.has_dead() {
                 drop(st);
                 ready!(self.poll_dead_letters(cx));
@@ -1083,15 +1085,12 @@ fn give_back_buffer<T>(shared: &Shared<T>, local: &mut Local<T>) {
     let mut st = shared.lock();
     if !local.own.is_empty() {
         local.held = false;
-        match std::mem::take(&mut local.front) {
-            Front::Plain => st.table.restore_strict(&mut local.own, None),
-            Front::NotBefore(at) => st.table.restore_strict(&mut local.own, Some(at)),
-            Front::Failed(reason) => {
-                st.table.restore_strict(&mut local.own, None);
-                // The failed front goes to the table's dead letters instead.
-                st.table.fail_restored(reason);
-            }
-        }
+        let (not_before, failed) = match std::mem::take(&mut local.front) {
+            Front::Plain => (None, None),
+            Front::NotBefore(at) => (Some(at), None),
+            Front::Failed(reason) => (None, Some(reason)),
+        };
+        st.table.restore_strict(&mut local.own, not_before, failed);
     }
     let counts = st.table.counts_mut();
     counts.delivered += SoloCounts::get(&solo.delivered) as u64;

@@ -558,7 +558,9 @@ impl<T> Table<T> {
                 item: slot.backup.expect("a leased slot keeps a backup"),
                 meta: slot.meta,
             };
-            let mut clock = Clock(Some(now));
+            // Its backoff counts from the deadline, whenever the expiry is
+            // noticed.
+            let mut clock = Clock(Some(at));
             self.give_back(entry, None, DeadLetterReason::LeaseExpired, &mut clock);
         }
     }
@@ -953,8 +955,16 @@ impl<T> Table<T> {
 
     /// Strict order: puts the only consumer's own buffer back at the head
     /// of the queue, in order, when it stops being the only one (or is
-    /// dropped, or begins an owned delivery), with the head's delay.
-    pub(crate) fn restore_strict(&mut self, own: &mut OwnBuffer<T>, not_before: Option<Instant>) {
+    /// dropped, or begins an owned delivery), with the head's delay. Items
+    /// it had used up (out of attempts, or the front `failed` with a
+    /// reason) go to the dead letters instead, as they would have from the
+    /// buffer.
+    pub(crate) fn restore_strict(
+        &mut self,
+        own: &mut OwnBuffer<T>,
+        not_before: Option<Instant>,
+        failed: Option<String>,
+    ) {
         let Queues::Strict {
             returned,
             not_before: head,
@@ -971,11 +981,39 @@ impl<T> Table<T> {
         for item in never.into_iter().rev() {
             self.intake.fresh.push_front(item);
         }
-        for entry in delivered.into_iter().rev() {
+        let mut failed = failed;
+        let mut dead = Vec::new();
+        let mut back = Vec::new();
+        let mut front_stays = false;
+        for (i, entry) in delivered.into_iter().enumerate() {
+            let exhausted = self
+                .rules
+                .max_attempts
+                .is_some_and(|max| entry.meta.attempts >= max)
+                && !self.dead_closed;
+            match (i, failed.take()) {
+                (0, Some(reason)) => dead.push((entry, DeadLetterReason::Failed(reason))),
+                _ if exhausted => {
+                    let reason = if entry.meta.panicked {
+                        DeadLetterReason::Panicked
+                    } else {
+                        DeadLetterReason::MaxAttempts
+                    };
+                    dead.push((entry, reason));
+                }
+                _ => {
+                    front_stays |= i == 0;
+                    back.push(entry);
+                }
+            }
+        }
+        for entry in back.into_iter().rev() {
             returned.push_front(entry);
             self.queued += 1;
         }
-        *head = not_before;
+        // The delay was the front's: it stays only if the front stayed.
+        *head = if front_stays { not_before } else { None };
+        self.dead.extend(dead);
     }
 
     /// Own buffer, for a batch: appends what was sent since, without
@@ -984,18 +1022,6 @@ impl<T> Table<T> {
     /// flight to come back).
     pub(crate) fn append_fresh(&mut self, buf: &mut VecDeque<T>) {
         buf.append(&mut self.intake.fresh);
-    }
-
-    /// Strict order: the head that [`restore_strict`](Self::restore_strict)
-    /// just put back was failed by its holder: it goes to the dead letters.
-    pub(crate) fn fail_restored(&mut self, reason: String) {
-        let Queues::Strict { returned, .. } = &mut self.queues else {
-            unreachable!("own buffers exist in strict order only");
-        };
-        let entry = returned.pop_front().expect("the failed item was restored");
-        self.queued -= 1;
-        self.dead
-            .push_back((entry, DeadLetterReason::Failed(reason)));
     }
 
     /// Takes out every queued, delayed and dead item (the last consumer is
