@@ -65,8 +65,10 @@ impl<T> Sender<T> {
 
     /// Sends `value`, waiting for a free slot if the channel is full.
     ///
-    /// Fails only if the receiver closed the channel or was dropped, handing
-    /// `value` back.
+    /// # Errors
+    ///
+    /// [`SendError`] with `value` handed back if the receiver closed the
+    /// channel or was dropped (before or while this waited).
     ///
     /// # Cancel safety
     ///
@@ -102,6 +104,13 @@ impl<T> Sender<T> {
 
     /// Sends `value` if a slot is free right now and no other sender is
     /// waiting for one.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] if no slot is free now (a delivered item
+    /// holds its slot until it is committed or dead-lettered), or
+    /// [`TrySendError::Closed`] if the receiver closed the channel or was
+    /// dropped; both hand `value` back.
     ///
     /// # Examples
     ///
@@ -209,6 +218,11 @@ impl<T> Sender<T> {
     /// Cancel-safe: if the future is dropped, no slot is held and a slot
     /// granted meanwhile passes to the next waiting sender. Only the place
     /// in the queue of waiting senders is lost.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`]`(())` if the receiver closed the channel or was dropped
+    /// (before or while this waited).
     ///
     /// # Examples
     ///
@@ -336,8 +350,10 @@ pub struct Permit<'a, T> {
 impl<T> Permit<'_, T> {
     /// Sends `value` into the held slot, without waiting.
     ///
-    /// Fails only if the receiver closed the channel or was dropped since
-    /// the slot was reserved, handing `value` back.
+    /// # Errors
+    ///
+    /// [`SendError`] with `value` handed back if the receiver closed the
+    /// channel or was dropped since the slot was reserved.
     ///
     /// # Examples
     ///
