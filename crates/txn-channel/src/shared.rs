@@ -82,25 +82,33 @@ pub(crate) struct Shared<T> {
     pub(crate) solo: CachePadded<SoloCounts>,
 }
 
+/// A counter of [`SoloCounts`].
+pub(crate) type Counter = std::sync::atomic::AtomicUsize;
+
 /// What the only consumer did in its own buffer since it last added it to
 /// the table's counts: written by that consumer alone (plain stores), read
 /// by `metrics()`, and zeroed under the lock when the consumer adds them to
 /// the table (it gives its buffer back, or stops being the only one).
+///
+/// The counters are `std`'s atomics even under loom: they only report
+/// (nothing synchronizes through them, and their one writer is the only
+/// consumer), so modelling their stores would only multiply the
+/// interleavings loom explores.
 #[derive(Debug, Default)]
 pub(crate) struct SoloCounts {
     /// Live consumers (not a counter of the own buffer: it sits here
     /// because the only consumer reads it on every delivery, to know it may
     /// keep items in its own buffer, and writes this line anyway).
     pub(crate) consumers: AtomicUsize,
-    pub(crate) delivered: AtomicUsize,
-    pub(crate) redelivered: AtomicUsize,
-    pub(crate) committed: AtomicUsize,
+    pub(crate) delivered: Counter,
+    pub(crate) redelivered: Counter,
+    pub(crate) committed: Counter,
     /// Deliveries ended other than by a commit.
-    pub(crate) released: AtomicUsize,
+    pub(crate) released: Counter,
     /// Items that came into the buffer.
-    pub(crate) taken: AtomicUsize,
+    pub(crate) taken: Counter,
     /// Items that left it other than by a commit (dead-lettered).
-    pub(crate) removed: AtomicUsize,
+    pub(crate) removed: Counter,
 }
 
 pub(crate) struct State<T> {
@@ -772,12 +780,13 @@ impl SoloCounts {
     /// Adds `n` (a load and a store: the only consumer is the only
     /// writer, so no read-modify-write is needed).
     #[inline]
-    pub(crate) fn add(counter: &AtomicUsize, n: usize) {
+    pub(crate) fn add(counter: &Counter, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
         counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
-    pub(crate) fn get(counter: &AtomicUsize) -> usize {
-        counter.load(Relaxed)
+    pub(crate) fn get(counter: &Counter) -> usize {
+        counter.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Zeroes every counter (under the lock, by the consumer that wrote
@@ -791,7 +800,202 @@ impl SoloCounts {
             &self.taken,
             &self.removed,
         ] {
-            counter.store(0, Relaxed);
+            counter.store(0, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+/// Loom models of the in-flight table under the channel's lock, racing the
+/// lock-free slot release: a delivery's end against its lease's expiry, and
+/// an end against a consumer that is about to wait for it. Run with
+/// `--cfg async_patterns_loom` (see the crate's README for the command).
+#[cfg(all(test, async_patterns_loom))]
+mod loom_in_flight_table {
+    use std::time::Duration;
+
+    use async_patterns_core::__private::loom::Arc;
+    use loom::thread;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::table::{OrderKind, Rules};
+
+    const LEASE: Duration = Duration::from_secs(3600);
+
+    fn shared(order: OrderKind, lease: bool) -> Arc<Shared<u32>> {
+        let rules = Rules {
+            order,
+            max_in_flight: usize::MAX,
+            max_attempts: None,
+            lease: lease.then_some(LEASE),
+            copy: lease.then_some(u32::clone as fn(&u32) -> u32),
+            retry: None,
+            stamp: false,
+        };
+        Arc::new(Shared::new(4, Table::new(rules), None, None))
+    }
+
+    /// Sends `items` and takes one delivery at `at` (leased if the channel is).
+    fn send_and_take(shared: &Shared<u32>, items: &[u32], at: Instant) -> (u32, Ticket) {
+        for &item in items {
+            shared.try_send(item, 0).unwrap();
+        }
+        let mut got = None;
+        let mut st = shared.lock();
+        st.table
+            .take(1, true, &mut Clock::at(at), |item, _, ticket| {
+                got = Some((item, ticket))
+            });
+        got.expect("an item to take")
+    }
+
+    #[test]
+    fn an_end_racing_its_lease_expiry_happens_exactly_once() {
+        loom::model(|| {
+            let shared = shared(OrderKind::Unordered, true);
+            let start = Instant::now();
+            let (item, ticket) = send_and_take(&shared, &[7], start);
+            assert_eq!(item, 7);
+
+            let ender = {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || shared.end(ticket, End::Commit))
+            };
+            let expirer = {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || {
+                    // A clock past the deadline: the lease has run out.
+                    let mut clock = Clock::at(start + LEASE * 2);
+                    shared.lock().table.settle(&mut clock);
+                })
+            };
+            let ended = ender.join().unwrap();
+            expirer.join().unwrap();
+
+            let st = shared.lock();
+            let counts = st.table.counts();
+            match ended {
+                Ok(Ended::Committed) => {
+                    // The commit came first: nothing left, nothing expired,
+                    // the slot given back.
+                    assert_eq!((counts.committed, counts.expired), (1, 0));
+                    assert!(st.table.is_empty());
+                    drop(st);
+                    assert_eq!(shared.used.load(Acquire) & !WAITING, 0);
+                }
+                Err(Expired) => {
+                    // The expiry came first: the item is back, queued, its
+                    // slot still taken; the late commit changed nothing.
+                    assert_eq!((counts.committed, counts.expired), (0, 1));
+                    assert_eq!((st.table.len(), st.table.in_flight()), (1, 0));
+                    drop(st);
+                    assert_eq!(shared.used.load(Acquire) & !WAITING, 1);
+                }
+                other => panic!("unexpected end {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn a_take_racing_an_expiry_and_a_late_end_never_hands_an_item_out_twice() {
+        loom::model(|| {
+            let shared = shared(OrderKind::Unordered, true);
+            let start = Instant::now();
+            let (_, first) = send_and_take(&shared, &[1], start);
+            let late = start + LEASE * 2;
+
+            // Another consumer looks at a time past the lease: it expires
+            // the first delivery and takes the item again.
+            let taker = {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || {
+                    let mut clock = Clock::at(late);
+                    let mut st = shared.lock();
+                    st.table.settle(&mut clock);
+                    let mut got = None;
+                    st.table.take(1, true, &mut clock, |item, meta, ticket| {
+                        got = Some((item, meta.attempts, ticket))
+                    });
+                    got
+                })
+            };
+            // Meanwhile the first holder gives up on it.
+            let holder = {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || {
+                    shared.end(
+                        first,
+                        End::Rollback {
+                            item: Some(1),
+                            delay: None,
+                            panicked: false,
+                        },
+                    )
+                })
+            };
+            let taken = taker.join().unwrap();
+            let ended = holder.join().unwrap();
+
+            let st = shared.lock();
+            match (ended, taken) {
+                // Rolled back first, then taken again: attempt 2.
+                (Ok(Ended::Requeued), Some((1, 2, _))) => {
+                    assert_eq!(st.table.counts().expired, 0);
+                }
+                // Expired and taken first: the late rollback is refused.
+                (Err(Expired), Some((1, 2, second))) => {
+                    assert_ne!(second, first);
+                    assert_eq!(st.table.counts().expired, 1);
+                }
+                other => panic!("unexpected outcome {other:?}"),
+            }
+            // Either way exactly one delivery is in flight, nothing queued.
+            assert_eq!((st.table.in_flight(), st.table.len()), (1, 1));
+        });
+    }
+
+    #[test]
+    fn an_end_wakes_the_consumer_that_waits_for_it() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        use std::task::{Wake, Waker};
+
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.store(true, SeqCst);
+            }
+        }
+
+        loom::model(|| {
+            // Strict order: while one item is in flight the next one waits.
+            let shared = shared(OrderKind::Strict, false);
+            let (_, ticket) = send_and_take(&shared, &[1, 2], Instant::now());
+
+            let ender = {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || shared.end(ticket, End::Commit))
+            };
+            // A consumer looks, finds nothing takeable, and waits — unless
+            // the end came first.
+            let flag = std::sync::Arc::new(Flag(AtomicBool::new(false)));
+            let waker = Waker::from(std::sync::Arc::clone(&flag));
+            let waited = {
+                let mut st = shared.lock();
+                if st.table.can_take() {
+                    false
+                } else {
+                    st.consumers.wait(0, &waker);
+                    true
+                }
+            };
+            assert_eq!(ender.join().unwrap(), Ok(Ended::Committed));
+            if waited {
+                assert!(
+                    flag.0.load(SeqCst),
+                    "the end did not wake the waiting consumer"
+                );
+            }
+            assert!(shared.lock().table.can_take(), "item 2 is takeable now");
+        });
     }
 }

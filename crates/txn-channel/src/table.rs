@@ -84,7 +84,7 @@ impl Clock {
     }
 
     /// A clock stopped at `at`, for tests and models.
-    #[cfg(any(test, async_patterns_loom))]
+    #[cfg(test)]
     pub(crate) fn at(at: Instant) -> Self {
         Clock(Some(at))
     }

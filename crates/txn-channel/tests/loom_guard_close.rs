@@ -13,6 +13,18 @@ use async_patterns_txn_channel::{SendError, channel};
 use loom::future::block_on;
 use loom::thread;
 
+/// The two models with three threads or three sends are bounded to
+/// `PREEMPTIONS` preemptions, so that each runs in seconds in release mode
+/// (5 s for both here; unbounded, each ran for minutes): the lost wake-ups and slots they look
+/// for need one or two preemptions. The other models are explored in full.
+const PREEMPTIONS: usize = 3;
+
+fn bounded(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(PREEMPTIONS);
+    builder.check(f);
+}
+
 #[test]
 fn a_rollback_after_the_senders_left_is_redelivered_before_the_end() {
     loom::model(|| {
@@ -80,7 +92,7 @@ fn a_rolled_back_item_keeps_its_slot_and_survives_the_close() {
 
 #[test]
 fn commits_wake_a_blocking_sender_every_time() {
-    loom::model(|| {
+    bounded(|| {
         let (tx, mut rx) = channel(1);
         let producer = thread::spawn(move || {
             for i in 0..3 {
@@ -100,7 +112,7 @@ fn commits_wake_a_blocking_sender_every_time() {
 
 #[test]
 fn a_waiter_that_gives_up_passes_its_granted_slot_on() {
-    loom::model(|| {
+    bounded(|| {
         let (tx, mut rx) = channel(1);
         tx.try_send(0).unwrap();
         let quitter = {
