@@ -808,7 +808,7 @@ impl SoloCounts {
 /// Loom models of the in-flight table under the channel's lock, racing the
 /// lock-free slot release: a delivery's end against its lease's expiry, and
 /// an end against a consumer that is about to wait for it. Run with
-/// `--cfg async_patterns_loom` (see the crate's README for the command).
+/// `--cfg async_patterns_loom`: `cargo xtask ci --only loom`, or `RUSTFLAGS="--cfg async_patterns_loom" cargo test --release --lib -p async-patterns-txn-channel -- loom`.
 #[cfg(all(test, async_patterns_loom))]
 mod loom_in_flight_table {
     use std::time::Duration;
