@@ -35,7 +35,7 @@ use async_patterns_reusable_receiver::{ReplayConfig, Retry, ReusableReceiver};
 use async_patterns_testkit::proto::Item;
 use async_patterns_testkit::proto::upload_client::UploadClient;
 use async_patterns_testkit::{Faults, UploadServer};
-use async_patterns_txn_channel::{DeadLetter, TransactionalChannel};
+use async_patterns_txn_channel::{ChannelBuilder as TxnChannelBuilder, DeadLetter};
 use futures::StreamExt;
 
 use crate::legacy::{POISON_PREFIX, RawEvent, SensorLibrary};
@@ -403,7 +403,7 @@ pub fn run(
         .build()
         .map_err(|e| fail("bridge channel")(&e))?;
     let dead_letters = Arc::clone(&counters);
-    let (batches_tx, batches_rx) = TransactionalChannel::builder()
+    let (batches_tx, batches_rx) = TxnChannelBuilder::new()
         .capacity(8)
         .max_attempts(3)
         .on_dead_letter(move |letter: DeadLetter<Vec<Event>>| {
@@ -741,7 +741,7 @@ async fn batching_stage(
 /// batch on success, and lets the txn-channel deliver it again (or
 /// dead-letter it) otherwise.
 async fn upload_stage(
-    mut batches: async_patterns_txn_channel::TransactionalReceiver<Vec<Event>>,
+    mut batches: async_patterns_txn_channel::Receiver<Vec<Event>>,
     addr: SocketAddr,
     policy: RetryPolicy,
     counters: &Counters,

@@ -6,29 +6,38 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use async_patterns_core::__private::loom::Arc;
 use async_patterns_core::{RuntimeContext, WouldDeadlock};
 
-use crate::chan::{Chan, WaitSlot};
-use crate::loom::{Arc, block_on};
+use crate::metrics::ChannelMetrics;
+use crate::shared::{Shared, WaitSlot};
 use crate::{SendBlockingError, SendError, TrySendError};
 
-/// The sending half of a [`TransactionalChannel`](crate::TransactionalChannel).
+/// Runs `future` to completion on the calling thread, parking it between
+/// polls. Only called where [`RuntimeContext`] says the thread may block.
+#[cfg(not(async_patterns_loom))]
+use async_patterns_core::park_on as block_on;
+#[cfg(async_patterns_loom)]
+use loom::future::block_on;
+
+/// The sending half of a channel, from [`channel`](crate::channel) or
+/// [`ChannelBuilder::build`](crate::ChannelBuilder::build).
 ///
-/// Cheap to clone; the channel ends for the receiver (after it has delivered
-/// everything) when the last `Sender` is dropped. A value takes one slot of
-/// the channel's capacity from the moment it is sent until the receiver
-/// commits or dead-letters it, so senders wait while the consumer holds,
-/// retries or rolls back `capacity` items. Senders that wait are served in
-/// the order they started waiting.
+/// Cheap to clone; the channel ends for its consumers (after they have
+/// delivered everything) when the last `Sender` is dropped. A value takes
+/// one slot of the channel's capacity from the moment it is sent until it
+/// is committed or dead-lettered, so senders wait while consumers hold,
+/// retry or roll back `capacity` items. Senders that wait are served in the
+/// order they started waiting.
 ///
 /// # Examples
 ///
 /// ```
-/// use async_patterns_txn_channel::TransactionalChannel;
+/// use async_patterns_txn_channel::channel;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let (tx, mut rx) = TransactionalChannel::new(8);
+/// let (tx, mut rx) = channel(8);
 /// let tx2 = tx.clone();
 /// tx.send("a").await.unwrap();
 /// tx2.try_send("b").unwrap();
@@ -42,22 +51,24 @@ use crate::{SendBlockingError, SendError, TrySendError};
 /// # }
 /// ```
 pub struct Sender<T> {
-    chan: Arc<Chan<T>>,
+    chan: Arc<Shared<T>>,
 }
 
 impl<T> Sender<T> {
-    pub(crate) fn new(chan: Arc<Chan<T>>) -> Self {
+    pub(crate) fn new(chan: Arc<Shared<T>>) -> Self {
         Sender { chan }
     }
 
-    pub(crate) fn chan(&self) -> &Chan<T> {
+    pub(crate) fn shared(&self) -> &Shared<T> {
         &self.chan
     }
 
     /// Sends `value`, waiting for a free slot if the channel is full.
     ///
-    /// Fails only if the receiver closed the channel or was dropped, handing
-    /// `value` back.
+    /// # Errors
+    ///
+    /// [`SendError`] with `value` handed back if the receiver closed the
+    /// channel or was dropped (before or while this waited).
     ///
     /// # Cancel safety
     ///
@@ -69,11 +80,11 @@ impl<T> Sender<T> {
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_txn_channel::{SendError, TransactionalChannel};
+    /// use async_patterns_txn_channel::{SendError, channel};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = TransactionalChannel::new(1);
+    /// let (tx, mut rx) = channel(1);
     /// tx.send(1).await.unwrap();
     /// assert_eq!(rx.begin().await.unwrap().commit(), 1);
     ///
@@ -83,6 +94,7 @@ impl<T> Sender<T> {
     /// ```
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
         SendFuture {
+            key: self.chan.key_of(&value),
             chan: &self.chan,
             slot: WaitSlot::default(),
             value: Some(value),
@@ -93,14 +105,21 @@ impl<T> Sender<T> {
     /// Sends `value` if a slot is free right now and no other sender is
     /// waiting for one.
     ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] if no slot is free now (a delivered item
+    /// holds its slot until it is committed or dead-lettered), or
+    /// [`TrySendError::Closed`] if the receiver closed the channel or was
+    /// dropped; both hand `value` back.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_txn_channel::{TransactionalChannel, TrySendError};
+    /// use async_patterns_txn_channel::{TrySendError, channel};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = TransactionalChannel::new(1);
+    /// let (tx, mut rx) = channel(1);
     /// tx.try_send(1).unwrap();
     /// // The slot stays taken while the item is delivered but not committed.
     /// let delivery = rx.begin().await.unwrap();
@@ -110,7 +129,8 @@ impl<T> Sender<T> {
     /// # }
     /// ```
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        self.chan.try_send(value).map_err(|(value, closed)| {
+        let key = self.chan.key_of(&value);
+        self.chan.try_send(value, key).map_err(|(value, closed)| {
             if closed {
                 TrySendError::Closed(value)
             } else {
@@ -119,26 +139,34 @@ impl<T> Sender<T> {
         })
     }
 
-    /// Sends `value` from sync code, blocking the thread until a slot is
-    /// free — where blocking is safe.
+    /// Sends `value` from sync code: at once if a slot is free, and
+    /// otherwise by blocking the thread until one is — where blocking is
+    /// safe. The one meaning of `send_blocking` in every crate of the
+    /// workspace, documented on [`SendBlockingError`]:
     ///
-    /// Where it may block is decided by
-    /// [`RuntimeContext`](async_patterns_core::RuntimeContext): outside a
-    /// runtime and on blocking-pool threads it blocks directly, on a
-    /// multi-thread worker it blocks inside
-    /// [`block_in_place`](tokio::task::block_in_place), and on the thread of
-    /// a current-thread runtime it refuses at once with
-    /// [`SendBlockingError::WouldDeadlock`] — waiting there would stop the
-    /// very tasks that could make room — even if a slot happens to be free.
+    /// - a slot is free (and no other sender waits for one): sent at once,
+    ///   on any thread, including a current-thread runtime's;
+    /// - no slot: outside a runtime and on blocking-pool threads it blocks
+    ///   directly, on a multi-thread worker it blocks inside
+    ///   [`block_in_place`](tokio::task::block_in_place), and on the thread
+    ///   of a current-thread runtime it refuses at once with
+    ///   [`SendBlockingError::WouldDeadlock`]: waiting there would stop the
+    ///   very tasks that could make room.
+    ///
+    /// # Errors
+    ///
+    /// [`SendBlockingError::Closed`] if the channel is closed (now, or
+    /// while waiting), [`SendBlockingError::WouldDeadlock`] as above; both
+    /// hand `value` back.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_txn_channel::{SendBlockingError, TransactionalChannel};
+    /// use async_patterns_txn_channel::{SendBlockingError, channel};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = TransactionalChannel::new(1);
+    /// let (tx, mut rx) = channel(1);
     /// let tx2 = tx.clone();
     /// let producer = std::thread::spawn(move || {
     ///     for i in 0..3 {
@@ -150,8 +178,10 @@ impl<T> Sender<T> {
     /// }
     /// producer.join().unwrap();
     ///
-    /// // Here, on the runtime's own thread, blocking is refused.
-    /// assert!(matches!(tx.send_blocking(9), Err(SendBlockingError::WouldDeadlock(9))));
+    /// // Here, on the runtime's own thread, a send with room succeeds...
+    /// tx.send_blocking(9).unwrap();
+    /// // ...and one that would have to wait is refused instead of hanging.
+    /// assert!(matches!(tx.send_blocking(10), Err(SendBlockingError::WouldDeadlock(10))));
     /// # }
     /// ```
     ///
@@ -161,6 +191,11 @@ impl<T> Sender<T> {
     /// worker, where tokio's `block_in_place` panics (see the limits of
     /// `RuntimeContext`).
     pub fn send_blocking(&self, value: T) -> Result<(), SendBlockingError<T>> {
+        let value = match self.try_send(value) {
+            Ok(()) => return Ok(()),
+            Err(full) if full.is_full() => full.into_inner(),
+            Err(closed) => return Err(SendBlockingError::Closed(closed.into_inner())),
+        };
         let mut value = Some(value);
         let sent = RuntimeContext::run_blocking(|| {
             let value = value.take().expect("the closure runs once");
@@ -184,14 +219,19 @@ impl<T> Sender<T> {
     /// granted meanwhile passes to the next waiting sender. Only the place
     /// in the queue of waiting senders is lost.
     ///
+    /// # Errors
+    ///
+    /// [`SendError`]`(())` if the receiver closed the channel or was dropped
+    /// (before or while this waited).
+    ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_txn_channel::{SendError, TransactionalChannel};
+    /// use async_patterns_txn_channel::{SendError, channel};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = TransactionalChannel::new(1);
+    /// let (tx, mut rx) = channel(1);
     /// let permit = tx.reserve().await.unwrap();
     /// assert!(tx.try_send(0).is_err()); // the permit holds the only slot
     /// permit.send(1).unwrap();
@@ -216,15 +256,47 @@ impl<T> Sender<T> {
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_txn_channel::TransactionalChannel;
+    /// use async_patterns_txn_channel::channel;
     ///
-    /// let (tx, mut rx) = TransactionalChannel::new::<u8>(1);
+    /// let (tx, mut rx) = channel::<u8>(1);
     /// assert!(!tx.is_closed());
     /// rx.close();
     /// assert!(tx.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
         self.chan.is_closed()
+    }
+
+    /// The channel's capacity: how many items may be in it and not yet
+    /// committed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_channel::channel;
+    ///
+    /// let (tx, _rx) = channel::<u8>(32);
+    /// assert_eq!(tx.capacity(), 32);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.chan.capacity()
+    }
+
+    /// A snapshot of the channel's counters and gauges, the same as
+    /// [`Receiver::metrics`](crate::Receiver::metrics).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_channel::channel;
+    ///
+    /// let (tx, _rx) = channel(4);
+    /// tx.try_send("a").unwrap();
+    /// let m = tx.metrics();
+    /// assert_eq!((m.sent, m.queued, m.in_flight), (1, 1, 0));
+    /// ```
+    pub fn metrics(&self) -> ChannelMetrics {
+        ChannelMetrics::of(&self.chan)
     }
 }
 
@@ -259,11 +331,11 @@ impl<T> fmt::Debug for Sender<T> {
 /// # Examples
 ///
 /// ```
-/// use async_patterns_txn_channel::TransactionalChannel;
+/// use async_patterns_txn_channel::channel;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let (tx, _rx) = TransactionalChannel::new::<u8>(1);
+/// let (tx, _rx) = channel::<u8>(1);
 /// let permit = tx.reserve().await.unwrap();
 /// assert!(tx.try_send(1).is_err());
 /// drop(permit);
@@ -272,23 +344,25 @@ impl<T> fmt::Debug for Sender<T> {
 /// ```
 #[must_use = "dropping a permit gives its slot back without sending"]
 pub struct Permit<'a, T> {
-    chan: &'a Chan<T>,
+    chan: &'a Shared<T>,
 }
 
 impl<T> Permit<'_, T> {
     /// Sends `value` into the held slot, without waiting.
     ///
-    /// Fails only if the receiver closed the channel or was dropped since
-    /// the slot was reserved, handing `value` back.
+    /// # Errors
+    ///
+    /// [`SendError`] with `value` handed back if the receiver closed the
+    /// channel or was dropped since the slot was reserved.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_txn_channel::{SendError, TransactionalChannel};
+    /// use async_patterns_txn_channel::{SendError, channel};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, mut rx) = TransactionalChannel::new(2);
+    /// let (tx, mut rx) = channel(2);
     /// tx.reserve().await.unwrap().send("kept").unwrap();
     ///
     /// let permit = tx.reserve().await.unwrap();
@@ -301,7 +375,8 @@ impl<T> Permit<'_, T> {
         let chan = self.chan;
         // The slot now belongs to the value (or is released by `send_reserved`).
         std::mem::forget(self);
-        chan.send_reserved(value).map_err(SendError)
+        let key = chan.key_of(&value);
+        chan.send_reserved(value, key).map_err(SendError)
     }
 }
 
@@ -319,9 +394,10 @@ impl<T> fmt::Debug for Permit<'_, T> {
 
 /// [`Sender::send`]: waits in line for a slot, then sends under the same lock.
 struct SendFuture<'a, T> {
-    chan: &'a Chan<T>,
+    chan: &'a Shared<T>,
     slot: WaitSlot,
     value: Option<T>,
+    key: u64,
 }
 
 // The value is moved, never pinned.
@@ -332,7 +408,10 @@ impl<T> Future for SendFuture<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match this.chan.poll_send(cx, &mut this.slot, &mut this.value) {
+        match this
+            .chan
+            .poll_send(cx, &mut this.slot, &mut this.value, this.key)
+        {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(_closed)) => Poll::Ready(Err(SendError(
@@ -352,7 +431,7 @@ impl<T> Drop for SendFuture<'_, T> {
 
 /// [`Sender::reserve`]: waits in line for a slot.
 struct ReserveFuture<'a, T> {
-    chan: &'a Chan<T>,
+    chan: &'a Shared<T>,
     slot: WaitSlot,
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_patterns_txn_channel::{
-    SendBlockingError, SendError, Sender, TransactionalChannel, TrySendError,
+    ChannelBuilder, SendBlockingError, SendError, Sender, TrySendError, channel,
 };
 use futures::FutureExt;
 use tokio::time::timeout;
@@ -16,7 +16,7 @@ const HANG: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn capacity_counts_held_and_rolled_back_items() {
-    let (tx, mut rx) = TransactionalChannel::new(2);
+    let (tx, mut rx) = channel(2);
     tx.send(1).await.unwrap();
     tx.send(2).await.unwrap();
     let delivery = rx.begin().await.unwrap();
@@ -30,7 +30,7 @@ async fn capacity_counts_held_and_rolled_back_items() {
 
 #[tokio::test]
 async fn a_commit_wakes_a_sender_waiting_for_room() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     tx.send(1).await.unwrap();
     let waiting = tokio::spawn(async move { tx.send(2).await });
     tokio::task::yield_now().await;
@@ -47,7 +47,7 @@ async fn a_commit_wakes_a_sender_waiting_for_room() {
 
 #[tokio::test]
 async fn waiting_senders_are_served_in_the_order_they_came() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     tx.send(0).await.unwrap();
     let mut tasks = Vec::new();
     for i in 1..=5 {
@@ -69,7 +69,7 @@ async fn waiting_senders_are_served_in_the_order_they_came() {
 
 #[tokio::test]
 async fn try_send_does_not_jump_ahead_of_waiting_senders() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     tx.send(1).await.unwrap();
     let tx2 = tx.clone();
     let waiting = tokio::spawn(async move { tx2.send(2).await });
@@ -83,7 +83,7 @@ async fn try_send_does_not_jump_ahead_of_waiting_senders() {
 
 #[tokio::test]
 async fn a_cancelled_reserve_passes_its_granted_slot_on() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     tx.send(1).await.unwrap();
 
     // First in line: a reservation that will be dropped after it is granted.
@@ -101,7 +101,7 @@ async fn a_cancelled_reserve_passes_its_granted_slot_on() {
 
 #[tokio::test]
 async fn a_cancelled_send_leaves_the_line_without_a_trace() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     tx.send(1).await.unwrap();
     for i in 0..100 {
         // Each cancelled send registered as a waiter, then left.
@@ -113,7 +113,7 @@ async fn a_cancelled_send_leaves_the_line_without_a_trace() {
 
 #[tokio::test]
 async fn a_dropped_permit_gives_its_slot_back() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     let permit = tx.reserve().await.unwrap();
     let tx2 = tx.clone();
     let waiting = tokio::spawn(async move { tx2.send(5).await });
@@ -125,7 +125,7 @@ async fn a_dropped_permit_gives_its_slot_back() {
 
 #[tokio::test]
 async fn closing_the_receiver_hands_waiting_senders_their_values_back() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     tx.send(1).await.unwrap();
     let tx2 = tx.clone();
     let waiting = tokio::spawn(async move { tx2.send(2).await });
@@ -151,7 +151,7 @@ async fn closing_the_receiver_hands_waiting_senders_their_values_back() {
 
 #[tokio::test]
 async fn a_send_granted_a_slot_just_before_close_gets_its_value_back() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     tx.send(1).await.unwrap();
     let mut waiting = Box::pin(tx.send(2));
     assert!(waiting.as_mut().now_or_never().is_none());
@@ -163,7 +163,7 @@ async fn a_send_granted_a_slot_just_before_close_gets_its_value_back() {
 
 #[tokio::test]
 async fn dropping_the_receiver_closes_the_channel() {
-    let (tx, rx) = TransactionalChannel::new(4);
+    let (tx, rx) = channel(4);
     tx.send(1).await.unwrap();
     drop(rx);
     assert_eq!(tx.send(2).await, Err(SendError(2)));
@@ -185,7 +185,7 @@ impl Drop for Boomerang {
 fn items_are_dropped_outside_the_channel_lock() {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let (tx, rx) = TransactionalChannel::new(4);
+        let (tx, rx) = channel(4);
         tx.try_send(Boomerang(Some(tx.clone()))).unwrap();
         tx.try_send(Boomerang(Some(tx.clone()))).unwrap();
         drop(rx); // drops both items, which use the channel
@@ -198,7 +198,7 @@ fn items_are_dropped_outside_the_channel_lock() {
 
 #[test]
 fn send_blocking_from_a_plain_thread_waits_for_a_commit() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     let producer = std::thread::spawn(move || {
         for i in 0..20 {
             tx.send_blocking(i).unwrap();
@@ -220,21 +220,41 @@ fn send_blocking_from_a_plain_thread_waits_for_a_commit() {
 }
 
 #[tokio::test]
-async fn send_blocking_on_a_current_thread_runtime_refuses_instead_of_hanging() {
-    let (tx, mut rx) = TransactionalChannel::new(4);
-    // Refused even with room: the outcome must not depend on the fill level.
+async fn send_blocking_on_a_current_thread_runtime_sends_when_there_is_room() {
+    let (tx, mut rx) = channel(2);
+    // Room: no wait is needed, so the send succeeds even on the runtime's
+    // own thread, and from a task of that runtime.
+    tx.send_blocking(1).unwrap();
+    let tx2 = tx.clone();
+    let task = tokio::spawn(async move { tx2.send_blocking(2).map_err(|e| e.into_inner()) });
+    assert_eq!(task.await.unwrap(), Ok(()));
+    drop(tx);
+    let mut got = Vec::new();
+    while let Some(delivery) = rx.begin().await {
+        got.push(delivery.commit());
+    }
+    assert_eq!(got, [1, 2]);
+}
+
+#[tokio::test]
+async fn send_blocking_on_a_current_thread_runtime_refuses_to_wait_instead_of_hanging() {
+    let (tx, mut rx) = channel(1);
+    tx.send_blocking(1).unwrap();
+    // Full: waiting here could never end (the consumer runs on this very
+    // thread), so the value comes back at once.
     assert!(matches!(
-        tx.send_blocking(1),
-        Err(SendBlockingError::WouldDeadlock(1))
+        tx.send_blocking(2),
+        Err(SendBlockingError::WouldDeadlock(2))
     ));
-    let task = tokio::spawn(async move { tx.send_blocking(2).map_err(|e| e.into_inner()) });
-    assert_eq!(task.await.unwrap(), Err(2));
+    let task = tokio::spawn(async move { tx.send_blocking(3).map_err(|e| e.into_inner()) });
+    assert_eq!(task.await.unwrap(), Err(3));
+    assert_eq!(rx.begin().await.unwrap().commit(), 1);
     assert!(rx.begin().await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_blocking_on_a_multi_thread_worker_blocks_in_place() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     let producer = tokio::spawn(async move {
         for i in 0..10 {
             tx.send_blocking(i).unwrap();
@@ -250,7 +270,7 @@ async fn send_blocking_on_a_multi_thread_worker_blocks_in_place() {
 
 #[tokio::test]
 async fn send_blocking_from_spawn_blocking_and_after_close() {
-    let (tx, mut rx) = TransactionalChannel::new(1);
+    let (tx, mut rx) = channel(1);
     let tx2 = tx.clone();
     let sent = tokio::task::spawn_blocking(move || tx2.send_blocking(1));
     timeout(HANG, sent).await.unwrap().unwrap().unwrap();
@@ -265,26 +285,23 @@ async fn send_blocking_from_spawn_blocking_and_after_close() {
 
 #[test]
 fn builder_names_the_rejected_setting() {
-    let err = TransactionalChannel::builder::<u8>()
-        .capacity(0)
-        .build()
-        .unwrap_err();
+    let err = ChannelBuilder::<u8>::new().capacity(0).build().unwrap_err();
     assert_eq!(err.field(), "capacity");
     assert!(
-        TransactionalChannel::builder::<u8>()
+        ChannelBuilder::<u8>::new()
             .capacity(usize::MAX)
             .build()
             .is_err()
     );
 
-    let err = TransactionalChannel::builder::<u8>()
+    let err = ChannelBuilder::<u8>::new()
         .max_attempts(0)
         .on_dead_letter(|_| {})
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "max_attempts");
 
-    let err = TransactionalChannel::builder::<u8>()
+    let err = ChannelBuilder::<u8>::new()
         .max_attempts(2)
         .build_from_stream(futures::stream::empty())
         .unwrap_err();
@@ -295,14 +312,14 @@ fn builder_names_the_rejected_setting() {
 }
 
 #[test]
-#[should_panic(expected = "TransactionalChannel::new: invalid `capacity`: got 0")]
+#[should_panic(expected = "txn-channel: invalid `capacity`: got 0")]
 fn new_with_zero_capacity_panics_with_the_config_error() {
-    let _ = TransactionalChannel::new::<u8>(0);
+    let _ = channel::<u8>(0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_senders_on_many_threads_lose_and_duplicate_nothing() {
-    let (tx, mut rx) = TransactionalChannel::new(8);
+    let (tx, mut rx) = channel(8);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut producers = Vec::new();
     for p in 0..4_u32 {
@@ -347,7 +364,7 @@ async fn both_halves_and_their_futures_can_move_to_other_tasks() {
     fn assert_send<T: Send>(_: &T) {}
     fn assert_sync<T: Sync>(_: &T) {}
 
-    let (tx, mut rx) = TransactionalChannel::new::<String>(4);
+    let (tx, mut rx) = channel::<String>(4);
     assert_send(&tx);
     assert_sync(&tx);
     assert_send(&rx);

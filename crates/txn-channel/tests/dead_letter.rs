@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_patterns_txn_channel::{DeadLetter, TransactionalChannel, TransactionalReceiver};
+use async_patterns_txn_channel::{ChannelBuilder, DeadLetter, Receiver, channel};
 use futures::FutureExt;
 use tokio::time::{Instant, timeout};
 
@@ -13,10 +13,10 @@ const HANG: Duration = Duration::from_secs(30);
 
 type Letters = Arc<Mutex<Vec<(u32, u32)>>>;
 
-fn with_callback(max_attempts: u32, items: Vec<u32>) -> (TransactionalReceiver<u32>, Letters) {
+fn with_callback(max_attempts: u32, items: Vec<u32>) -> (Receiver<u32>, Letters) {
     let letters = Letters::default();
     let sink = Arc::clone(&letters);
-    let rx = TransactionalChannel::builder()
+    let rx = ChannelBuilder::new()
         .max_attempts(max_attempts)
         .on_dead_letter(move |d: DeadLetter<u32>| {
             sink.lock().unwrap().push((d.attempts(), d.into_inner()))
@@ -85,8 +85,8 @@ async fn retry_after_on_the_last_attempt_dead_letters_without_waiting() {
 
 #[tokio::test]
 async fn dead_letters_go_to_a_channel_with_their_attempt_counts() {
-    let (dead_tx, mut dead_rx) = TransactionalChannel::new(8);
-    let (tx, mut rx) = TransactionalChannel::builder()
+    let (dead_tx, mut dead_rx) = channel(8);
+    let (tx, mut rx) = ChannelBuilder::new()
         .capacity(8)
         .max_attempts(2)
         .dead_letter(dead_tx)
@@ -115,8 +115,8 @@ async fn dead_letters_go_to_a_channel_with_their_attempt_counts() {
 
 #[tokio::test]
 async fn dead_lettering_frees_the_items_slot() {
-    let (dead_tx, _dead_rx) = TransactionalChannel::new(8);
-    let (tx, mut rx) = TransactionalChannel::builder()
+    let (dead_tx, _dead_rx) = channel(8);
+    let (tx, mut rx) = ChannelBuilder::new()
         .capacity(1)
         .max_attempts(1)
         .dead_letter(dead_tx)
@@ -134,8 +134,8 @@ async fn dead_lettering_frees_the_items_slot() {
 
 #[tokio::test]
 async fn a_closed_dead_letter_channel_means_redelivery_not_loss() {
-    let (dead_tx, dead_rx) = TransactionalChannel::new(8);
-    let (tx, mut rx) = TransactionalChannel::builder()
+    let (dead_tx, dead_rx) = channel(8);
+    let (tx, mut rx) = ChannelBuilder::new()
         .max_attempts(1)
         .dead_letter(dead_tx)
         .build()
@@ -151,8 +151,8 @@ async fn a_closed_dead_letter_channel_means_redelivery_not_loss() {
 
 #[tokio::test]
 async fn a_full_dead_letter_channel_holds_delivery_back_cancel_safely() {
-    let (dead_tx, mut dead_rx) = TransactionalChannel::new(1);
-    let (tx, mut rx) = TransactionalChannel::builder()
+    let (dead_tx, mut dead_rx) = channel(1);
+    let (tx, mut rx) = ChannelBuilder::new()
         .max_attempts(1)
         .dead_letter(dead_tx)
         .build()
@@ -180,7 +180,7 @@ async fn a_full_dead_letter_channel_holds_delivery_back_cancel_safely() {
 
 #[tokio::test]
 async fn a_panicking_dead_letter_callback_leaves_the_receiver_consistent() {
-    let mut rx = TransactionalChannel::builder()
+    let mut rx = ChannelBuilder::new()
         .max_attempts(1)
         .on_dead_letter(|d: DeadLetter<u32>| {
             if *d.item() == 1 {

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use async_patterns_txn_channel::{TransactionalChannel, TransactionalReceiver};
+use async_patterns_txn_channel::{Receiver, channel};
 use futures::FutureExt;
 use tokio::time::{Instant, timeout};
 
-async fn channel_with(items: impl IntoIterator<Item = u32>) -> TransactionalReceiver<u32> {
-    let (tx, rx) = TransactionalChannel::new(64);
+async fn channel_with(items: impl IntoIterator<Item = u32>) -> Receiver<u32> {
+    let (tx, rx) = channel(64);
     for item in items {
         tx.send(item).await.unwrap();
     }
@@ -67,7 +67,7 @@ async fn cancelling_the_future_that_holds_a_delivery_rolls_it_back() {
 
 #[tokio::test]
 async fn begin_cancelled_in_select_loses_nothing() {
-    let (tx, mut rx) = TransactionalChannel::new::<u32>(8);
+    let (tx, mut rx) = channel::<u32>(8);
     let mut got = Vec::new();
     let mut sent = 0;
     // A begin is polled first; when nothing is queued it is pending and is
@@ -92,7 +92,7 @@ async fn begin_cancelled_in_select_loses_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn recv_and_begin_cancelled_while_waiting_lose_nothing() {
-    let (tx, mut rx) = TransactionalChannel::new(8);
+    let (tx, mut rx) = channel(8);
     // Nothing to receive: both time out, i.e. are dropped while pending.
     assert!(timeout(Duration::from_millis(10), rx.recv()).await.is_err());
     assert!(
@@ -192,7 +192,7 @@ async fn batch_commit_first_brings_the_rest_back_in_order() {
 
 #[tokio::test]
 async fn batch_takes_only_what_is_available_without_waiting() {
-    let (tx, mut rx) = TransactionalChannel::new(16);
+    let (tx, mut rx) = channel(16);
     tx.send(1).await.unwrap();
     let batch = rx.begin_batch(8).await.unwrap();
     assert_eq!(&*batch, [1]);
@@ -250,7 +250,7 @@ async fn peek_and_guard_apis_share_one_attempt_count() {
 
 #[tokio::test]
 async fn delivery_held_when_the_senders_go_away_comes_back_before_the_end() {
-    let (tx, mut rx) = TransactionalChannel::new(4);
+    let (tx, mut rx) = channel(4);
     tx.send(1).await.unwrap();
     let delivery = rx.begin().await.unwrap();
     drop(tx);
@@ -277,7 +277,7 @@ async fn a_consumer_that_never_runs_dry_still_yields_to_other_tasks() {
             let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let setter = std::sync::Arc::clone(&flag);
             tokio::spawn(async move { setter.store(true, std::sync::atomic::Ordering::SeqCst) });
-            let mut rx = TransactionalReceiver::from_stream(futures::stream::repeat(1_u8));
+            let mut rx = Receiver::from_stream(futures::stream::repeat(1_u8));
             let mut deliveries = 0_u64;
             while !flag.load(std::sync::atomic::Ordering::SeqCst) {
                 rx.begin().await.unwrap().commit();

@@ -9,14 +9,26 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Waker};
 
-use async_patterns_txn_channel::{SendError, TransactionalChannel};
+use async_patterns_txn_channel::{SendError, channel};
 use loom::future::block_on;
 use loom::thread;
+
+/// The two models with three threads or three sends are bounded to
+/// `PREEMPTIONS` preemptions, so that each runs in seconds in release mode
+/// (5 s for both here; unbounded, each ran for minutes): the lost wake-ups and slots they look
+/// for need one or two preemptions. The other models are explored in full.
+const PREEMPTIONS: usize = 3;
+
+fn bounded(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(PREEMPTIONS);
+    builder.check(f);
+}
 
 #[test]
 fn a_rollback_after_the_senders_left_is_redelivered_before_the_end() {
     loom::model(|| {
-        let (tx, mut rx) = TransactionalChannel::new(1);
+        let (tx, mut rx) = channel(1);
         let producer = thread::spawn(move || {
             block_on(tx.send(1)).unwrap();
             // `tx` is dropped here, racing the deliveries below.
@@ -37,7 +49,7 @@ fn a_rollback_after_the_senders_left_is_redelivered_before_the_end() {
 #[test]
 fn a_commit_racing_a_close_either_delivers_the_waiting_value_or_hands_it_back() {
     loom::model(|| {
-        let (tx, mut rx) = TransactionalChannel::new(1);
+        let (tx, mut rx) = channel(1);
         tx.try_send(1).unwrap();
         let producer = thread::spawn(move || block_on(tx.send(2)));
         let mut delivered = Vec::new();
@@ -62,7 +74,7 @@ fn a_commit_racing_a_close_either_delivers_the_waiting_value_or_hands_it_back() 
 #[test]
 fn a_rolled_back_item_keeps_its_slot_and_survives_the_close() {
     loom::model(|| {
-        let (tx, mut rx) = TransactionalChannel::new(1);
+        let (tx, mut rx) = channel(1);
         tx.try_send(1).unwrap();
         let producer = thread::spawn(move || block_on(tx.send(2)));
         block_on(async {
@@ -80,8 +92,8 @@ fn a_rolled_back_item_keeps_its_slot_and_survives_the_close() {
 
 #[test]
 fn commits_wake_a_blocking_sender_every_time() {
-    loom::model(|| {
-        let (tx, mut rx) = TransactionalChannel::new(1);
+    bounded(|| {
+        let (tx, mut rx) = channel(1);
         let producer = thread::spawn(move || {
             for i in 0..3 {
                 tx.send_blocking(i).unwrap();
@@ -100,8 +112,8 @@ fn commits_wake_a_blocking_sender_every_time() {
 
 #[test]
 fn a_waiter_that_gives_up_passes_its_granted_slot_on() {
-    loom::model(|| {
-        let (tx, mut rx) = TransactionalChannel::new(1);
+    bounded(|| {
+        let (tx, mut rx) = channel(1);
         tx.try_send(0).unwrap();
         let quitter = {
             let tx = tx.clone();

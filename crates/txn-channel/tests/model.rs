@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use async_patterns_txn_channel::{DeadLetter, Sender, TransactionalChannel, TransactionalReceiver};
+use async_patterns_txn_channel::{ChannelBuilder, DeadLetter, Receiver, Sender};
 use futures::FutureExt;
 use proptest::prelude::*;
 use tokio::runtime::Runtime;
@@ -143,7 +143,7 @@ impl Model {
 
 struct Real {
     tx: Option<Sender<u32>>,
-    rx: TransactionalReceiver<u32>,
+    rx: Receiver<u32>,
     committed: Vec<u32>,
     dead: Arc<Mutex<Vec<(u32, u32)>>>,
 }
@@ -378,7 +378,7 @@ fn run(capacity: usize, max_attempts: u32, ops: &[Op]) {
     rt.block_on(async {
         let dead = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&dead);
-        let (tx, rx) = TransactionalChannel::builder()
+        let (tx, rx) = ChannelBuilder::new()
             .capacity(capacity)
             .max_attempts(max_attempts)
             .on_dead_letter(move |d: DeadLetter<u32>| {

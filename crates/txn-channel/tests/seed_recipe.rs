@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use async_patterns_txn_channel::TransactionalChannel;
+use async_patterns_txn_channel::channel;
 
 /// Fails every third call, so some items need a second try.
 fn do_some_processing(value: &u32, calls: &AtomicU32) -> bool {
@@ -19,7 +19,7 @@ fn do_some_processing(value: &u32, calls: &AtomicU32) -> bool {
 
 #[tokio::test]
 async fn seed_recipe_loop_delivers_every_item_once_committed_in_order() {
-    let (sender, mut receiver) = TransactionalChannel::new(100);
+    let (sender, mut receiver) = channel(100);
     tokio::spawn(async move {
         for i in 0..1_000_u32 {
             sender.send(i).await.unwrap();
@@ -49,7 +49,7 @@ async fn seed_recipe_loop_delivers_every_item_once_committed_in_order() {
 
 #[tokio::test]
 async fn seed_recipe_recv_returns_the_same_item_until_committed() {
-    let (sender, mut receiver) = TransactionalChannel::new(4);
+    let (sender, mut receiver) = channel(4);
     sender.send("first").await.unwrap();
     sender.send("second").await.unwrap();
 

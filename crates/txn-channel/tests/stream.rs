@@ -1,17 +1,17 @@
-//! `TransactionalReceiver::from_stream`: the same semantics over a stream
+//! `Receiver::from_stream`: the same semantics over a stream
 //! that is not a channel; items are pulled only when needed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_patterns_txn_channel::TransactionalReceiver;
+use async_patterns_txn_channel::Receiver;
 use futures::{FutureExt, StreamExt};
 use tokio::time::timeout;
 
 #[tokio::test]
 async fn rolled_back_stream_items_come_back_in_order() {
-    let mut rx = TransactionalReceiver::from_stream(futures::stream::iter(1..=4));
+    let mut rx = Receiver::from_stream(futures::stream::iter(1..=4));
     let batch = rx.begin_batch(3).await.unwrap();
     assert_eq!(batch.commit_first(1).collect::<Vec<_>>(), [1]);
     let mut got = Vec::new();
@@ -29,7 +29,7 @@ async fn the_stream_is_pulled_only_when_a_delivery_needs_an_item() {
     let stream = futures::stream::iter(0..100).inspect(move |_| {
         counter.fetch_add(1, Ordering::SeqCst);
     });
-    let mut rx = TransactionalReceiver::from_stream(stream);
+    let mut rx = Receiver::from_stream(stream);
     rx.begin().await.unwrap().rollback();
     rx.begin().await.unwrap().commit();
     assert_eq!(pulled.load(Ordering::SeqCst), 1);
@@ -41,8 +41,7 @@ async fn the_stream_is_pulled_only_when_a_delivery_needs_an_item() {
 #[tokio::test(start_paused = true)]
 async fn a_batch_over_a_stream_does_not_wait_for_items_that_are_not_ready() {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let mut rx =
-        TransactionalReceiver::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut rx = Receiver::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     tx.send(1).await.unwrap();
     tx.send(2).await.unwrap();
     let batch = timeout(Duration::from_secs(1), rx.begin_batch(10))
@@ -59,7 +58,7 @@ async fn a_batch_over_a_stream_does_not_wait_for_items_that_are_not_ready() {
 
 #[tokio::test]
 async fn closing_a_stream_receiver_stops_pulling_but_delivers_what_it_holds() {
-    let mut rx = TransactionalReceiver::from_stream(futures::stream::iter(1..=10));
+    let mut rx = Receiver::from_stream(futures::stream::iter(1..=10));
     rx.begin_batch(2).await.unwrap().rollback();
     rx.close();
     let mut got = Vec::new();
