@@ -227,7 +227,7 @@ impl<T> ChannelBuilder<T> {
                 budget_credit: 0,
                 delivered: 0,
                 streak: false,
-                look: RxLook::default(),
+                looks: true,
             },
         ))
     }
@@ -370,21 +370,17 @@ struct Shared<T> {
 /// - A receiver that has just taken an item and finds the channel empty
 ///   looks again for up to [`RX_LOOK_NS`] before it registers its waker and
 ///   returns `Pending`: a producer that is running delivers its next item
-///   well within that time. A producer that is *not* running — one that
-///   waits for this very consumer, as a caller of a service waits for its
-///   answer — never does, and then the look only spins on the CPU the
-///   woken producer would run on (the scheduler puts two threads that wake
-///   each other in turn on one CPU). So the receiver's look backs off (see
-///   [`RxLook`]): after a look that found nothing, it skips the next one,
-///   after two in a row the next three, and so on up to 1023 (see
-///   `RX_MAX_MISSES`), while a look that finds an item starts over.
+///   well within that time. A producer that is *not* running never does:
+///   the [`service`](crate::service)'s queue, whose callers wait for the
+///   answer to the call just taken, turns this look off (see
+///   [`Receiver::never_look`]).
 ///
 /// Looking pays only when the two ends can run at the same time: on a
 /// process limited to one CPU (by affinity or a cgroup quota, as
 /// [`available_parallelism`](std::thread::available_parallelism) reports)
-/// neither the budgeted look nor the receiver's runs, since the other end
-/// could not run while this one spins. Loom models skip all looking: it
-/// only changes timing, and loom has no clock.
+/// neither look runs, since the other end could not run while this one
+/// spins. Loom models skip all looking: it only changes timing, and loom
+/// has no clock.
 mod look {
     /// Whether the ends look for each other at all: not under loom.
     pub(super) const ENABLED: bool = !cfg!(async_patterns_loom);
@@ -399,49 +395,6 @@ mod look {
     pub(super) const LOOK_SPINS: u32 = 32;
     /// How long a receiver on a streak looks for the next item.
     pub(super) const RX_LOOK_NS: u64 = 2_000;
-    /// The misses in a row after which a receiver's back-off stops growing:
-    /// it then skips `2^10 - 1` chances to look, so that a receiver whose
-    /// looks never pay spends one look (2 µs) per 1024 empty polls.
-    pub(super) const RX_MAX_MISSES: u32 = 10;
-
-    /// When a receiver looks for the next item: an exponential back-off over
-    /// the looks that found nothing, so that a receiver whose producer waits
-    /// for it (a request and its response) stops spinning in its way, and
-    /// one whose producer streams keeps looking.
-    #[derive(Debug, Default)]
-    pub(super) struct RxLook {
-        /// Looks in a row that found nothing (at most `RX_MAX_MISSES`).
-        misses: u32,
-        /// Chances to look still to skip.
-        skip: u32,
-    }
-
-    impl RxLook {
-        /// Whether to look at this chance (a streak that just found the
-        /// channel empty); a skipped chance counts down the back-off.
-        pub(super) fn start(&mut self) -> bool {
-            if self.skip == 0 {
-                true
-            } else {
-                self.skip -= 1;
-                false
-            }
-        }
-
-        /// The look found an item: the producer is running, look again
-        /// next time.
-        pub(super) fn found(&mut self) {
-            self.misses = 0;
-        }
-
-        /// The look ran its budget out: skip twice as many chances as after
-        /// the previous miss in a row, plus one (1, 3, 7, … up to
-        /// `2^RX_MAX_MISSES - 1`).
-        pub(super) fn missed(&mut self) {
-            self.misses = (self.misses + 1).min(RX_MAX_MISSES);
-            self.skip = (1 << self.misses) - 1;
-        }
-    }
 
     /// Whether the process may run two threads at once, so that one end's
     /// look can see the other end act. Asked once.
@@ -449,72 +402,9 @@ mod look {
         static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *PARALLEL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
     }
-
-    #[cfg(test)]
-    mod tests {
-        use super::{RX_MAX_MISSES, RxLook};
-
-        const RX_MAX_SKIP: u32 = (1 << RX_MAX_MISSES) - 1;
-
-        /// How many of the next `chances` a receiver looks at.
-        fn looks(look: &mut RxLook, chances: u32, found: bool) -> u32 {
-            let mut n = 0;
-            for _ in 0..chances {
-                if look.start() {
-                    n += 1;
-                    if found {
-                        look.found();
-                    } else {
-                        look.missed();
-                    }
-                }
-            }
-            n
-        }
-
-        #[test]
-        fn looks_that_find_items_never_back_off() {
-            let mut look = RxLook::default();
-            assert_eq!(looks(&mut look, 5_000, true), 5_000);
-        }
-
-        #[test]
-        fn misses_in_a_row_back_off_exponentially_up_to_the_cap() {
-            let mut look = RxLook::default();
-            // After k misses in a row it skips 2^k - 1 chances: it looks at
-            // chances 1, 3, 7, 15, 31, …
-            let mut at = Vec::new();
-            for chance in 1..=40 {
-                if look.start() {
-                    at.push(chance);
-                    look.missed();
-                }
-            }
-            assert_eq!(at, [1, 3, 7, 15, 31]);
-            // Saturated: one look per RX_MAX_SKIP + 1 chances from then on.
-            let mut look = RxLook::default();
-            let _ = looks(&mut look, 100_000, false);
-            let warm = looks(&mut look, 10 * (RX_MAX_SKIP + 1), false);
-            assert_eq!(warm, 10);
-        }
-
-        #[test]
-        fn one_found_item_starts_over() {
-            let mut look = RxLook::default();
-            let _ = looks(&mut look, 100_000, false);
-            // Skips what the back-off says, then looks once and finds.
-            while !look.start() {}
-            look.found();
-            // The next miss skips one chance only.
-            assert!(look.start());
-            look.missed();
-            assert!(!look.start());
-            assert!(look.start());
-        }
-    }
 }
 
-use look::{LOOK_SPINS, MAX_LOOK_NS, MIN_LOOK_NS, RX_LOOK_NS, RxLook, SPIN_STEPS};
+use look::{LOOK_SPINS, MAX_LOOK_NS, MIN_LOOK_NS, RX_LOOK_NS, SPIN_STEPS};
 
 /// Why a waiting send gave up; the value comes back.
 pub(crate) enum WaitError<T> {
@@ -1194,8 +1084,8 @@ pub struct Receiver<T> {
     /// Whether the last poll returned an item: the producer is likely
     /// running, so an empty channel is worth a short look (see [`look`]).
     streak: bool,
-    /// The back-off of those looks.
-    look: RxLook,
+    /// Whether this receiver looks at all (see [`Receiver::never_look`]).
+    looks: bool,
 }
 
 /// How many received items one unit of tokio's task budget covers. Taking a
@@ -1281,6 +1171,21 @@ impl<T> Receiver<T> {
         result
     }
 
+    /// Turns the receiver's look for the next item off: for a consumer whose
+    /// producer waits for it — the service, whose caller waits for the
+    /// answer to the call just taken — so that the look cannot succeed, and
+    /// its spin only holds the CPU the woken caller would run on (the
+    /// scheduler puts two threads that wake each other in turn on one CPU).
+    pub(crate) fn never_look(&mut self) {
+        self.looks = false;
+    }
+
+    /// Whether the receiver looks for the next item before it sleeps.
+    #[cfg(test)]
+    pub(crate) fn looks(&self) -> bool {
+        self.looks
+    }
+
     /// Counts `n` more items handed out and publishes the count.
     #[inline]
     fn delivered(&mut self, n: u64) {
@@ -1300,24 +1205,17 @@ impl<T> Receiver<T> {
                     self.shared.notify(wakes);
                     self.delivered(1);
                     self.streak = true;
-                    if look_until.is_some() {
-                        self.look.found();
-                    }
                     return Poll::Ready(Some(value));
                 }
                 Pop::Closed => return Poll::Ready(None),
-                Pop::Empty { .. } if look::ENABLED && self.streak => {
-                    if look_until.is_none() && !(look::parallel() && self.look.start()) {
-                        // Not this time: sleep at once.
-                        self.streak = false;
-                        continue;
-                    }
+                Pop::Empty { .. }
+                    if look::ENABLED && self.looks && self.streak && look::parallel() =>
+                {
                     let now = Instant::now();
                     let until =
                         *look_until.get_or_insert_with(|| now + Duration::from_nanos(RX_LOOK_NS));
                     if now >= until {
                         self.streak = false;
-                        self.look.missed();
                     }
                     for _ in 0..8 {
                         std::hint::spin_loop();
