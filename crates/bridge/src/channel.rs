@@ -227,6 +227,7 @@ impl<T> ChannelBuilder<T> {
                 budget_credit: 0,
                 delivered: 0,
                 streak: false,
+                looks: true,
             },
         ))
     }
@@ -369,14 +370,17 @@ struct Shared<T> {
 /// - A receiver that has just taken an item and finds the channel empty
 ///   looks again for up to [`RX_LOOK_NS`] before it registers its waker and
 ///   returns `Pending`: a producer that is running delivers its next item
-///   well within that time.
+///   well within that time. A producer that is *not* running never does:
+///   the [`service`](crate::service)'s queue, whose callers wait for the
+///   answer to the call just taken, turns this look off (see
+///   [`Receiver::never_look`]).
 ///
 /// Looking pays only when the two ends can run at the same time: on a
 /// process limited to one CPU (by affinity or a cgroup quota, as
 /// [`available_parallelism`](std::thread::available_parallelism) reports)
-/// the budgeted look is off, since the receiver could not run while the
-/// sender spins. Loom models skip all looking: it only changes timing, and
-/// loom has no clock.
+/// neither look runs, since the other end could not run while this one
+/// spins. Loom models skip all looking: it only changes timing, and loom
+/// has no clock.
 mod look {
     /// Whether the ends look for each other at all: not under loom.
     pub(super) const ENABLED: bool = !cfg!(async_patterns_loom);
@@ -392,8 +396,8 @@ mod look {
     /// How long a receiver on a streak looks for the next item.
     pub(super) const RX_LOOK_NS: u64 = 2_000;
 
-    /// Whether the process may run two threads at once, so that a sender's
-    /// budgeted look can see a receiver make room. Asked once.
+    /// Whether the process may run two threads at once, so that one end's
+    /// look can see the other end act. Asked once.
     pub(super) fn parallel() -> bool {
         static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *PARALLEL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
@@ -1080,6 +1084,8 @@ pub struct Receiver<T> {
     /// Whether the last poll returned an item: the producer is likely
     /// running, so an empty channel is worth a short look (see [`look`]).
     streak: bool,
+    /// Whether this receiver looks at all (see [`Receiver::never_look`]).
+    looks: bool,
 }
 
 /// How many received items one unit of tokio's task budget covers. Taking a
@@ -1165,6 +1171,21 @@ impl<T> Receiver<T> {
         result
     }
 
+    /// Turns the receiver's look for the next item off: for a consumer whose
+    /// producer waits for it — the service, whose caller waits for the
+    /// answer to the call just taken — so that the look cannot succeed, and
+    /// its spin only holds the CPU the woken caller would run on (the
+    /// scheduler puts two threads that wake each other in turn on one CPU).
+    pub(crate) fn never_look(&mut self) {
+        self.looks = false;
+    }
+
+    /// Whether the receiver looks for the next item before it sleeps.
+    #[cfg(test)]
+    pub(crate) fn looks(&self) -> bool {
+        self.looks
+    }
+
     /// Counts `n` more items handed out and publishes the count.
     #[inline]
     fn delivered(&mut self, n: u64) {
@@ -1187,7 +1208,9 @@ impl<T> Receiver<T> {
                     return Poll::Ready(Some(value));
                 }
                 Pop::Closed => return Poll::Ready(None),
-                Pop::Empty { .. } if look::ENABLED && self.streak => {
+                Pop::Empty { .. }
+                    if look::ENABLED && self.looks && self.streak && look::parallel() =>
+                {
                     let now = Instant::now();
                     let until =
                         *look_until.get_or_insert_with(|| now + Duration::from_nanos(RX_LOOK_NS));

@@ -165,7 +165,11 @@ impl<Req, Resp> ServiceBuilder<Req, Resp> {
     pub fn build(self) -> Result<(SyncClient<Req, Resp>, ServiceReceiver<Req, Resp>), ConfigError> {
         let capacity = check_capacity(self.capacity)?;
         let concurrency = ConfigError::at_least("concurrency", self.concurrency, 1)?;
-        let (calls, rx) = ChannelBuilder::new().capacity(capacity).build()?;
+        let (calls, mut rx) = ChannelBuilder::new().capacity(capacity).build()?;
+        // A caller waits for the answer to its call: once `serve` has taken
+        // a call, the caller's next one cannot come before the answer does,
+        // so a look for it would only spin in the caller's way.
+        rx.never_look();
         let home = Arc::new(std::sync::Mutex::new(HomeState {
             home: Home::NotServing,
             served: false,
@@ -922,5 +926,20 @@ impl<Req, Resp> fmt::Debug for ServiceReceiver<Req, Resp> {
             .field("queued", &self.rx.len())
             .field("concurrency", &self.concurrency)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceBuilder;
+
+    /// The service's queue does not look for the next call after taking
+    /// one (its caller waits for the answer), while a plain channel does.
+    #[test]
+    fn the_service_queue_never_looks_for_the_next_call() {
+        let (_client, server) = ServiceBuilder::<u8, u8>::new().build().unwrap();
+        assert!(!server.rx.looks());
+        let (_tx, rx) = crate::channel::<u8>(4);
+        assert!(rx.looks());
     }
 }
