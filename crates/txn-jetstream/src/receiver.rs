@@ -608,10 +608,10 @@ impl<T> ReceiverBuilder<T> {
             Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => None,
             Err(e) => return Err(BuildError::Request(source(e))),
         };
-        let (lease, max_in_flight, created_filters) = match existing {
+        let (lease, max_in_flight, filters, create) = match &existing {
             Some(config) => {
-                let bound = bind(&self, strict, &config)?;
-                (bound.0, bound.1, config_filters(&config))
+                let (lease, max_in_flight) = bind(&self, strict, config)?;
+                (lease, max_in_flight, config_filters(config), None)
             }
             None if !self.create_if_missing => {
                 return Err(BuildError::ConsumerNotFound {
@@ -641,11 +641,12 @@ impl<T> ReceiverBuilder<T> {
                     [one] => config.filter_subject = one.clone(),
                     many => config.filter_subjects = many.to_vec(),
                 }
-                stream
-                    .create_consumer(config)
-                    .await
-                    .map_err(|e| BuildError::Request(source(e)))?;
-                (lease, max_in_flight, self.filter_subjects.clone())
+                (
+                    lease,
+                    max_in_flight,
+                    self.filter_subjects.clone(),
+                    Some(config),
+                )
             }
         };
 
@@ -685,6 +686,18 @@ impl<T> ReceiverBuilder<T> {
             .dead_letter_subject
             .clone()
             .unwrap_or_else(|| format!("dead_letter.{stream_name}.{consumer_name}"));
+        let publishable = !dead_letter_subject.is_empty()
+            && dead_letter_subject
+                .split('.')
+                .all(|t| !t.is_empty() && t != "*" && t != ">" && !t.contains(char::is_whitespace));
+        if !publishable {
+            return Err(ConfigError::new(
+                "dead_letter_subject",
+                format!("{dead_letter_subject:?}"),
+                "a subject to publish to: dot-separated tokens, no wildcards or whitespace",
+            )
+            .into());
+        }
         let dead_letter_stream = match self
             .context
             .stream_by_subject(dead_letter_subject.clone())
@@ -696,19 +709,13 @@ impl<T> ReceiverBuilder<T> {
                     GetStreamByNameErrorKind::NotFound => BuildError::NoDeadLetterStream {
                         subject: dead_letter_subject,
                     },
-                    GetStreamByNameErrorKind::InvalidSubject => ConfigError::new(
-                        "dead_letter_subject",
-                        dead_letter_subject,
-                        "a subject without wildcards",
-                    )
-                    .into(),
                     _ => BuildError::Request(source(e)),
                 });
             }
         };
         if dead_letter_stream == stream_name
-            && (created_filters.is_empty()
-                || created_filters
+            && (filters.is_empty()
+                || filters
                     .iter()
                     .any(|f| subject_matches(f, &dead_letter_subject)))
         {
@@ -720,6 +727,13 @@ impl<T> ReceiverBuilder<T> {
             .into());
         }
 
+        // Every check passed: only now create the consumer, if it is new.
+        if let Some(config) = create {
+            stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| BuildError::Request(source(e)))?;
+        }
         let consumer: PullConsumer = stream
             .get_consumer(&consumer_name)
             .await
@@ -855,10 +869,15 @@ fn config_filters(config: &jetstream::consumer::Config) -> Vec<String> {
     }
 }
 
+/// Whether a JetStream API request found no responder: the server has no
+/// JetStream.
 fn no_responders(e: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{RequestError, RequestErrorKind};
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
-        if c.to_string().contains("no responders") {
+        if c.downcast_ref::<RequestError>()
+            .is_some_and(|r| r.kind() == RequestErrorKind::NoResponders)
+        {
             return true;
         }
         cause = c.source();

@@ -128,19 +128,30 @@ pub async fn stream_messages(
         return Vec::new();
     }
     let consumer = stream
-        .create_consumer(pull::Config::default())
+        .create_consumer(pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
         .await
         .expect("ephemeral consumer");
-    let mut batch = consumer
-        .fetch()
-        .max_messages(count)
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .expect("fetch");
     let mut out = Vec::new();
-    while let Some(message) = batch.next().await {
-        out.push(message.expect("message"));
+    while out.len() < count {
+        let mut batch = consumer
+            .fetch()
+            .max_messages((count - out.len()).min(500))
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .expect("fetch");
+        let before = out.len();
+        while let Some(message) = batch.next().await {
+            out.push(message.expect("message"));
+        }
+        assert!(
+            out.len() > before,
+            "the stream holds {count} messages, got {}",
+            out.len()
+        );
     }
     out
 }
