@@ -20,6 +20,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::error::{PublishError, PublishErrorKind, Source, message, source};
 use crate::metrics::PublisherMetrics;
+use crate::shared::no_stream_stores;
 
 const DEFAULT_WINDOW: usize = 256;
 const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -460,7 +461,7 @@ impl Publisher {
         while self.pending.len() >= self.window {
             self.settle_next().await;
         }
-        let first = self.send(&message).await;
+        let first = send(&self.context, &message, self.ack_timeout).await;
         self.metrics.sent += 1;
         self.metrics.in_flight += 1;
         let context = self.context.clone();
@@ -614,20 +615,6 @@ impl Publisher {
         }
     }
 
-    async fn send(&self, message: &OutgoingMessage) -> Result<PublishAckFuture, Attempt> {
-        match tokio::time::timeout(
-            self.ack_timeout,
-            self.context
-                .send_publish(message.subject.clone(), message.to_publish()),
-        )
-        .await
-        {
-            Ok(Ok(future)) => Ok(future),
-            Ok(Err(e)) => Err(classify(e)),
-            Err(_) => Err(Attempt::Retry(message_error("timed out sending"))),
-        }
-    }
-
     async fn settle_next(&mut self) {
         let Some(settled) = self.pending.next().await else {
             return;
@@ -653,6 +640,24 @@ impl Publisher {
         messages.extend(self.failed.drain(..).map(|(_, m, _)| m));
         self.metrics.handed_back += messages.len() as u64;
         Err(PublishError::new(kind, messages).with_source(source))
+    }
+}
+
+/// Sends one message; the confirmation is awaited by the future returned.
+async fn send(
+    context: &Context,
+    message: &OutgoingMessage,
+    ack_timeout: Duration,
+) -> Result<PublishAckFuture, Attempt> {
+    match tokio::time::timeout(
+        ack_timeout,
+        context.send_publish(message.subject.clone(), message.to_publish()),
+    )
+    .await
+    {
+        Ok(Ok(future)) => Ok(future),
+        Ok(Err(e)) => Err(classify(e)),
+        Err(_) => Err(Attempt::Retry(message_error("timed out sending"))),
     }
 }
 
@@ -714,6 +719,12 @@ async fn confirm(
             Err(failed) => failed,
         };
         let error = match outcome {
+            Attempt::Fatal(PublishErrorKind::NoStream, error)
+                if !no_stream_stores(&context, &message.subject).await =>
+            {
+                // JetStream is starting up (or was not reachable): retry.
+                error
+            }
             Attempt::Fatal(kind, error) => {
                 return Settled {
                     message,
@@ -732,16 +743,7 @@ async fn confirm(
         };
         tokio::time::sleep(delay).await;
         retries += 1;
-        attempt = match tokio::time::timeout(
-            ack_timeout,
-            context.send_publish(message.subject.clone(), message.to_publish()),
-        )
-        .await
-        {
-            Ok(Ok(future)) => Ok(future),
-            Ok(Err(e)) => Err(classify(e)),
-            Err(_) => Err(Attempt::Retry(message_error("timed out sending"))),
-        };
+        attempt = send(&context, &message, ack_timeout).await;
     }
 }
 

@@ -9,7 +9,7 @@
 //! slow handler, which does not poll, does not make the stream report
 //! missed heartbeats.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::PullConsumer;
@@ -26,16 +26,16 @@ use crate::error::ReceiveError;
 use crate::shared::{KeyState, Queued, Shared};
 
 /// The server sends an idle heartbeat this often while a pull request waits.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A pull request lapses after this long (the server says so with a 408).
-const EXPIRES: Duration = Duration::from_secs(30);
+const EXPIRES: Duration = Duration::from_secs(10);
 /// How often the task looks at the connection, the leases and the holds.
 const TICK: Duration = Duration::from_millis(100);
 /// After a failed pull, wait this long before the next.
 const PULL_BACKOFF: Duration = Duration::from_millis(250);
 
 pub(crate) struct Puller {
-    shared: Weak<Shared>,
+    shared: Arc<Shared>,
     wake: Arc<Notify>,
     consumer: PullConsumer,
     inbox: Subject,
@@ -45,6 +45,7 @@ pub(crate) struct Puller {
     disconnected_since: Option<Instant>,
     next_pull: Instant,
     next_consumer_check: Instant,
+    client: async_nats::Client,
 }
 
 impl Puller {
@@ -55,7 +56,7 @@ impl Puller {
         subscriber: Subscriber,
     ) -> Puller {
         Puller {
-            shared: Arc::downgrade(shared),
+            shared: shared.clone(),
             wake: shared.wake.clone(),
             consumer,
             inbox,
@@ -69,38 +70,86 @@ impl Puller {
             disconnected_since: None,
             next_pull: Instant::now(),
             next_consumer_check: Instant::now(),
+            client: shared.client.clone(),
         }
     }
 
-    /// Runs until every receiver handle and delivery is gone.
+    /// Runs until every receiver handle and delivery is gone (it holds the
+    /// shared state itself, so that it can hand back what a dropped receiver
+    /// had queued).
     pub(crate) async fn run(mut self) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shared = self.shared.clone();
         loop {
-            {
-                let Some(shared) = self.shared.upgrade() else {
-                    return;
-                };
-                self.maintain(&shared).await;
+            self.maintain(&shared).await;
+            // Two references: this task's and the local clone.
+            if Arc::strong_count(&shared) <= 2 && lock(&shared.state).intake_closed {
+                return;
             }
             tokio::select! {
-                message = next(&mut self.subscriber) => {
-                    let Some(shared) = self.shared.upgrade() else { return };
-                    match message {
-                        Some(message) => self.receive(&shared, message),
-                        // The client is closed for good.
-                        None => {
-                            self.subscriber = None;
-                            let mut state = lock(&shared.state);
-                            state.fatal.get_or_insert(ReceiveError::Disconnected);
-                            drop(state);
-                            shared.ready.notify_waiters();
-                        }
+                message = next(&mut self.subscriber) => match message {
+                    Some(message) => self.receive(&shared, message),
+                    // The client is closed for good.
+                    None => {
+                        self.subscriber = None;
+                        let mut state = lock(&shared.state);
+                        state.fatal.get_or_insert(ReceiveError::Disconnected);
+                        state.unsubscribed = true;
+                        drop(state);
+                        shared.ready.notify_waiters();
+                        shared.ended.notify_waiters();
                     }
-                }
+                },
                 () = self.wake.notified() => {}
                 _ = tick.tick() => {}
             }
+        }
+    }
+
+    /// Stops receiving: unsubscribing withdraws the pull requests still
+    /// waiting (the server delivers only to a request whose inbox has
+    /// interest, and the UNSUB travels before any later nak on the same
+    /// connection); what had already arrived joins the queue. If every
+    /// receiver handle is gone, the queue is handed back to the server.
+    async fn close(&mut self, shared: &Arc<Shared>) {
+        if let Some(mut subscriber) = self.subscriber.take() {
+            let _ = subscriber.unsubscribe().await;
+            while let Some(message) = subscriber.next().await {
+                self.receive_after_close(shared, message);
+            }
+        }
+        let returned: Vec<Queued> = {
+            let mut state = lock(&shared.state);
+            state.requested = 0;
+            state.unsubscribed = true;
+            if state.handles_dropped {
+                state.queue.drain(..).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        shared.ready.notify_waiters();
+        shared.ended.notify_waiters();
+        for queued in returned {
+            self.hand_back(queued.message);
+        }
+    }
+
+    fn receive_after_close(&mut self, shared: &Arc<Shared>, message: async_nats::Message) {
+        if matches!(message.status, None | Some(StatusCode::OK)) {
+            self.enqueue(shared, message);
+        }
+    }
+
+    /// Naks a message no handler will begin, so that another consumer gets
+    /// it at once.
+    fn hand_back(&self, message: async_nats::Message) {
+        if let Some(reply) = message.reply {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client.publish(reply, crate::ack::nak(Duration::ZERO)).await;
+            });
         }
     }
 
@@ -113,15 +162,13 @@ impl Puller {
             state.puller_woken = false;
             state.intake_closed
         };
-        if intake_closed && self.subscriber.is_some() {
-            // Unsubscribing withdraws the pull requests still waiting.
-            self.subscriber = None;
-            lock(&shared.state).requested = 0;
+        if intake_closed && !lock(&shared.state).unsubscribed {
+            self.close(shared).await;
         }
         self.watch_connection(shared, now);
         self.keep_leases_alive(shared, now);
         self.expire_holds(shared, now);
-        if self.subscriber.is_some() {
+        if self.subscriber.is_some() && !intake_closed {
             self.pull(shared, now).await;
         }
     }

@@ -981,24 +981,15 @@ struct Handle<T> {
 
 impl<T> Drop for Handle<T> {
     fn drop(&mut self) {
-        // The last receiver is gone: stop pulling and return what no handler
-        // will begin now.
-        let queued: Vec<Queued> = {
+        // The last receiver is gone: the background task stops pulling and
+        // hands back what no handler will begin now.
+        {
             let mut state = lock(&self.shared.state);
             state.intake_closed = true;
-            state.queue.drain(..).collect()
-        };
+            state.handles_dropped = true;
+        }
         self.shared.wake.notify_one();
         self.shared.ready.notify_waiters();
-        if queued.is_empty() {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let shared = self.shared.clone();
-            runtime.spawn(async move {
-                let _ = hand_back(&shared, queued).await;
-            });
-        }
     }
 }
 
@@ -1191,7 +1182,7 @@ impl<T> Receiver<T> {
             Err(fatal)
         } else if state.disconnected {
             Err(ReceiveError::Disconnected)
-        } else if state.intake_closed && state.queue.is_empty() {
+        } else if state.intake_closed && state.unsubscribed && state.queue.is_empty() {
             Ok(Take::Closed)
         } else {
             shared.maybe_wake_puller(&mut state);
@@ -1345,13 +1336,25 @@ impl<T> Receiver<T> {
         let shared = self.shared();
         let deadline = Instant::now() + timeout;
         let before = shared.counters.snapshot(0, 0);
-        let queued: Vec<Queued> = {
-            let mut state = lock(&shared.state);
-            state.intake_closed = true;
-            state.queue.drain(..).collect()
-        };
+        lock(&shared.state).intake_closed = true;
         shared.wake.notify_one();
         shared.ready.notify_waiters();
+        // Hand the queue back only once the pull requests are withdrawn, or
+        // the server would deliver it straight back to them.
+        let withdrawn = Instant::now() + shared.settings.ack_timeout;
+        loop {
+            let notified = shared.ended.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&shared.state).unsubscribed {
+                break;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(withdrawn.min(deadline)) => break,
+            }
+        }
+        let queued: Vec<Queued> = lock(&shared.state).queue.drain(..).collect();
         let mut report = ShutdownReport::default();
         let (sent, unsent) = hand_back(shared, queued).await;
         report.returned = sent;

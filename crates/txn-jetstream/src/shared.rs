@@ -128,6 +128,11 @@ pub(crate) struct State {
     pub(crate) next_id: u64,
     pub(crate) keys: HashMap<u64, KeyState>,
     pub(crate) intake_closed: bool,
+    /// Set once the background task has withdrawn its pull requests after
+    /// the intake closed: nothing more will arrive.
+    pub(crate) unsubscribed: bool,
+    /// Every receiver handle is gone: nobody will begin what is queued.
+    pub(crate) handles_dropped: bool,
     /// A final error (the consumer is gone).
     pub(crate) fatal: Option<ReceiveError>,
     /// Set while the connection has been down longer than the disconnect
@@ -397,7 +402,11 @@ impl Shared {
             .await;
             let error: Source = match attempt {
                 Ok(Ok(_)) => break,
-                Ok(Err(e)) if e.kind() == NatsPublishErrorKind::StreamNotFound => {
+                Ok(Err(e))
+                    if e.kind() == NatsPublishErrorKind::StreamNotFound
+                        && no_stream_stores(&self.context, &self.settings.dead_letter_subject)
+                            .await =>
+                {
                     return Err(DeliveryError::DeadLetter(message(format!(
                         "no stream stores the dead-letter subject `{}`",
                         self.settings.dead_letter_subject
@@ -513,6 +522,23 @@ impl Shared {
     pub(crate) fn key_of(&self, message: &async_nats::Message) -> Option<u64> {
         self.key.as_ref().map(|f| f(message))
     }
+}
+
+/// After a publish found no stream ("no responders"): whether that is so,
+/// or JetStream is only not answering yet (a server starting up after a
+/// restart answers "no responders" too, until its streams are loaded).
+pub(crate) async fn no_stream_stores(
+    context: &async_nats::jetstream::Context,
+    subject: &str,
+) -> bool {
+    use async_nats::jetstream::context::GetStreamByNameErrorKind;
+    matches!(
+        context
+            .stream_by_subject(subject)
+            .await
+            .map_err(|e| e.kind()),
+        Err(GetStreamByNameErrorKind::NotFound)
+    )
 }
 
 fn random_seed() -> u64 {

@@ -544,3 +544,71 @@ async fn shutdown_lets_deliveries_finish_until_the_deadline_then_hands_the_rest_
     assert_eq!(rest, [2, 3, 4, 5, 6]);
     assert_eq!(receiver.metrics().in_flight, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_receiver_hands_back_what_it_had_queued_at_once() {
+    let server = server();
+    let context = connect(&server).await;
+    streams(&context).await;
+    publish(&context, 4).await;
+    let lease = Duration::from_secs(60);
+    let first = builder(&context, "c")
+        .lease(lease)
+        .build()
+        .await
+        .expect("receiver");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.metrics().queued < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(first.metrics().queued, 4);
+    drop(first);
+    // Not after the 60 s lease: at once.
+    let second = builder(&context, "c")
+        .lease(lease)
+        .build()
+        .await
+        .expect("receiver");
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let d = next(&second, Duration::from_secs(20)).await;
+        got.push((d.stream_sequence(), d.attempt()));
+        d.commit().await.unwrap();
+    }
+    got.sort_unstable();
+    assert_eq!(got, [(1, 2), (2, 2), (3, 2), (4, 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_stops_pulling_and_what_was_queued_can_still_be_begun() {
+    let server = server();
+    let context = connect(&server).await;
+    streams(&context).await;
+    publish(&context, 3).await;
+    let receiver = builder(&context, "c").build().await.expect("receiver");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while receiver.metrics().queued < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    receiver.close();
+    assert!(receiver.is_closed());
+    let mut got = Vec::new();
+    while let Some(d) = timeout(Duration::from_secs(5), receiver.begin())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        got.push(d.stream_sequence());
+        d.commit().await.unwrap();
+    }
+    assert_eq!(got, [1, 2, 3]);
+    // `begin` said "closed and drained": nothing more is pulled.
+    publish(&context, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.begin().await.unwrap().is_none());
+    assert_eq!(
+        consumer_state(&context, "c").await.0,
+        2,
+        "the later two wait for another consumer"
+    );
+}

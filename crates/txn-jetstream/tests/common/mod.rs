@@ -69,6 +69,24 @@ pub fn builder(context: &jetstream::Context, consumer: &str) -> ReceiverBuilder 
         )
 }
 
+/// Creates the durable consumer `name` on `ORDERS` as a receiver would
+/// (explicit acks, unlimited deliveries), without pulling from it.
+pub async fn create_consumer(context: &jetstream::Context, name: &str, lease: Duration) {
+    context
+        .get_stream(STREAM)
+        .await
+        .expect("stream")
+        .create_consumer(pull::Config {
+            durable_name: Some(name.into()),
+            ack_wait: lease,
+            max_deliver: -1,
+            max_ack_pending: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+}
+
 /// Every dead letter stored in `DEAD`, in order.
 pub async fn dead_letters(context: &jetstream::Context) -> Vec<DeadLetter> {
     let stream = context.get_stream(DEAD).await.expect("dead stream");
