@@ -314,13 +314,13 @@ async fn a_server_restart_mid_run_ends_every_message_committed_once_or_dead_lett
                 };
                 // Every 7th message is poison; every 5th fails its first attempt.
                 let payload: u64 = std::str::from_utf8(&delivery).unwrap().parse().unwrap();
-                let result = if payload % 7 == 0 {
+                let result = if payload.is_multiple_of(7) {
                     let r = delivery.fail("poison").await;
                     if r.is_ok() {
                         ledger.lock().unwrap().failed.insert(payload);
                     }
                     r
-                } else if payload % 5 == 0 && delivery.attempt() == 1 {
+                } else if payload.is_multiple_of(5) && delivery.attempt() == 1 {
                     delivery.rollback().await
                 } else {
                     let r = delivery.commit().await;
@@ -411,7 +411,7 @@ async fn a_server_restart_mid_run_ends_every_message_committed_once_or_dead_lett
     for payload in 0..total {
         let ok = ledger.committed.get(&payload).copied().unwrap_or(0);
         assert!(ok <= 1, "message {payload} committed {ok} times");
-        if payload % 7 == 0 {
+        if payload.is_multiple_of(7) {
             assert!(
                 dead_set.contains(&payload),
                 "poison {payload} not dead-lettered"
