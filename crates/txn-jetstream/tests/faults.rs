@@ -4,9 +4,9 @@
 //! consumers. Nothing may be lost; duplicates are allowed only where the
 //! crash makes them unavoidable, and are counted.
 //!
-//! The consumer processes are this test binary run again as a child (the
-//! ignored `child` test, chosen by an environment variable), so that a
-//! real process dies.
+//! The consumer processes are this test binary run again as a child: the
+//! same test, which sees the environment variable naming it and plays the
+//! child's part, so that a real process dies.
 
 mod common;
 
@@ -28,18 +28,12 @@ const COMMITS: &str = "TXN_JETSTREAM_FAULTS_COMMITS";
 const HOLD: &str = "TXN_JETSTREAM_FAULTS_HOLD";
 const LEASE: Duration = Duration::from_secs(1);
 
-/// Starts this test binary again as a child process in `role`.
-fn child_process(role: &str, url: &str, env: &[(&str, String)]) -> Child {
+/// Starts this test binary again, running only `test` in the child's part.
+fn child_process(test: &str, url: &str, env: &[(&str, String)]) -> Child {
     let mut command = Command::new(std::env::current_exe().expect("test binary"));
     command
-        .args([
-            "child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, role)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, test)
         .env(URL, url)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -49,26 +43,13 @@ fn child_process(role: &str, url: &str, env: &[(&str, String)]) -> Child {
     spawn_child(command).expect("spawn the child process")
 }
 
-/// The child's entry point: not a test of its own.
-#[test]
-#[ignore = "the child process of the fault tests, which run it"]
-fn child() {
-    let role = std::env::var(ROLE).expect("run by the fault tests, with a role");
-    let url = std::env::var(URL).expect("a server url");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
-        let client = async_nats::connect(&url).await.expect("connect");
-        let context = async_nats::jetstream::new(client);
-        match role.as_str() {
-            "consumer" => consumer_child(context).await,
-            "dead-letter-crash" => dead_letter_crash_child(context).await,
-            other => panic!("unknown role {other}"),
-        }
-    });
+/// In the child process started for `test`: the server's URL.
+fn child_of(test: &str) -> Option<String> {
+    (std::env::var(ROLE).ok()? == test).then(|| std::env::var(URL).expect("a server url"))
+}
+
+async fn child_context(url: &str) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"))
 }
 
 /// Commits `COMMITS` messages, then begins `HOLD` more and holds them,
@@ -117,7 +98,7 @@ async fn dead_letter_crash_child(context: async_nats::jetstream::Context) {
         .expect("receiver");
     let delivery = receiver.begin().await.unwrap().unwrap();
     let _ = delivery.fail("poison").await;
-    unreachable!("the hook kills the process");
+    panic!("the hook should have killed the process");
 }
 
 /// Reads the child's stdout lines until one starts with `until`.
@@ -136,7 +117,7 @@ fn read_until(lines: &mut impl Iterator<Item = String>, until: &str) -> Vec<Stri
 fn numbers(lines: &[String], prefix: &str) -> BTreeSet<u64> {
     lines
         .iter()
-        // libtest's "test child ... " may precede the first line.
+        // libtest's "test <name> ... " may precede the first line.
         .filter_map(|l| l.find(prefix).map(|at| &l[at + prefix.len()..]))
         .map(|n| n.trim().parse().expect("a sequence"))
         .collect()
@@ -144,6 +125,10 @@ fn numbers(lines: &[String], prefix: &str) -> BTreeSet<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_process_killed_mid_run_loses_nothing() {
+    const TEST: &str = "a_consumer_process_killed_mid_run_loses_nothing";
+    if let Some(url) = child_of(TEST) {
+        return consumer_child(child_context(&url).await).await;
+    }
     let server = server();
     let context = connect(&server).await;
     streams(&context).await;
@@ -153,7 +138,7 @@ async fn a_consumer_process_killed_mid_run_loses_nothing() {
     create_consumer(&context, "work", LEASE).await;
 
     let mut child = child_process(
-        "consumer",
+        TEST,
         &server.url(),
         &[(COMMITS, "10".into()), (HOLD, "5".into())],
     );
@@ -217,13 +202,17 @@ async fn a_consumer_process_killed_mid_run_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_dead_letter_and_termination_duplicates_and_never_loses() {
+    const TEST: &str = "a_crash_between_dead_letter_and_termination_duplicates_and_never_loses";
+    if let Some(url) = child_of(TEST) {
+        return dead_letter_crash_child(child_context(&url).await).await;
+    }
     let server = server();
     let context = connect(&server).await;
     streams(&context).await;
     publish(&context, 1).await;
     create_consumer(&context, "work", LEASE).await;
 
-    let mut child = child_process("dead-letter-crash", &server.url(), &[]);
+    let mut child = child_process(TEST, &server.url(), &[]);
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
