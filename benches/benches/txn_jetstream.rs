@@ -65,7 +65,10 @@ impl Fixture {
                 .build()
                 .expect("publisher");
             publisher
-                .publish_all((0..messages()).map(|i| OutgoingMessage::new(format!("work.{}", i % 8), PAYLOAD)))
+                .publish_all(
+                    (0..messages())
+                        .map(|i| OutgoingMessage::new(format!("work.{}", i % 8), PAYLOAD)),
+                )
                 .await
                 .expect("filled");
             context
@@ -309,7 +312,9 @@ fn publish_hand_window(rt: &Runtime, context: &jetstream::Context, ids: bool) ->
             } else {
                 context.publish(subject, PAYLOAD.into()).await
             };
-            window.push_back(std::future::IntoFuture::into_future(confirmation.expect("sent")));
+            window.push_back(std::future::IntoFuture::into_future(
+                confirmation.expect("sent"),
+            ));
         }
         while let Some(confirmed) = window.next().await {
             confirmed.expect("confirmed");

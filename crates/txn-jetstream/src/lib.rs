@@ -114,7 +114,7 @@ mod receiver;
 mod shared;
 mod time;
 
-pub use async_patterns_core::{DeadLetterReason, RetryPolicy, Transaction};
+pub use async_patterns_core::{ConfigError, DeadLetterReason, RetryPolicy, Transaction};
 pub use dead_letter::{DeadLetter, NotADeadLetter, headers};
 pub use delivery::{BatchDelivery, Delivery};
 pub use error::{
@@ -123,3 +123,14 @@ pub use error::{
 pub use metrics::{PublisherMetrics, ReceiverMetrics};
 pub use publisher::{OutgoingMessage, Publisher, PublisherBuilder};
 pub use receiver::{Ordering, Receiver, ReceiverBuilder, ShutdownReport};
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+/// The cookbook page's examples (`docs/txn-jetstream.md`), compiled and run
+/// as doc tests against a real server.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/txn-jetstream.md")]
+struct CookbookDoctests;

@@ -8,11 +8,13 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind as NatsKind};
+use async_nats::jetstream::context::{
+    PublishAckFuture, PublishError as NatsPublishError, PublishErrorKind as NatsKind,
+};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, Context};
+use async_nats::{HeaderMap, Subject};
 use async_patterns_core::{ConfigError, RetryPolicy};
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
@@ -46,7 +48,7 @@ const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Clone, PartialEq)]
 pub struct OutgoingMessage {
-    subject: String,
+    subject: Subject,
     payload: Bytes,
     headers: Option<HeaderMap>,
     id: Option<String>,
@@ -65,7 +67,7 @@ impl OutgoingMessage {
     /// ```
     pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> OutgoingMessage {
         OutgoingMessage {
-            subject: subject.into(),
+            subject: Subject::from(subject.into()),
             payload: payload.into(),
             headers: None,
             id: None,
@@ -132,7 +134,7 @@ impl OutgoingMessage {
     /// assert_eq!(OutgoingMessage::new("a.b", "x").subject(), "a.b");
     /// ```
     pub fn subject(&self) -> &str {
-        &self.subject
+        self.subject.as_str()
     }
 
     /// The payload.
@@ -327,8 +329,12 @@ impl PublisherBuilder {
         ConfigError::at_least("ack_timeout", self.ack_timeout, Duration::from_millis(1))?;
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
+        // The context's own timer bounds both the send and the wait for the
+        // confirmation, so no timer of ours is needed per message.
+        let mut context = self.context;
+        context.set_timeout(self.ack_timeout);
         Ok(Publisher {
-            context: self.context,
+            context,
             window: self.window,
             ack_timeout: self.ack_timeout,
             retry: self.retry,
@@ -344,11 +350,43 @@ impl PublisherBuilder {
 /// A confirmation settled: the message, and what the server said.
 struct Settled {
     message: OutgoingMessage,
-    result: Result<PublishAck, (PublishErrorKind, Source)>,
-    retries: u64,
+    result: Result<PublishAck, Attempt>,
 }
 
-type Pending = std::pin::Pin<Box<dyn Future<Output = Settled> + Send>>;
+/// The confirmation of one message in the window: the client's own future
+/// (bounded by the context's timeout), carrying the message along.
+struct Pending {
+    confirmation: Option<
+        std::pin::Pin<Box<dyn Future<Output = Result<PublishAck, NatsPublishError>> + Send>>,
+    >,
+    first: Option<Attempt>,
+    message: Option<OutgoingMessage>,
+}
+
+impl Future for Pending {
+    type Output = Settled;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Settled> {
+        // `Pending` is `Unpin` (its future is boxed): plain field access.
+        let this = &mut *self;
+        let result = match (this.confirmation.as_mut(), this.first.take()) {
+            (_, Some(failed)) => Err(failed),
+            (Some(confirmation), None) => match confirmation.as_mut().poll(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(r) => r.map_err(classify),
+            },
+            (None, None) => Err(Attempt::Retry(message_error("polled after completion"))),
+        };
+        self.confirmation = None;
+        std::task::Poll::Ready(Settled {
+            message: self.message.take().expect("polled once after completion"),
+            result,
+        })
+    }
+}
 
 /// Publishes to JetStream with a bounded window of unconfirmed messages.
 ///
@@ -461,19 +499,18 @@ impl Publisher {
         while self.pending.len() >= self.window {
             self.settle_next().await;
         }
-        let first = send(&self.context, &message, self.ack_timeout).await;
+        let sent = send(&self.context, &message).await;
         self.metrics.sent += 1;
         self.metrics.in_flight += 1;
-        let context = self.context.clone();
-        let retry = self.retry.clone();
-        let ack_timeout = self.ack_timeout;
-        self.pending.push_back(Box::pin(confirm(
-            context,
-            message,
+        let (confirmation, first) = match sent {
+            Ok(future) => (Some(std::future::IntoFuture::into_future(future)), None),
+            Err(failed) => (None, Some(failed)),
+        };
+        self.pending.push_back(Pending {
+            confirmation,
             first,
-            ack_timeout,
-            retry,
-        )));
+            message: Some(message),
+        });
         self.take_failures()
     }
 
@@ -619,16 +656,21 @@ impl Publisher {
         let Some(settled) = self.pending.next().await else {
             return;
         };
+        let Settled { message, result } = settled;
+        let (message, result, retries) = match result {
+            Ok(ack) => (message, Ok(ack), 0),
+            Err(failed) => retry(&self.context, message, failed, &self.retry).await,
+        };
         self.metrics.in_flight = self.metrics.in_flight.saturating_sub(1);
-        self.metrics.retried += settled.retries;
-        match settled.result {
+        self.metrics.retried += retries;
+        match result {
             Ok(ack) => {
                 self.metrics.confirmed += 1;
                 if ack.duplicate {
                     self.metrics.duplicates += 1;
                 }
             }
-            Err((kind, source)) => self.failed.push_back((kind, settled.message, source)),
+            Err((kind, source)) => self.failed.push_back((kind, message, source)),
         }
     }
 
@@ -644,21 +686,12 @@ impl Publisher {
 }
 
 /// Sends one message; the confirmation is awaited by the future returned.
-async fn send(
-    context: &Context,
-    message: &OutgoingMessage,
-    ack_timeout: Duration,
-) -> Result<PublishAckFuture, Attempt> {
-    match tokio::time::timeout(
-        ack_timeout,
-        context.send_publish(message.subject.clone(), message.to_publish()),
-    )
-    .await
-    {
-        Ok(Ok(future)) => Ok(future),
-        Ok(Err(e)) => Err(classify(e)),
-        Err(_) => Err(Attempt::Retry(message_error("timed out sending"))),
-    }
+/// Both are bounded by the context's timeout (the publisher's ack timeout).
+async fn send(context: &Context, message: &OutgoingMessage) -> Result<PublishAckFuture, Attempt> {
+    context
+        .send_publish(message.subject.clone(), message.to_publish())
+        .await
+        .map_err(classify)
 }
 
 fn absorb(into: &mut Option<PublishError>, e: PublishError) {
@@ -691,59 +724,49 @@ fn classify(e: async_nats::jetstream::context::PublishError) -> Attempt {
     }
 }
 
-/// Awaits a message's confirmation, retrying (same id) after a timeout or a
-/// lost connection, as the retry policy allows.
-async fn confirm(
-    context: Context,
+/// A message whose first attempt failed: retried under the same id, as the
+/// retry policy allows, one attempt at a time (the window waits meanwhile:
+/// backpressure while the server is away). Returns the retries made.
+async fn retry(
+    context: &Context,
     message: OutgoingMessage,
-    first: Result<PublishAckFuture, Attempt>,
-    ack_timeout: Duration,
-    retry: RetryPolicy,
-) -> Settled {
-    let mut backoff = retry.backoff();
+    first: Attempt,
+    policy: &RetryPolicy,
+) -> (
+    OutgoingMessage,
+    Result<PublishAck, (PublishErrorKind, Source)>,
+    u64,
+) {
+    let mut backoff = policy.backoff();
     let mut retries = 0;
-    let mut attempt = first;
+    let mut failed = first;
     loop {
-        let outcome = match attempt {
-            Ok(future) => match tokio::time::timeout(ack_timeout, future).await {
-                Ok(Ok(ack)) => {
-                    return Settled {
-                        message,
-                        result: Ok(ack),
-                        retries,
-                    };
-                }
-                Ok(Err(e)) => classify(e),
-                Err(_) => Attempt::Retry(message_error("no confirmation in time")),
-            },
-            Err(failed) => failed,
-        };
-        let error = match outcome {
+        let error = match failed {
             Attempt::Fatal(PublishErrorKind::NoStream, error)
-                if !no_stream_stores(&context, &message.subject).await =>
+                if !no_stream_stores(context, message.subject()).await =>
             {
                 // JetStream is starting up (or was not reachable): retry.
                 error
             }
-            Attempt::Fatal(kind, error) => {
-                return Settled {
-                    message,
-                    result: Err((kind, error)),
-                    retries,
-                };
-            }
+            Attempt::Fatal(kind, error) => return (message, Err((kind, error)), retries),
             Attempt::Retry(error) => error,
         };
         let Some(delay) = backoff.next_delay() else {
-            return Settled {
+            return (
                 message,
-                result: Err((PublishErrorKind::Unconfirmed, error)),
+                Err((PublishErrorKind::Unconfirmed, error)),
                 retries,
-            };
+            );
         };
         tokio::time::sleep(delay).await;
         retries += 1;
-        attempt = send(&context, &message, ack_timeout).await;
+        failed = match send(context, &message).await {
+            Ok(future) => match future.await {
+                Ok(ack) => return (message, Ok(ack), retries),
+                Err(e) => classify(e),
+            },
+            Err(e) => e,
+        };
     }
 }
 

@@ -34,6 +34,16 @@ const TICK: Duration = Duration::from_millis(100);
 /// After a failed pull, wait this long before the next.
 const PULL_BACKOFF: Duration = Duration::from_millis(250);
 
+/// What the task does after it wakes.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    /// Everything: the connection, leases, holds, and pulling.
+    Periodic,
+    /// Only see whether to pull.
+    Pull,
+    Nothing,
+}
+
 pub(crate) struct Puller {
     shared: Arc<Shared>,
     wake: Arc<Notify>,
@@ -81,15 +91,22 @@ impl Puller {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shared = self.shared.clone();
+        let mut work = Work::Periodic;
         loop {
-            self.maintain(&shared).await;
+            match work {
+                Work::Periodic => self.maintain(&shared, true).await,
+                Work::Pull => self.maintain(&shared, false).await,
+                Work::Nothing => {}
+            }
             // Two references: this task's and the local clone.
             if Arc::strong_count(&shared) <= 2 && lock(&shared.state).intake_closed {
                 return;
             }
-            tokio::select! {
+            work = tokio::select! {
                 message = next(&mut self.subscriber) => match message {
-                    Some(message) => self.receive(&shared, message),
+                    // A message only fills the queue; a status may call for
+                    // a new pull request.
+                    Some(message) => if self.receive(&shared, message) { Work::Pull } else { Work::Nothing },
                     // The client is closed for good.
                     None => {
                         self.subscriber = None;
@@ -99,11 +116,12 @@ impl Puller {
                         drop(state);
                         shared.ready.notify_waiters();
                         shared.ended.notify_waiters();
+                        Work::Pull
                     }
                 },
-                () = self.wake.notified() => {}
-                _ = tick.tick() => {}
-            }
+                () = self.wake.notified() => Work::Pull,
+                _ = tick.tick() => Work::Periodic,
+            };
         }
     }
 
@@ -153,9 +171,9 @@ impl Puller {
         }
     }
 
-    /// Everything but receiving: the connection, lost pulls, leases, holds,
-    /// and a new pull request when there is room.
-    async fn maintain(&mut self, shared: &Arc<Shared>) {
+    /// Everything but receiving: a new pull request when there is room and,
+    /// on each tick, the connection, lost pulls, leases and holds.
+    async fn maintain(&mut self, shared: &Arc<Shared>, periodic: bool) {
         let now = Instant::now();
         let intake_closed = {
             let mut state = lock(&shared.state);
@@ -165,9 +183,11 @@ impl Puller {
         if intake_closed && !lock(&shared.state).unsubscribed {
             self.close(shared).await;
         }
-        self.watch_connection(shared, now);
-        self.keep_leases_alive(shared, now);
-        self.expire_holds(shared, now);
+        if periodic {
+            self.watch_connection(shared, now);
+            self.keep_leases_alive(shared, now);
+            self.expire_holds(shared, now);
+        }
         if self.subscriber.is_some() && !intake_closed {
             self.pull(shared, now).await;
         }
@@ -288,11 +308,16 @@ impl Puller {
         }
     }
 
-    fn receive(&mut self, shared: &Arc<Shared>, message: async_nats::Message) {
+    /// Takes in what arrived on the pull inbox; returns whether it may call
+    /// for a new pull request (a status, not a message).
+    fn receive(&mut self, shared: &Arc<Shared>, message: async_nats::Message) -> bool {
         self.last_traffic = Instant::now();
         match message.status {
-            None | Some(StatusCode::OK) => self.enqueue(shared, message),
-            Some(StatusCode::IDLE_HEARTBEAT) => {}
+            None | Some(StatusCode::OK) => {
+                self.enqueue(shared, message);
+                return false;
+            }
+            Some(StatusCode::IDLE_HEARTBEAT) => return false,
             Some(StatusCode::TIMEOUT) | Some(StatusCode::REQUEST_TERMINATED) => {
                 let description = message.description.clone().unwrap_or_default();
                 let lapsed = pending_messages(&message);
@@ -332,6 +357,7 @@ impl Puller {
                 self.next_pull = Instant::now() + PULL_BACKOFF;
             }
         }
+        true
     }
 
     fn enqueue(&mut self, shared: &Arc<Shared>, message: async_nats::Message) {

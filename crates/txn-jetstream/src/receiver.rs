@@ -1206,6 +1206,12 @@ impl<T> Receiver<T> {
             key,
             ..
         } = queued;
+        let decoded = if info.delivered > u64::from(shared.settings.max_attempts) {
+            Err(DeadLetterReason::LeaseExpired)
+        } else {
+            (self.handle.decode)(&message)
+                .map_err(|e| DeadLetterReason::Failed(format!("cannot decode: {e}")))
+        };
         let async_nats::Message {
             subject,
             reply,
@@ -1213,21 +1219,6 @@ impl<T> Receiver<T> {
             headers,
             ..
         } = message;
-        let decoded = if info.delivered > u64::from(shared.settings.max_attempts) {
-            Err(DeadLetterReason::LeaseExpired)
-        } else {
-            let view = async_nats::Message {
-                subject: subject.clone(),
-                reply: None,
-                payload: payload.clone(),
-                headers: headers.clone(),
-                status: None,
-                description: None,
-                length: payload.len(),
-            };
-            (self.handle.decode)(&view)
-                .map_err(|e| DeadLetterReason::Failed(format!("cannot decode: {e}")))
-        };
         let parts = Parts {
             id,
             reply: reply.expect("queued messages have a reply subject"),
@@ -1336,7 +1327,11 @@ impl<T> Receiver<T> {
         let shared = self.shared();
         let deadline = Instant::now() + timeout;
         let before = shared.counters.snapshot(0, 0);
-        lock(&shared.state).intake_closed = true;
+        {
+            let mut state = lock(&shared.state);
+            state.intake_closed = true;
+            state.shutting_down = true;
+        }
         shared.wake.notify_one();
         shared.ready.notify_waiters();
         // Hand the queue back only once the pull requests are withdrawn, or

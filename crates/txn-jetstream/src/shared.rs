@@ -133,6 +133,8 @@ pub(crate) struct State {
     pub(crate) unsubscribed: bool,
     /// Every receiver handle is gone: nobody will begin what is queued.
     pub(crate) handles_dropped: bool,
+    /// A shutdown waits for deliveries to end.
+    pub(crate) shutting_down: bool,
     /// A final error (the consumer is gone).
     pub(crate) fatal: Option<ReceiveError>,
     /// Set while the connection has been down longer than the disconnect
@@ -302,11 +304,14 @@ impl Shared {
             }
         }
         self.maybe_wake_puller(&mut state);
+        let shutting_down = state.shutting_down;
         drop(state);
         if key.is_some() {
             self.ready.notify_waiters();
         }
-        self.ended.notify_waiters();
+        if shutting_down {
+            self.ended.notify_waiters();
+        }
     }
 
     /// The delay before the next attempt after `attempt` was rolled back.
@@ -457,9 +462,11 @@ impl Shared {
             if remaining.is_zero() {
                 return Err(message("timed out"));
             }
+            // The outer timeout bounds the whole request, the wait for room
+            // on the connection included; the client's own timer is off.
             let request = async_nats::Request::new()
                 .payload(body.clone())
-                .timeout(Some(remaining));
+                .timeout(None);
             let error = match tokio::time::timeout(
                 remaining,
                 self.client.send_request(reply.clone(), request),
