@@ -1138,15 +1138,20 @@ impl<T> Receiver<T> {
     /// empty: the caller waits again).
     async fn take(&self, max: usize) -> Result<Option<Vec<Delivery<T>>>, ReceiveError> {
         let shared = self.shared();
-        let taken = loop {
-            let notified = shared.ready.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            match self.try_take(max)? {
-                Take::Got(taken) => break taken,
-                Take::Closed => return Ok(None),
-                Take::Wait => notified.await,
-            }
+        // Only register for a wake-up when nothing is ready.
+        let taken = match self.try_take(max)? {
+            Take::Got(taken) => taken,
+            Take::Closed => return Ok(None),
+            Take::Wait => loop {
+                let notified = shared.ready.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                match self.try_take(max)? {
+                    Take::Got(taken) => break taken,
+                    Take::Closed => return Ok(None),
+                    Take::Wait => notified.await,
+                }
+            },
         };
         let mut out = Vec::with_capacity(taken.len());
         for (queued, id) in taken {
@@ -1245,9 +1250,10 @@ impl<T> Receiver<T> {
         }
     }
 
-    /// Stops pulling: what was received can still be begun; `begin` then
-    /// returns `Ok(None)`. Deliveries in flight are unaffected. Applies to
-    /// every clone.
+    /// Stops pulling: the background task withdraws its pull requests (a
+    /// message already on its way still arrives); what was received can
+    /// still be begun, and `begin` then returns `Ok(None)`. Deliveries in
+    /// flight are unaffected. Applies to every clone.
     ///
     /// # Examples
     ///

@@ -153,11 +153,15 @@ impl State {
         by_prefetch.min(by_in_flight)
     }
 
-    /// Whether a pull request is worth sending now: nothing is on its way,
-    /// or at least half the prefetch is free.
+    /// Whether a pull request is worth sending now: at least half the
+    /// prefetch is free, or nothing at all is queued or on its way. (Pulling
+    /// whenever a single slot frees would cost the server a pull request per
+    /// message.)
     pub(crate) fn wants_pull(&self, settings: &Settings) -> bool {
         let room = self.room(settings);
-        room > 0 && (self.requested == 0 || room >= settings.prefetch.div_ceil(2))
+        room > 0
+            && (room >= settings.prefetch.div_ceil(2)
+                || (self.requested == 0 && self.queue.is_empty()))
     }
 
     /// Takes the first queued message whose key is free, in queue order, and
@@ -608,7 +612,17 @@ mod tests {
         state.requested = 0;
         state.in_flight = 6;
         assert_eq!(state.room(&s), 2);
-        assert!(state.wants_pull(&s), "nothing is on its way");
+        assert!(state.wants_pull(&s), "half the prefetch is free");
+        state.in_flight = 7;
+        assert!(state.wants_pull(&s), "nothing queued, nothing on its way");
+        state.queue.push_back(queued(1, None, Instant::now()));
+        assert_eq!(state.room(&s), 0);
+        state.in_flight = 6;
+        assert_eq!(state.room(&s), 1);
+        assert!(
+            !state.wants_pull(&s),
+            "a message is queued: wait for half the prefetch"
+        );
         state.in_flight = 8;
         assert_eq!(state.room(&s), 0);
         assert!(!state.wants_pull(&s));
