@@ -8,9 +8,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use async_nats::jetstream::context::{
-    PublishAckFuture, PublishError as NatsPublishError, PublishErrorKind as NatsKind,
-};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind as NatsKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, Context};
@@ -353,12 +351,13 @@ struct Settled {
     result: Result<PublishAck, Attempt>,
 }
 
+/// The client's own confirmation future (`PublishAckFuture`'s).
+type Confirmation = <PublishAckFuture as std::future::IntoFuture>::IntoFuture;
+
 /// The confirmation of one message in the window: the client's own future
 /// (bounded by the context's timeout), carrying the message along.
 struct Pending {
-    confirmation: Option<
-        std::pin::Pin<Box<dyn Future<Output = Result<PublishAck, NatsPublishError>> + Send>>,
-    >,
+    confirmation: Option<Confirmation>,
     first: Option<Attempt>,
     message: Option<OutgoingMessage>,
 }
