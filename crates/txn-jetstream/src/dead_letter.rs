@@ -200,6 +200,24 @@ impl DeadLetter {
                     .ok_or(NotADeadLetter { header: name }),
             }
         };
+        let mut original = HeaderMap::new();
+        for (name, values) in all.iter() {
+            let name: &str = name.as_ref();
+            if name.starts_with("Dead-Letter-") || name.starts_with("Nats-") {
+                continue;
+            }
+            for value in values {
+                original.append(name, value.as_str());
+            }
+        }
+        let stream = get(headers::STREAM)?.to_owned();
+        let consumer = get(headers::CONSUMER)?.to_owned();
+        let stream_sequence = parse_u64(headers::SEQUENCE)?;
+        let subject = get(headers::SUBJECT)?.to_owned();
+        let attempts =
+            u32::try_from(parse_u64(headers::ATTEMPTS)?).map_err(|_| NotADeadLetter {
+                header: headers::ATTEMPTS,
+            })?;
         let label = get(headers::REASON)?;
         let text = get(headers::REASON_TEXT)?;
         let reason = match label {
@@ -215,26 +233,14 @@ impl DeadLetter {
                 });
             }
         };
-        let mut original = HeaderMap::new();
-        for (name, values) in all.iter() {
-            let name: &str = name.as_ref();
-            if name.starts_with("Dead-Letter-") || name.starts_with("Nats-") {
-                continue;
-            }
-            for value in values {
-                original.append(name, value.as_str());
-            }
-        }
         Ok(DeadLetter {
             payload: message.payload.clone(),
             headers: original,
-            stream: get(headers::STREAM)?.to_owned(),
-            consumer: get(headers::CONSUMER)?.to_owned(),
-            stream_sequence: parse_u64(headers::SEQUENCE)?,
-            subject: get(headers::SUBJECT)?.to_owned(),
-            attempts: u32::try_from(parse_u64(headers::ATTEMPTS)?).map_err(|_| NotADeadLetter {
-                header: headers::ATTEMPTS,
-            })?,
+            stream,
+            consumer,
+            stream_sequence,
+            subject,
+            attempts,
             reason,
             published: time(headers::PUBLISHED)?,
             last_delivered: time(headers::LAST_DELIVERED)?,

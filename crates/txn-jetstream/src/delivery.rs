@@ -62,6 +62,7 @@ use crate::shared::{End, Parts, Shared};
 /// let receiver = Receiver::builder(context)
 ///     .stream("ORDERS")
 ///     .consumer("workers")
+///     .filter_subject("orders.>")
 ///     .dead_letter_subject("dead.orders")
 ///     .build()
 ///     .await?;

@@ -96,7 +96,7 @@ impl OutgoingMessage {
     /// use async_patterns_txn_jetstream::OutgoingMessage;
     ///
     /// let message = OutgoingMessage::new("orders.eu", "x").header("Customer", "42");
-    /// assert_eq!(message.headers().unwrap().get("Customer").unwrap().as_str(), "42");
+    /// assert_eq!(message.header_map().unwrap().get("Customer").unwrap().as_str(), "42");
     /// ```
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers
@@ -115,7 +115,7 @@ impl OutgoingMessage {
     /// let mut headers = async_nats::HeaderMap::new();
     /// headers.insert("Customer", "42");
     /// let message = OutgoingMessage::new("orders.eu", "x").headers(headers);
-    /// assert!(message.headers().is_some());
+    /// assert!(message.header_map().is_some());
     /// ```
     pub fn headers(mut self, headers: HeaderMap) -> Self {
         self.headers = Some(headers);

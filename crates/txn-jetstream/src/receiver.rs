@@ -477,7 +477,9 @@ impl<T> ReceiverBuilder<T> {
     ///
     /// ```
     /// # fn f(b: async_patterns_txn_jetstream::ReceiverBuilder) {
-    /// let b = b.decode(|message| std::str::from_utf8(&message.payload)?.parse::<u64>());
+    /// let b = b.decode(|message| -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    ///     Ok(std::str::from_utf8(&message.payload)?.parse()?)
+    /// });
     /// # }
     /// ```
     pub fn decode<U, E, F>(self, decode: F) -> ReceiverBuilder<U>
@@ -1379,13 +1381,11 @@ impl<T> Receiver<T> {
         report.dead_lettered = after.dead_lettered - before.dead_lettered;
 
         // Take back what is still in flight.
-        let revoked: Vec<async_nats::Subject> = {
-            let mut state = lock(&shared.state);
-            let leases: Vec<_> = state.leases.drain().map(|(_, lease)| lease).collect();
-            state.in_flight = state.in_flight.saturating_sub(leases.len());
-            state.keys.clear();
-            leases.into_iter().map(|lease| lease.reply).collect()
-        };
+        let revoked: Vec<async_nats::Subject> = lock(&shared.state)
+            .revoke_all()
+            .into_iter()
+            .map(|lease| lease.reply)
+            .collect();
         shared.ended.notify_waiters();
         let results = join_all(revoked.iter().map(|reply| {
             shared.acknowledge(

@@ -220,6 +220,65 @@ impl State {
     }
 }
 
+/// The lease table's bookkeeping. A delivery ends in two steps, each under
+/// the lock: its lease is taken out of the table ([`State::take_lease`]:
+/// from then on no keep-alive renews it and no shutdown takes it back),
+/// and, once the server has answered, it stops counting in flight
+/// ([`State::finish`]). A shutdown takes back every lease still in the table
+/// ([`State::revoke_all`]), and stops counting those itself. So each delivery
+/// leaves the in-flight count exactly once, whoever gets to it first.
+impl State {
+    pub(crate) fn take_lease(&mut self, id: u64) -> Option<Lease> {
+        self.leases.remove(&id)
+    }
+
+    /// A delivery whose lease was taken has ended: it no longer counts in
+    /// flight, and its key is free, or held until `hold`'s instant for the
+    /// rolled-back message of that stream sequence.
+    pub(crate) fn finish(&mut self, key: Option<u64>, hold: Option<(u64, Instant)>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(k) = key {
+            match hold {
+                Some((stream_sequence, until)) => {
+                    self.keys.insert(
+                        k,
+                        KeyState::Held {
+                            stream_sequence,
+                            until,
+                        },
+                    );
+                }
+                None => {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Takes back every delivery still holding its lease (a shutdown's
+    /// deadline): they no longer count in flight, and their keys are free.
+    pub(crate) fn revoke_all(&mut self) -> Vec<Lease> {
+        let leases: Vec<Lease> = self.leases.drain().map(|(_, lease)| lease).collect();
+        self.in_flight = self.in_flight.saturating_sub(leases.len());
+        self.keys.retain(|_, k| !matches!(k, KeyState::Busy));
+        leases
+    }
+
+    /// Records a confirmed in-progress ack sent at `sent`; false if the
+    /// lease is no longer in the table.
+    pub(crate) fn renewed(&mut self, id: u64, sent: Instant, lease: Duration) -> bool {
+        match self.leases.get_mut(&id) {
+            Some(l) => {
+                l.renewing = false;
+                l.renewed = sent;
+                l.deadline = sent + lease;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// How a delivery ends.
 #[derive(Debug, Clone)]
 pub(crate) enum End {
@@ -282,31 +341,15 @@ impl Shared {
     /// holds its key, and lowers the in-flight count. Returns the lease, or
     /// `None` if a shutdown took it back already (and did the bookkeeping).
     pub(crate) fn take_lease(&self, id: u64) -> Option<Lease> {
-        let mut state = lock(&self.state);
-        state.leases.remove(&id)
+        lock(&self.state).take_lease(id)
     }
 
     /// The in-flight bookkeeping after a delivery ended (or was abandoned).
     pub(crate) fn release(&self, key: Option<u64>, hold: Option<(u64, Duration)>) {
+        let hold =
+            hold.map(|(sequence, delay)| (sequence, Instant::now() + delay + self.settings.lease));
         let mut state = lock(&self.state);
-        state.in_flight = state.in_flight.saturating_sub(1);
-        if let Some(k) = key {
-            match hold {
-                Some((stream_sequence, delay)) => {
-                    let until = Instant::now() + delay + self.settings.lease;
-                    state.keys.insert(
-                        k,
-                        KeyState::Held {
-                            stream_sequence,
-                            until,
-                        },
-                    );
-                }
-                None => {
-                    state.keys.remove(&k);
-                }
-            }
-        }
+        state.finish(key, hold);
         self.maybe_wake_puller(&mut state);
         let shutting_down = state.shutting_down;
         drop(state);
@@ -505,27 +548,28 @@ impl Shared {
         };
         let sent = Instant::now();
         let result = self.acknowledge(&reply, ack::PROGRESS, deadline).await;
+        let effective = self
+            .settings
+            .lease
+            .saturating_sub(self.settings.lease_margin());
         let mut state = lock(&self.state);
-        let Some(lease) = state.leases.get_mut(&id) else {
-            // Ended or taken back meanwhile.
-            return result.map_err(DeliveryError::Unconfirmed);
-        };
-        lease.renewing = false;
         match result {
+            // Recorded unless the delivery ended or was taken back meanwhile.
             Ok(()) => {
-                lease.renewed = sent;
-                lease.deadline = sent
-                    + self
-                        .settings
-                        .lease
-                        .saturating_sub(self.settings.lease_margin());
+                state.renewed(id, sent, effective);
                 Ok(())
             }
-            Err(e) if Instant::now() >= lease.deadline => {
-                drop(e);
-                Err(DeliveryError::LeaseExpired)
-            }
-            Err(e) => Err(DeliveryError::Unconfirmed(e)),
+            Err(e) => match state.leases.get_mut(&id) {
+                Some(lease) => {
+                    lease.renewing = false;
+                    if Instant::now() >= lease.deadline {
+                        Err(DeliveryError::LeaseExpired)
+                    } else {
+                        Err(DeliveryError::Unconfirmed(e))
+                    }
+                }
+                None => Err(DeliveryError::Unconfirmed(e)),
+            },
         }
     }
 
@@ -712,5 +756,74 @@ mod tests {
         assert_eq!(s.lease_margin(), Duration::from_millis(500));
         s.lease = Duration::from_secs(2);
         assert_eq!(s.lease_margin(), Duration::from_millis(100));
+    }
+}
+
+#[cfg(all(test, async_patterns_loom))]
+mod loom {
+    //! The lease table under loom: a delivery ending, a shutdown taking back
+    //! what is in flight, and a keep-alive renewing, racing.
+    use super::*;
+    use async_patterns_core::__private::loom::{Arc, AtomicUsize, Mutex, Ordering};
+
+    fn lease() -> Lease {
+        let now = Instant::now();
+        Lease {
+            reply: "r".into(),
+            deadline: now + Duration::from_secs(10),
+            renewed: now,
+            renewing: false,
+        }
+    }
+
+    #[test]
+    fn loom_each_delivery_leaves_the_in_flight_count_once() {
+        ::loom::model(|| {
+            let state = Arc::new(Mutex::new(State::default()));
+            {
+                let mut s = lock(&state);
+                s.leases.insert(0, lease());
+                s.leases.insert(1, lease());
+                s.keys.insert(7, KeyState::Busy);
+                s.in_flight = 2;
+            }
+            let released = Arc::new(AtomicUsize::new(0));
+
+            // Delivery 0 is committed: lease out, then (after the server
+            // answered) the bookkeeping.
+            let ender = {
+                let (state, released) = (state.clone(), released.clone());
+                ::loom::thread::spawn(move || {
+                    let taken = lock(&state).take_lease(0);
+                    if taken.is_some() {
+                        lock(&state).finish(Some(7), None);
+                        released.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            };
+            // The keep-alive renews delivery 1.
+            let renewer = {
+                let state = state.clone();
+                ::loom::thread::spawn(move || {
+                    let now = Instant::now();
+                    lock(&state).renewed(1, now, Duration::from_secs(10));
+                })
+            };
+            // The shutdown's deadline: take back whatever is left.
+            let revoked = lock(&state).revoke_all().len();
+            released.fetch_add(revoked, Ordering::SeqCst);
+            ender.join().unwrap();
+            renewer.join().unwrap();
+
+            let s = lock(&state);
+            assert_eq!(
+                released.load(Ordering::SeqCst),
+                2,
+                "each delivery released once"
+            );
+            assert_eq!(s.in_flight, 0);
+            assert!(s.leases.is_empty());
+            assert!(s.keys.is_empty(), "no key left busy");
+        });
     }
 }
