@@ -148,7 +148,8 @@ pub enum ReceiveError {
     /// The connection has been down for longer than the receiver's
     /// [`disconnect_timeout`](crate::ReceiverBuilder::disconnect_timeout).
     /// Not final: the client keeps reconnecting, and `begin` receives again
-    /// once it has.
+    /// once it has — unless the client itself was closed (drained or
+    /// dropped), which is final.
     Disconnected,
     /// The server refused the pull requests (for a reason other than the
     /// above); the text is the server's.

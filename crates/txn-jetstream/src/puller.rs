@@ -17,7 +17,7 @@ use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::{StatusCode, Subject, Subscriber};
 use async_patterns_core::__private::lock;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -33,6 +33,9 @@ const EXPIRES: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(100);
 /// After a failed pull, wait this long before the next.
 const PULL_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The most messages taken from the pull inbox in one go.
+const BURST: usize = 1024;
 
 /// What the task does after it wakes.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +59,8 @@ pub(crate) struct Puller {
     next_pull: Instant,
     next_consumer_check: Instant,
     client: async_nats::Client,
+    /// Messages taken from the inbox, not yet in the queue.
+    arrived: Vec<Queued>,
 }
 
 impl Puller {
@@ -81,6 +86,7 @@ impl Puller {
             next_pull: Instant::now(),
             next_consumer_check: Instant::now(),
             client: shared.client.clone(),
+            arrived: Vec::new(),
         }
     }
 
@@ -106,7 +112,21 @@ impl Puller {
                 message = next(&mut self.subscriber) => match message {
                     // A message only fills the queue; a status may call for
                     // a new pull request.
-                    Some(message) => if self.receive(&shared, message) { Work::Pull } else { Work::Nothing },
+                    Some(message) => {
+                        let mut pull = self.receive(&shared, message);
+                        // Take the rest of a burst too, so that the queue is
+                        // locked (and `begin` woken) once for all of it.
+                        for _ in 0..BURST {
+                            let Some(Some(message)) =
+                                self.subscriber.as_mut().and_then(|s| s.next().now_or_never())
+                            else {
+                                break;
+                            };
+                            pull |= self.receive(&shared, message);
+                        }
+                        self.flush_arrived(&shared);
+                        if pull { Work::Pull } else { Work::Nothing }
+                    }
                     // The client is closed for good.
                     None => {
                         self.subscriber = None;
@@ -136,6 +156,7 @@ impl Puller {
             while let Some(message) = subscriber.next().await {
                 self.receive_after_close(shared, message);
             }
+            self.flush_arrived(shared);
         }
         let returned: Vec<Queued> = {
             let mut state = lock(&shared.state);
@@ -360,22 +381,30 @@ impl Puller {
         true
     }
 
+    /// A message arrived: it joins the queue at the next `flush_arrived`.
     fn enqueue(&mut self, shared: &Arc<Shared>, message: async_nats::Message) {
         let Some(info) = message.reply.as_deref().and_then(AckInfo::parse) else {
             // Not a JetStream delivery; nothing to acknowledge.
             return;
         };
         let key = shared.key_of(&message);
-        let queued = Queued {
+        self.arrived.push(Queued {
             message,
             info,
             received: Instant::now(),
             received_at: SystemTime::now(),
             key,
-        };
+        });
+    }
+
+    /// Moves what arrived into the queue, under one lock, and wakes `begin`.
+    fn flush_arrived(&mut self, shared: &Arc<Shared>) {
+        if self.arrived.is_empty() {
+            return;
+        }
         let mut state = lock(&shared.state);
-        state.requested = state.requested.saturating_sub(1);
-        state.queue.push_back(queued);
+        state.requested = state.requested.saturating_sub(self.arrived.len());
+        state.queue.extend(self.arrived.drain(..));
         drop(state);
         shared.ready.notify_waiters();
     }
