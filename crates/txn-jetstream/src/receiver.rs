@@ -1015,7 +1015,7 @@ impl<T> fmt::Debug for Receiver<T> {
 
 /// What `begin` found.
 enum Take {
-    Got(Vec<(Queued, u64)>),
+    Got,
     Closed,
     Wait,
 }
@@ -1085,10 +1085,15 @@ impl<T> Receiver<T> {
     /// ```
     pub async fn begin(&self) -> Result<Option<Delivery<T>>, ReceiveError> {
         loop {
-            let Some(mut batch) = self.take(1).await? else {
+            let mut taken = None;
+            if !self
+                .take(1, &mut |queued, id| taken = Some((queued, id)))
+                .await?
+            {
                 return Ok(None);
-            };
-            if let Some(delivery) = batch.pop() {
+            }
+            let (queued, id) = taken.expect("took one");
+            if let Some(delivery) = self.deliver(queued, id) {
                 return Ok(Some(delivery));
             }
         }
@@ -1126,51 +1131,60 @@ impl<T> Receiver<T> {
             "begin_batch(0): a batch holds at least one delivery"
         );
         loop {
-            let Some(batch) = self.take(max).await? else {
+            let mut taken = Vec::new();
+            if !self
+                .take(max, &mut |queued, id| taken.push((queued, id)))
+                .await?
+            {
                 return Ok(None);
-            };
+            }
+            let batch: Vec<Delivery<T>> = taken
+                .into_iter()
+                .filter_map(|(queued, id)| self.deliver(queued, id))
+                .collect();
             if !batch.is_empty() {
                 return Ok(Some(BatchDelivery::from_deliveries(batch)));
             }
         }
     }
 
-    /// Waits for at least one message and takes up to `max`; messages that
-    /// go to the dead letters instead are left out (the result may then be
-    /// empty: the caller waits again).
-    async fn take(&self, max: usize) -> Result<Option<Vec<Delivery<T>>>, ReceiveError> {
+    /// Waits for at least one message and takes up to `max`, handing each
+    /// to `each`; `false` once the receiver is closed and drained.
+    async fn take(
+        &self,
+        max: usize,
+        each: &mut (impl FnMut(Queued, u64) + Send),
+    ) -> Result<bool, ReceiveError> {
         let shared = self.shared();
         // Only register for a wake-up when nothing is ready.
-        let taken = match self.try_take(max)? {
-            Take::Got(taken) => taken,
-            Take::Closed => return Ok(None),
-            Take::Wait => loop {
-                let notified = shared.ready.notified();
-                let mut notified = std::pin::pin!(notified);
-                notified.as_mut().enable();
-                match self.try_take(max)? {
-                    Take::Got(taken) => break taken,
-                    Take::Closed => return Ok(None),
-                    Take::Wait => notified.await,
-                }
-            },
-        };
-        let mut out = Vec::with_capacity(taken.len());
-        for (queued, id) in taken {
-            if let Some(delivery) = self.deliver(queued, id) {
-                out.push(delivery);
+        match self.try_take(max, each)? {
+            Take::Got => return Ok(true),
+            Take::Closed => return Ok(false),
+            Take::Wait => {}
+        }
+        loop {
+            let notified = shared.ready.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_take(max, each)? {
+                Take::Got => return Ok(true),
+                Take::Closed => return Ok(false),
+                Take::Wait => notified.await,
             }
         }
-        Ok(Some(out))
     }
 
-    fn try_take(&self, max: usize) -> Result<Take, ReceiveError> {
+    fn try_take(
+        &self,
+        max: usize,
+        each: &mut impl FnMut(Queued, u64),
+    ) -> Result<Take, ReceiveError> {
         let shared = self.shared();
         let now = Instant::now();
         let mut expired = 0;
+        let mut taken = 0;
         let mut state = lock(&shared.state);
-        let mut taken = Vec::new();
-        while taken.len() < max {
+        while taken < max {
             let Some(queued) = state.pop(now, &shared.settings, &mut expired) else {
                 break;
             };
@@ -1180,11 +1194,12 @@ impl<T> Receiver<T> {
                 .clone()
                 .expect("queued messages have a reply subject");
             let id = state.start(&queued, reply, &shared.settings);
-            taken.push((queued, id));
+            each(queued, id);
+            taken += 1;
         }
-        let outcome = if !taken.is_empty() {
+        let outcome = if taken > 0 {
             shared.maybe_wake_puller(&mut state);
-            Ok(Take::Got(taken))
+            Ok(Take::Got)
         } else if let Some(fatal) = state.fatal.clone().filter(|_| state.queue.is_empty()) {
             Err(fatal)
         } else if state.disconnected {

@@ -16,6 +16,7 @@ use async_patterns_core::__private::lock;
 use async_patterns_core::__private::loom::Mutex;
 use async_patterns_core::{DeadLetterReason, Jitter, RetryPolicy};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -494,6 +495,14 @@ impl Shared {
     ) -> Result<(), Source> {
         let give_up = (Instant::now() + self.settings.ack_timeout).min(deadline);
         if !self.settings.confirm_acks {
+            // Almost always there is room on the connection at once: no timer.
+            if let Some(sent) = self
+                .client
+                .publish(reply.clone(), body.clone())
+                .now_or_never()
+            {
+                return sent.map_err(source);
+            }
             let remaining = give_up.saturating_duration_since(Instant::now());
             return match tokio::time::timeout(remaining, self.client.publish(reply.clone(), body))
                 .await
