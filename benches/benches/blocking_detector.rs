@@ -1,16 +1,19 @@
 //! `blocking_detector`: what watching costs. The per-poll overhead of a
-//! watched future (computed from a plain and a watched future polled the
-//! same number of times, recorded as a metric), a spawn-heavy workload with
+//! watched future (a plain and a watched future polled the same number of
+//! times in paired rounds; judged against the plain future plus 50 ns per
+//! poll, and recorded in nanoseconds), a spawn-heavy workload with
 //! `detector.spawn` against `tokio::spawn`, and the same workload on a
-//! runtime with the watchdog installed against one without.
+//! runtime with the watchdog installed against one without. Every target is
+//! judged on paired, interleaved rounds (`async_patterns_benches::paired`).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_patterns_benches::{Better, Metric, record_metric, test_mode};
+use async_patterns_benches::{Better, Metric, Paired, paired, record_metric, record_paired, time};
 use async_patterns_blocking_detector::BlockingDetector;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio::runtime::{Builder, Runtime};
@@ -19,6 +22,10 @@ use tokio::runtime::{Builder, Runtime};
 const POLLS: u64 = 10_000;
 /// Tasks per spawn-heavy iteration.
 const TASKS: u64 = 10_000;
+
+/// The anchor of the per-poll targets: the plain future, plus the 50 ns
+/// per poll a watched poll may cost more.
+const PLAIN_PLUS_BUDGET: &str = "plain + 50 ns per poll";
 
 /// Returns `Pending` `n` times (waking itself), then `Ready`.
 struct CountDown(u64);
@@ -62,29 +69,38 @@ fn multi_thread() -> Builder {
     b
 }
 
-/// The median, over `rounds` rounds, of how much longer `b` takes than `a`,
-/// in nanoseconds per poll (each runs `polls` polls), the two run back to
-/// back in alternating order: a load that changes during the benchmark
-/// affects both sides of each pair alike.
-fn paired_ns_per_poll(rounds: usize, polls: u64, mut a: impl FnMut(), mut b: impl FnMut()) -> f64 {
-    let time = |f: &mut dyn FnMut()| {
-        let start = Instant::now();
-        f();
-        start.elapsed().as_nanos() as f64 / polls as f64
-    };
-    let mut diffs: Vec<f64> = (0..rounds.max(1))
-        .map(|round| {
-            if round % 2 == 0 {
-                let ta = time(&mut a);
-                time(&mut b) - ta
-            } else {
-                let tb = time(&mut b);
-                tb - time(&mut a)
-            }
-        })
-        .collect();
-    diffs.sort_by(f64::total_cmp);
-    diffs[diffs.len() / 2]
+/// The per-poll budget of a watched poll.
+const BUDGET_NS: f64 = 50.0;
+
+/// Paired rounds of a watched and a plain run of `polls` polls each: the
+/// judged ratio is (plain + 50 ns per poll) ÷ watched, at least 1 when a
+/// watched poll costs at most 50 ns more; also returns the median overhead
+/// per poll, in nanoseconds, of the same rounds.
+fn paired_overhead(
+    rounds: usize,
+    polls: u64,
+    mut plain: impl FnMut(),
+    mut watched: impl FnMut(),
+) -> (Paired, f64) {
+    let costs = RefCell::new((Vec::new(), Vec::new()));
+    let per_poll = |f: &mut dyn FnMut()| time(f) * 1e9 / polls as f64;
+    let result = paired(
+        rounds,
+        || {
+            let ns = per_poll(&mut watched);
+            costs.borrow_mut().0.push(ns);
+            ns
+        },
+        || {
+            let ns = per_poll(&mut plain);
+            costs.borrow_mut().1.push(ns);
+            ns + BUDGET_NS
+        },
+    );
+    let (ours, anchor) = costs.into_inner();
+    let mut overheads: Vec<f64> = ours.iter().zip(&anchor).map(|(o, a)| o - a).collect();
+    overheads.sort_by(f64::total_cmp);
+    (result, overheads[overheads.len() / 2])
 }
 
 fn poll_overhead(c: &mut Criterion) {
@@ -102,9 +118,8 @@ fn poll_overhead(c: &mut Criterion) {
     });
     group.finish();
 
-    let rounds = if test_mode() { 1 } else { 400 };
-    let overhead = paired_ns_per_poll(
-        rounds,
+    let (result, overhead) = paired_overhead(
+        401,
         POLLS + 1,
         || {
             poll_to_end(CountDown(POLLS));
@@ -113,6 +128,7 @@ fn poll_overhead(c: &mut Criterion) {
             poll_to_end(detector.watch(CountDown(POLLS)));
         },
     );
+    record_paired("blocking_detector/poll", "ours", PLAIN_PLUS_BUDGET, &result);
     record_metric(Metric {
         group: "blocking_detector/poll",
         implementation: "ours",
@@ -152,8 +168,13 @@ fn poll_overhead_in_runtime(c: &mut Criterion) {
     group.bench_function("ours", |b| b.iter(watched_run));
     group.finish();
 
-    let rounds = if test_mode() { 1 } else { 200 };
-    let overhead = paired_ns_per_poll(rounds, POLLS + 1, plain_run, watched_run);
+    let (result, overhead) = paired_overhead(201, POLLS + 1, plain_run, watched_run);
+    record_paired(
+        "blocking_detector/poll_installed",
+        "ours",
+        PLAIN_PLUS_BUDGET,
+        &result,
+    );
     record_metric(Metric {
         group: "blocking_detector/poll_installed",
         implementation: "ours",
@@ -162,30 +183,6 @@ fn poll_overhead_in_runtime(c: &mut Criterion) {
         unit: "ns",
         better: Better::Lower,
     });
-}
-
-/// The median, over `rounds` rounds, of the time `b` takes over the time `a`
-/// takes, the two run back to back in alternating order: a load that changes
-/// during the benchmark affects both sides of each pair alike.
-fn paired_ratio(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> f64 {
-    let time = |f: &mut dyn FnMut()| {
-        let start = Instant::now();
-        f();
-        start.elapsed().as_secs_f64()
-    };
-    let mut ratios: Vec<f64> = (0..rounds.max(1))
-        .map(|round| {
-            if round % 2 == 0 {
-                let ta = time(&mut a);
-                time(&mut b) / ta
-            } else {
-                let tb = time(&mut b);
-                tb / time(&mut a)
-            }
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios[ratios.len() / 2]
 }
 
 /// Spawns `TASKS` tiny tasks with `spawn` and waits for all of them.
@@ -222,19 +219,17 @@ fn spawn_heavy(c: &mut Criterion) {
     });
     group.finish();
 
-    let rounds = if test_mode() { 1 } else { 200 };
-    record_metric(Metric {
-        group: "blocking_detector/spawn_many",
-        implementation: "ours",
-        metric: "time ratio to tokio::spawn, paired runs",
-        value: paired_ratio(
-            rounds,
-            || spawn_many(&rt, |i| tokio::spawn(task(i))),
-            || spawn_many(&rt, |i| detector.spawn("task", task(i))),
-        ),
-        unit: "×",
-        better: Better::Lower,
-    });
+    let result = paired(
+        201,
+        || time(|| spawn_many(&rt, |i| detector.spawn("task", task(i)))),
+        || time(|| spawn_many(&rt, |i| tokio::spawn(task(i)))),
+    );
+    record_paired(
+        "blocking_detector/spawn_many",
+        "ours",
+        "tokio::spawn",
+        &result,
+    );
 }
 
 fn watchdog_installed(c: &mut Criterion) {
@@ -257,19 +252,17 @@ fn watchdog_installed(c: &mut Criterion) {
     });
     group.finish();
 
-    let rounds = if test_mode() { 1 } else { 200 };
-    record_metric(Metric {
-        group: "blocking_detector/watchdog",
-        implementation: "ours:watchdog",
-        metric: "time ratio to no detector, paired runs",
-        value: paired_ratio(
-            rounds,
-            || spawn_many(&plain, |i| tokio::spawn(task(i))),
-            || spawn_many(&watched, |i| tokio::spawn(task(i))),
-        ),
-        unit: "×",
-        better: Better::Lower,
-    });
+    let result = paired(
+        201,
+        || time(|| spawn_many(&watched, |i| tokio::spawn(task(i)))),
+        || time(|| spawn_many(&plain, |i| tokio::spawn(task(i)))),
+    );
+    record_paired(
+        "blocking_detector/watchdog",
+        "ours:watchdog",
+        "no detector",
+        &result,
+    );
     drop(detector);
 }
 

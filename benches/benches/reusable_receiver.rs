@@ -1,14 +1,28 @@
 //! `reusable_receiver`: the per-item cost of `ReusableReceiver::stream()`
-//! (plain and replay mode) beside `tokio_stream::wrappers::ReceiverStream`
-//! over the same channel, and the cost of recovering the receiver for the
-//! next attempt beside the seed recipe (a oneshot sent from `Drop`,
-//! recovered by spinning), with the previous stream dropped promptly or
-//! late.
+//! (plain and replay mode) beside the loop it wraps — a hand-written
+//! `recv_many(&mut buf, 32)` loop over the same tokio mpsc channel — and
+//! beside `tokio_stream::wrappers::ReceiverStream`, for `u64` and `String`
+//! items, on a current-thread runtime and on 2 workers; and the cost of
+//! recovering the receiver for the next attempt beside the seed recipe (a
+//! oneshot sent from `Drop`, recovered by spinning), with the previous stream
+//! dropped promptly or late.
+//!
+//! Criterion times one pipeline of each implementation; the targets are
+//! judged on paired rounds (`paired` + `record_paired`): ours and the anchor
+//! back to back, alternating which goes first, the median of the per-round
+//! ratios with their min–max. On the current-thread runtime a round's cost
+//! is the CPU time of the thread that runs it (the whole pipeline runs
+//! there), which descheduling on a shared machine does not inflate; on 2
+//! workers it is the wall time. A filter given to the bench binary
+//! (`cargo bench --bench reusable_receiver -- plain_`) also selects which
+//! paired groups run.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use async_patterns_benches::{Better, Metric, record_metric, test_mode};
+use async_patterns_benches::{
+    Better, Metric, paired, record_metric, record_paired, secs, test_mode, time,
+};
 use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
 use async_patterns_testkit::{cpu, seed};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -17,9 +31,73 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-const ITEMS: u64 = 5_000_000;
+/// Items per pipeline timed by criterion.
+const ITEMS: u64 = 1_000_000;
+/// Items per pipeline of a paired round: tens of milliseconds a side, long enough for the
+/// clock and the runtime's warm-up, short enough that a round rarely
+/// straddles a burst of load from elsewhere on a shared machine.
+const ROUND_ITEMS: u64 = 500_000;
+/// Paired rounds per target (odd, so the median is one round's ratio).
+const ROUNDS: usize = 21;
 const CAPACITY: usize = 1_024;
 const ACK_EVERY: u64 = 1_024;
+/// The batch size of the anchor loop, and of the stream's own batches.
+const RECV_MANY: usize = 32;
+
+/// An item type of the pipelines: `u64` (`Copy`), and `String`, whose
+/// values are moved and dropped.
+trait Item: Clone + Send + 'static {
+    const NAME: &'static str;
+    fn make(i: u64) -> Self;
+    fn value(&self) -> u64;
+}
+
+impl Item for u64 {
+    const NAME: &'static str = "u64";
+    fn make(i: u64) -> Self {
+        i
+    }
+    fn value(&self) -> u64 {
+        *self
+    }
+}
+
+impl Item for String {
+    const NAME: &'static str = "string";
+    fn make(i: u64) -> Self {
+        // A short payload: one small allocation per item, as an id or a
+        // key would be.
+        let mut s = String::with_capacity(16);
+        s.push_str("item-");
+        s.push(char::from(b'0' + (i % 10) as u8));
+        s
+    }
+    fn value(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+/// How a paired round is timed.
+#[derive(Clone, Copy)]
+enum Clock {
+    /// The CPU time of this thread: for a current-thread runtime, which
+    /// runs every task of the pipeline here.
+    ThreadCpu,
+    Wall,
+}
+
+impl Clock {
+    fn cost(self, f: impl FnOnce() -> u64) -> f64 {
+        match self {
+            Clock::ThreadCpu => {
+                let start = cpu::thread_time();
+                black_box(f());
+                secs(cpu::thread_time() - start)
+            }
+            Clock::Wall => time(f),
+        }
+    }
+}
 
 fn current_thread() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -36,24 +114,83 @@ fn two_workers() -> Runtime {
         .expect("runtime")
 }
 
-async fn produce(tx: mpsc::Sender<u64>) {
-    for i in 0..ITEMS {
-        if tx.send(i).await.is_err() {
+/// The criterion filter given to the bench binary, if any: paired groups
+/// whose name does not contain it are skipped.
+fn selected(group: &str) -> bool {
+    // Criterion's options that take a value, as a separate argument.
+    const WITH_VALUE: [&str; 16] = [
+        "-c",
+        "--color",
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+    ];
+    let mut args = std::env::args().skip(1);
+    let mut filter = None;
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filter = Some(arg);
+            break;
+        }
+    }
+    filter.is_none_or(|f| group.contains(&f))
+}
+
+async fn produce<T: Item>(tx: mpsc::Sender<T>, items: u64) {
+    for i in 0..items {
+        if tx.send(T::make(i)).await.is_err() {
             return;
         }
     }
 }
 
-async fn sum<S: Stream<Item = u64> + Unpin>(mut stream: S) -> u64 {
+async fn sum<T: Item, S: Stream<Item = T> + Unpin>(mut stream: S) -> u64 {
     let mut sum = 0u64;
     while let Some(x) = stream.next().await {
-        sum = sum.wrapping_add(x);
+        sum = sum.wrapping_add(x.value());
     }
     sum
 }
 
-/// The same loop as [`sum`], acknowledging everything every `ACK_EVERY` items.
-async fn sum_replay(rx: mpsc::Receiver<u64>) -> u64 {
+/// ours: a plain-mode stream.
+async fn ours_plain<T: Item>(rx: mpsc::Receiver<T>) -> u64 {
+    let mut reusable = ReusableReceiver::new(rx);
+    sum(reusable.stream()).await
+}
+
+/// The anchor the stream wraps: `recv_many` into a reused buffer, 32 at a
+/// time, then the items one by one.
+async fn recv_many_loop<T: Item>(mut rx: mpsc::Receiver<T>) -> u64 {
+    let mut buf = Vec::with_capacity(RECV_MANY);
+    let mut sum = 0u64;
+    while rx.recv_many(&mut buf, RECV_MANY).await > 0 {
+        for x in buf.drain(..) {
+            sum = sum.wrapping_add(x.value());
+        }
+    }
+    sum
+}
+
+async fn receiver_stream<T: Item>(rx: mpsc::Receiver<T>) -> u64 {
+    sum(ReceiverStream::new(rx)).await
+}
+
+/// The same loop as [`sum`] in replay mode, acknowledging everything every
+/// `ACK_EVERY` items.
+async fn ours_replay<T: Item>(rx: mpsc::Receiver<T>) -> u64 {
     let config = ReplayConfig::builder()
         .max_items(4 * ACK_EVERY as usize)
         .build()
@@ -63,7 +200,7 @@ async fn sum_replay(rx: mpsc::Receiver<u64>) -> u64 {
     let lease = stream.lease();
     let (mut sum, mut n) = (0u64, 0u64);
     while let Some(x) = stream.next().await {
-        sum = sum.wrapping_add(x);
+        sum = sum.wrapping_add(x.value());
         n += 1;
         if n % ACK_EVERY == 0 {
             lease.ack_all().expect("the lease is in force");
@@ -73,16 +210,17 @@ async fn sum_replay(rx: mpsc::Receiver<u64>) -> u64 {
     sum
 }
 
-/// One 5M-item pipeline: a producer task sending item by item into a
+/// One pipeline: a producer task sending `items` item by item into a
 /// bounded channel, and a consumer task running `consume` on the receiver.
-fn pipeline<F, Fut>(rt: &Runtime, consume: F) -> u64
+fn pipeline<T, F, Fut>(rt: &Runtime, items: u64, consume: F) -> u64
 where
-    F: FnOnce(mpsc::Receiver<u64>) -> Fut,
+    T: Item,
+    F: FnOnce(mpsc::Receiver<T>) -> Fut,
     Fut: std::future::Future<Output = u64> + Send + 'static,
 {
     rt.block_on(async {
         let (tx, rx) = mpsc::channel(CAPACITY);
-        let producer = tokio::spawn(produce(tx));
+        let producer = tokio::spawn(produce::<T>(tx, items));
         let consumer = tokio::spawn(consume(rx));
         let sum = consumer.await.expect("consumer");
         producer.await.expect("producer");
@@ -90,40 +228,98 @@ where
     })
 }
 
-fn per_item(c: &mut Criterion) {
-    for (runtime, rt) in [
-        ("current_thread", current_thread()),
-        ("two_workers", two_workers()),
-    ] {
-        let mut group = c.benchmark_group(format!("reusable_receiver/plain_{runtime}"));
-        group
-            .throughput(Throughput::Elements(ITEMS))
-            .sample_size(10)
-            .measurement_time(Duration::from_secs(8));
-        group.bench_function("ours", |b| {
-            b.iter(|| {
-                pipeline(&rt, |rx| async move {
-                    let mut reusable = ReusableReceiver::new(rx);
-                    sum(reusable.stream()).await
-                })
-            })
-        });
-        group.bench_function("ReceiverStream", |b| {
-            b.iter(|| pipeline(&rt, |rx| sum(ReceiverStream::new(rx))))
-        });
-        group.finish();
+/// How one consumer is run, by name.
+#[derive(Clone, Copy)]
+enum Consumer {
+    Plain,
+    Replay,
+    RecvMany,
+    ReceiverStream,
+}
 
-        let mut group = c.benchmark_group(format!("reusable_receiver/replay_{runtime}"));
-        group
-            .throughput(Throughput::Elements(ITEMS))
-            .sample_size(10)
-            .measurement_time(Duration::from_secs(8));
-        group.bench_function("ours:replay", |b| b.iter(|| pipeline(&rt, sum_replay)));
-        group.bench_function("ReceiverStream", |b| {
-            b.iter(|| pipeline(&rt, |rx| sum(ReceiverStream::new(rx))))
-        });
-        group.finish();
+impl Consumer {
+    fn name(self) -> &'static str {
+        match self {
+            Consumer::Plain => "ours",
+            Consumer::Replay => "ours:replay",
+            Consumer::RecvMany => "recv_many(32) loop",
+            Consumer::ReceiverStream => "ReceiverStream",
+        }
     }
+
+    fn run<T: Item>(self, rt: &Runtime, items: u64) -> u64 {
+        match self {
+            Consumer::Plain => pipeline(rt, items, ours_plain::<T>),
+            Consumer::Replay => pipeline(rt, items, ours_replay::<T>),
+            Consumer::RecvMany => pipeline(rt, items, recv_many_loop::<T>),
+            Consumer::ReceiverStream => pipeline(rt, items, receiver_stream::<T>),
+        }
+    }
+}
+
+/// One group: criterion times each consumer once per iteration; then each
+/// `(ours, anchor)` pair is judged on paired rounds.
+fn group<T: Item>(
+    c: &mut Criterion,
+    name: &str,
+    (rt, clock): (&Runtime, Clock),
+    consumers: &[Consumer],
+    targets: &[(Consumer, Consumer)],
+) {
+    let mut group = c.benchmark_group(name);
+    group
+        .throughput(Throughput::Elements(ITEMS))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
+    for consumer in consumers {
+        group.bench_function(consumer.name(), |b| b.iter(|| consumer.run::<T>(rt, ITEMS)));
+    }
+    group.finish();
+
+    if !selected(name) {
+        return;
+    }
+    for (ours, anchor) in targets {
+        let result = paired(
+            ROUNDS,
+            || clock.cost(|| ours.run::<T>(rt, ROUND_ITEMS)),
+            || clock.cost(|| anchor.run::<T>(rt, ROUND_ITEMS)),
+        );
+        record_paired(name, ours.name(), anchor.name(), &result);
+    }
+}
+
+fn per_item_of<T: Item>(c: &mut Criterion) {
+    use Consumer::*;
+    for (runtime, rt, clock) in [
+        ("current_thread", current_thread(), Clock::ThreadCpu),
+        ("two_workers", two_workers(), Clock::Wall),
+    ] {
+        let suffix = if T::NAME == "u64" {
+            runtime.to_string()
+        } else {
+            format!("{}_{runtime}", T::NAME)
+        };
+        group::<T>(
+            c,
+            &format!("reusable_receiver/plain_{suffix}"),
+            (&rt, clock),
+            &[Plain, RecvMany, ReceiverStream],
+            &[(Plain, RecvMany), (Plain, ReceiverStream)],
+        );
+        group::<T>(
+            c,
+            &format!("reusable_receiver/replay_{suffix}"),
+            (&rt, clock),
+            &[Replay, RecvMany, ReceiverStream],
+            &[(Replay, RecvMany), (Replay, ReceiverStream)],
+        );
+    }
+}
+
+fn per_item(c: &mut Criterion) {
+    per_item_of::<u64>(c);
+    per_item_of::<String>(c);
 }
 
 /// A failed attempt whose stream was dropped at once, then the next
@@ -172,6 +368,10 @@ fn prompt_recovery(c: &mut Criterion) {
 /// follow the worst descheduling), reported with `record_metric`.
 fn late_recovery(_c: &mut Criterion) {
     const LATE: Duration = Duration::from_millis(20);
+    let group = "reusable_receiver/recovery_late_drop";
+    if !selected(group) {
+        return;
+    }
     let runs = if test_mode() { 1 } else { 20 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -225,7 +425,6 @@ fn late_recovery(_c: &mut Criterion) {
         seed_cpu.push(cpu);
     }
 
-    let group = "reusable_receiver/recovery_late_drop";
     let median = |mut v: Vec<Duration>| {
         v.sort_unstable();
         v[v.len() / 2].as_nanos() as f64

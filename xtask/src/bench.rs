@@ -1,19 +1,24 @@
-//! `cargo xtask bench [PATTERN...]`: runs criterion bench targets and writes
-//! `docs/benchmarks.md`.
+//! `cargo xtask bench`: runs criterion bench targets, stores their results
+//! per machine, writes `docs/benchmarks.md` and judges the targets.
 //!
 //! Conventions (also in `benches/README.md`): a bench target
 //! `benches/benches/<pattern>.rs` names its criterion groups
 //! `<pattern>/<case>`; in a group, functions named `ours` or `ours:<variant>`
-//! run the project's code and every other function is an anchor. Figures
-//! other than time (bytes allocated, latency percentiles) are appended by the
-//! bench to the file named by `ASYNC_PATTERNS_METRICS`. Descriptions and
-//! targets live in `benches/targets/<pattern>.json`.
+//! run the project's code and every other function is an anchor. A target is
+//! judged on paired rounds, which the bench appends with `record_paired` to
+//! the file named by `ASYNC_PATTERNS_METRICS`, as it does other figures
+//! (`record_metric`). Descriptions and targets live in
+//! `benches/targets/<pattern>.json`.
 //!
-//! Results are kept per pattern in `docs/benchmarks/<pattern>.json`, so that
-//! running one pattern replaces only its section; the Markdown is rendered
-//! from all of them.
+//! Results are kept per machine and pattern in
+//! `docs/benchmarks/<machine>/<pattern>.json` ([`results`]), so that a run
+//! replaces only its own pattern on its own kind of machine; the Markdown is
+//! rendered from all of them ([`render`]); targets are judged in [`judge`].
 
-use std::collections::BTreeMap;
+mod judge;
+mod render;
+mod results;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,43 +26,217 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use self::judge::{Target, Targets};
+use self::results::{Machine, Run};
 use crate::run::{self, Limit};
 
 const RESULTS: &str = "docs/benchmarks";
 const REPORT: &str = "docs/benchmarks.md";
 const TARGETS: &str = "benches/targets";
 
-pub(crate) fn run(args: &[String]) -> Result<()> {
-    if args == ["--render"] {
-        // Rebuild the Markdown from the stored results, measuring nothing.
-        fs::write(REPORT, render(&read_json_dir(RESULTS)?, &targets()?))?;
-        println!("wrote {REPORT} from {RESULTS}/*.json");
-        return Ok(());
-    }
-    let available = bench_targets()?;
-    let selected: Vec<String> = if args.is_empty() {
-        available.clone()
-    } else {
-        let mut chosen = Vec::new();
-        for arg in args {
-            let name = arg.replace('-', "_");
-            if !available.contains(&name) {
-                bail!(
-                    "no bench target `{arg}`; available: {}",
-                    available.join(", ")
-                );
-            }
-            chosen.push(name);
-        }
-        chosen
-    };
+pub(crate) const USAGE: &str = "\
+cargo xtask bench [--strict] [PATTERN...]
+    measure the named bench targets (all when none is named), store the results of this machine
+    in docs/benchmarks/<machine>/<pattern>.json, rewrite docs/benchmarks.md, print which targets hold
+cargo xtask bench --check [--strict] [--machine SLUG] [PATTERN...]
+    measure nothing: judge the stored results of this machine (or of SLUG, a folder under
+    docs/benchmarks/) against the targets of the named patterns (all when none is named)
+cargo xtask bench --render
+    rewrite docs/benchmarks.md from the stored results, measuring nothing
 
+A missed target is reported, never an error: the exit status is 0 unless --strict is given,
+then it is 1 when any target judged is not met or not measured.";
+
+/// What `cargo xtask bench` was asked to do.
+#[derive(Debug, PartialEq)]
+struct Options {
+    mode: Mode,
+    strict: bool,
+    machine: Option<String>,
+    patterns: Vec<String>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Mode {
+    Measure,
+    Check,
+    Render,
+    Help,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        mode: Mode::Measure,
+        strict: false,
+        machine: None,
+        patterns: Vec::new(),
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--check" | "--render" if o.mode != Mode::Measure => {
+                bail!("`--check` and `--render` do not go together\n\n{USAGE}")
+            }
+            "--check" => o.mode = Mode::Check,
+            "--render" => o.mode = Mode::Render,
+            "--strict" => o.strict = true,
+            "--machine" => {
+                let Some(slug) = args.next() else {
+                    bail!("`--machine` needs a machine folder name\n\n{USAGE}");
+                };
+                o.machine = Some(slug.clone());
+            }
+            "-h" | "--help" => o.mode = Mode::Help,
+            flag if flag.starts_with('-') => bail!("unknown option `{flag}`\n\n{USAGE}"),
+            pattern => o.patterns.push(pattern.replace('-', "_")),
+        }
+    }
+    if o.mode == Mode::Render && (o.strict || o.machine.is_some() || !o.patterns.is_empty()) {
+        bail!("`--render` takes no other argument\n\n{USAGE}");
+    }
+    if o.machine.is_some() && o.mode != Mode::Check {
+        bail!("`--machine` goes with `--check`\n\n{USAGE}");
+    }
+    Ok(o)
+}
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let options = parse(args)?;
+    let targets = Targets::read(Path::new(TARGETS))?;
+    let available = bench_targets()?;
+    for pattern in &options.patterns {
+        if !available.contains(pattern) {
+            bail!(
+                "no bench target `{pattern}`; available: {}",
+                available.join(", ")
+            );
+        }
+    }
+    let selected = if options.patterns.is_empty() {
+        available
+    } else {
+        options.patterns.clone()
+    };
+    match options.mode {
+        Mode::Help => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Mode::Render => {
+            render(&targets)?;
+            warn_unpaired(&targets, &selected);
+            Ok(())
+        }
+        Mode::Check => {
+            let store = results::load(Path::new(RESULTS))?;
+            let slug = match &options.machine {
+                Some(slug) if store.machine(slug).is_none() => bail!(
+                    "no results for machine `{slug}` in {RESULTS}/; stored: {}",
+                    store
+                        .machines
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some(slug) => slug.clone(),
+                None => Machine::detect().slug(),
+            };
+            println!(
+                "judging the stored results in {RESULTS}/{slug}/ (`cargo xtask bench PATTERN` measures)"
+            );
+            check(&store, &slug, &targets, &selected, options.strict)
+        }
+        Mode::Measure => {
+            // What was measured before a failing bench is stored; show it.
+            let measured = measure(&selected);
+            render(&targets)?;
+            measured?;
+            let store = results::load(Path::new(RESULTS))?;
+            check(
+                &store,
+                &Machine::detect().slug(),
+                &targets,
+                &selected,
+                options.strict,
+            )
+        }
+    }
+}
+
+/// Moves results into the per-machine layout, then rewrites the Markdown.
+fn render(targets: &Targets) -> Result<()> {
+    for change in results::normalise(Path::new(RESULTS))? {
+        println!("{change}");
+    }
+    let store = results::load(Path::new(RESULTS))?;
+    fs::write(REPORT, render::markdown(&store, targets))?;
+    println!(
+        "wrote {REPORT} from {RESULTS}/<machine>/<pattern>.json ({} machine(s))",
+        store.machines.len()
+    );
+    Ok(())
+}
+
+/// Prints the targets of `patterns` judged on `slug`'s stored results;
+/// fails only under `strict`.
+fn check(
+    store: &results::Store,
+    slug: &str,
+    targets: &Targets,
+    patterns: &[String],
+    strict: bool,
+) -> Result<()> {
+    let selected: Vec<&Target> = targets
+        .targets
+        .iter()
+        .filter(|t| patterns.contains(&t.pattern))
+        .collect();
+    let runs = store.machine(slug);
+    let label = runs
+        .and_then(|r| r.values().max_by(|a, b| a.date.cmp(&b.date)))
+        .map(|r| r.machine.clone())
+        .unwrap_or_else(Machine::detect)
+        .label();
+    let (table, failing) = render::check_table(&format!("{label} (`{slug}`)"), runs, &selected);
+    println!("\n{table}");
+    warn_unpaired(targets, patterns);
+    if strict && failing > 0 {
+        bail!("{failing} target(s) not met or not measured on `{slug}` (--strict)");
+    }
+    Ok(())
+}
+
+/// Lists the targets that are not yet judged by paired rounds.
+fn warn_unpaired(targets: &Targets, patterns: &[String]) {
+    let unpaired: Vec<&Target> = targets
+        .unpaired()
+        .into_iter()
+        .filter(|t| patterns.contains(&t.pattern))
+        .collect();
+    if unpaired.is_empty() {
+        return;
+    }
+    eprintln!(
+        "\nwarning: {} target(s) not judged by paired rounds yet (no `\"paired\": true` in {TARGETS}/<pattern>.json); \
+         they are judged on criterion medians measured one after the other, or on a single figure:",
+        unpaired.len()
+    );
+    for t in unpaired {
+        eprintln!("  {t}");
+    }
+}
+
+/// Runs each bench target and stores its results for this machine.
+fn measure(selected: &[String]) -> Result<()> {
     let target_dir = target_dir();
     let metrics_file = target_dir.join("async-patterns-bench/metrics.jsonl");
     fs::create_dir_all(metrics_file.parent().expect("has a parent"))?;
-    fs::create_dir_all(RESULTS)?;
-    let machine = machine();
-    for pattern in &selected {
+    for change in results::normalise(Path::new(RESULTS))? {
+        println!("{change}");
+    }
+    let machine = Machine::detect();
+    for pattern in selected {
         let _ = fs::remove_file(&metrics_file);
         let started = SystemTime::now();
         let mut cmd = run::cargo();
@@ -81,16 +260,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 "bench `{pattern}` produced no results (groups must be named `{pattern}/<case>`)"
             );
         }
-        let section = json!({
-            "date": utc_now(),
-            "machine": machine,
-            "records": records,
-        });
-        let file = Path::new(RESULTS).join(format!("{pattern}.json"));
-        fs::write(file, serde_json::to_string_pretty(&section)? + "\n")?;
+        let run = Run {
+            pattern: pattern.clone(),
+            date: utc_now(),
+            machine: machine.clone(),
+            records,
+        };
+        let file = results::save(Path::new(RESULTS), &run)?;
+        println!("stored {}", file.display());
     }
-    fs::write(REPORT, render(&read_json_dir(RESULTS)?, &targets()?))?;
-    println!("\nwrote {REPORT} ({} section(s) updated)", selected.len());
     Ok(())
 }
 
@@ -116,42 +294,6 @@ fn target_dir() -> PathBuf {
         Ok(cwd) if dir.is_relative() => cwd.join(dir),
         _ => dir,
     }
-}
-
-/// `{ "<file stem>": <contents> }` for every JSON file in `dir`.
-fn read_json_dir(dir: &str) -> Result<Value> {
-    let mut out = serde_json::Map::new();
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)?
-        .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    for file in files {
-        let stem = file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let value = serde_json::from_str(&fs::read_to_string(&file)?)
-            .with_context(|| format!("{} is not valid JSON", file.display()))?;
-        out.insert(stem, value);
-    }
-    Ok(Value::Object(out))
-}
-
-/// Every group's description and targets, from all files in `benches/targets`.
-fn targets() -> Result<Value> {
-    let mut groups = serde_json::Map::new();
-    for file in read_json_dir(TARGETS)?
-        .as_object()
-        .into_iter()
-        .flat_map(|m| m.values())
-    {
-        for (group, notes) in file["groups"].as_object().into_iter().flatten() {
-            groups.insert(group.clone(), notes.clone());
-        }
-    }
-    Ok(json!({ "groups": groups }))
 }
 
 /// Every criterion measurement written since `since`: the median time per
@@ -211,26 +353,6 @@ fn metric_records(file: &Path) -> Result<Vec<Value>> {
         .collect()
 }
 
-fn machine() -> Value {
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let rustc = run::output({
-        let mut c = std::process::Command::new("rustc");
-        c.arg("--version");
-        c
-    })
-    .unwrap_or_default();
-    json!({ "cpu": cpu, "cores": cores, "rustc": rustc.trim() })
-}
-
 /// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
 fn utc_now() -> String {
     let secs = SystemTime::now()
@@ -254,230 +376,40 @@ fn utc_now() -> String {
     )
 }
 
-fn render(results: &Value, targets: &Value) -> String {
-    let mut md = String::from(
-        "# Benchmarks\n\n\
-         Generated by `cargo xtask bench` from `docs/benchmarks/*.json`; do not edit by hand.\n\n\
-         Each section is one run of one bench target (`benches/benches/<pattern>.rs`): the\n\
-         project's code (`ours`, `ours:<variant>`) and its anchors were measured in the same\n\
-         run, on the machine named there. Times are criterion's median per iteration.\n\
-         **ratio** says how many times better ours did than the anchor: anchor ÷ ours for\n\
-         figures where lower is better (time, bytes, latency), ours ÷ anchor where higher is\n\
-         better. Above 1 means ours won. The machine is shared and noisy: compare ratios,\n\
-         not absolute figures.\n",
-    );
-    let Some(sections) = results.as_object() else {
-        return md;
-    };
-    for (pattern, section) in sections {
-        md.push_str(&format!(
-            "\n## {pattern}\n\nMeasured {} on {} ({} cores), {}.\n",
-            section["date"].as_str().unwrap_or("?"),
-            section["machine"]["cpu"].as_str().unwrap_or("?"),
-            section["machine"]["cores"],
-            section["machine"]["rustc"].as_str().unwrap_or("?"),
-        ));
-        let mut groups: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-        for r in section["records"].as_array().into_iter().flatten() {
-            groups
-                .entry(r["group"].as_str().unwrap_or("?"))
-                .or_default()
-                .push(r);
-        }
-        for (group, records) in groups {
-            render_group(&mut md, group, &records, &targets["groups"][group]);
-        }
-    }
-    md
-}
-
-fn render_group(md: &mut String, group: &str, records: &[&Value], notes: &Value) {
-    md.push_str(&format!("\n### `{group}`\n\n"));
-    if let Some(description) = notes["description"].as_str() {
-        md.push_str(description);
-        md.push_str("\n\n");
-    }
-    md.push_str("| implementation | metric | value | throughput |\n|---|---|---:|---:|\n");
-    let mut sorted: Vec<&&Value> = records.iter().collect();
-    sorted.sort_by_key(|r| {
-        let name = r["implementation"].as_str().unwrap_or("");
-        (
-            !name.starts_with("ours"),
-            r["metric"].as_str().unwrap_or("").to_string(),
-            name.to_string(),
-        )
-    });
-    for r in &sorted {
-        md.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            r["implementation"].as_str().unwrap_or("?"),
-            r["metric"].as_str().unwrap_or("?"),
-            format_value(r),
-            format_throughput(r),
-        ));
-    }
-    let mut ratios = String::new();
-    for ours in records.iter().filter(|r| is_ours(r)) {
-        for anchor in records
-            .iter()
-            .filter(|r| !is_ours(r) && r["metric"] == ours["metric"])
-        {
-            let Some(ratio) = ratio(ours, anchor) else {
-                continue;
-            };
-            let target = target_status(notes, ours, anchor, ratio);
-            ratios.push_str(&format!(
-                "| {} | {} | {} | {ratio:.2}× | {target} |\n",
-                ours["implementation"].as_str().unwrap_or("?"),
-                anchor["implementation"].as_str().unwrap_or("?"),
-                ours["metric"].as_str().unwrap_or("?"),
-            ));
-        }
-    }
-    if !ratios.is_empty() {
-        md.push_str("\n| ours | anchor | metric | ratio | target |\n|---|---|---|---:|---|\n");
-        md.push_str(&ratios);
-    }
-    for t in notes["targets"].as_array().into_iter().flatten() {
-        let Some(max) = t["max_value"].as_f64() else {
-            continue;
-        };
-        let found = records
-            .iter()
-            .find(|r| r["implementation"] == t["ours"] && r["metric"] == t["metric"]);
-        let status = match found.and_then(|r| r["value"].as_f64()) {
-            Some(v) if v <= max => format!("{} ≤ {max}: met", format_number(v)),
-            Some(v) => format!("{} > {max}: **not met**", format_number(v)),
-            None => "not measured".into(),
-        };
-        md.push_str(&format!(
-            "\nTarget: `{}` {} at most {max} {}: {status}.\n",
-            t["ours"].as_str().unwrap_or("?"),
-            t["metric"].as_str().unwrap_or("?"),
-            t["unit"].as_str().unwrap_or(""),
-        ));
-    }
-}
-
-fn is_ours(r: &Value) -> bool {
-    r["implementation"]
-        .as_str()
-        .is_some_and(|n| n == "ours" || n.starts_with("ours:"))
-}
-
-fn ratio(ours: &Value, anchor: &Value) -> Option<f64> {
-    let (o, a) = (ours["value"].as_f64()?, anchor["value"].as_f64()?);
-    if o <= 0.0 || a <= 0.0 {
-        return None;
-    }
-    Some(if ours["better"] == "higher" {
-        o / a
-    } else {
-        a / o
-    })
-}
-
-fn target_status(notes: &Value, ours: &Value, anchor: &Value, ratio: f64) -> String {
-    let found = notes["targets"].as_array().into_iter().flatten().find(|t| {
-        t["ours"] == ours["implementation"]
-            && t["anchor"] == anchor["implementation"]
-            && t["metric"].as_str().unwrap_or("time") == ours["metric"].as_str().unwrap_or("")
-    });
-    match found.and_then(|t| t["min_ratio"].as_f64()) {
-        None => "—".into(),
-        Some(min) if ratio >= min => format!("≥ {min}: met"),
-        Some(min) => format!("≥ {min}: **not met**"),
-    }
-}
-
-fn format_value(r: &Value) -> String {
-    let Some(v) = r["value"].as_f64() else {
-        return "?".into();
-    };
-    match r["unit"].as_str().unwrap_or("") {
-        "ns" => format_ns(v),
-        "bytes" => format_bytes(v),
-        unit => format!("{} {unit}", format_number(v)),
-    }
-}
-
-fn format_ns(ns: f64) -> String {
-    if ns >= 1e9 {
-        format!("{:.3} s", ns / 1e9)
-    } else if ns >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.2} µs", ns / 1e3)
-    } else {
-        format!("{ns:.1} ns")
-    }
-}
-
-fn format_bytes(b: f64) -> String {
-    if b >= 1024.0 * 1024.0 {
-        format!("{:.2} MiB", b / (1024.0 * 1024.0))
-    } else if b >= 1024.0 {
-        format!("{:.1} KiB", b / 1024.0)
-    } else {
-        format!("{b:.0} B")
-    }
-}
-
-fn format_number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-fn format_throughput(r: &Value) -> String {
-    let Some(ns) = r["value"].as_f64().filter(|v| *v > 0.0) else {
-        return String::new();
-    };
-    let per_sec = |n: f64| n / (ns / 1e9);
-    if let Some(n) = r["elements"].as_f64() {
-        let rate = per_sec(n);
-        if rate >= 1e6 {
-            format!("{:.2} M/s", rate / 1e6)
-        } else {
-            format!("{:.1} k/s", rate / 1e3)
-        }
-    } else if let Some(n) = r["bytes"].as_f64() {
-        format!("{}/s", format_bytes(per_sec(n)))
-    } else {
-        String::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn ratio_is_anchor_over_ours_for_time() {
-        let ours = json!({"value": 50.0, "better": "lower"});
-        let anchor = json!({"value": 100.0, "better": "lower"});
-        assert_eq!(ratio(&ours, &anchor), Some(2.0));
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
     }
 
     #[test]
-    fn ratio_is_ours_over_anchor_when_higher_is_better() {
-        let ours = json!({"value": 300.0, "better": "higher"});
-        let anchor = json!({"value": 100.0, "better": "higher"});
-        assert_eq!(ratio(&ours, &anchor), Some(3.0));
+    fn parse_reads_modes_flags_and_patterns() {
+        let o = parse(&args("txn-channel batching")).unwrap();
+        assert_eq!(o.mode, Mode::Measure);
+        assert_eq!(o.patterns, ["txn_channel", "batching"]);
+        let o = parse(&args("--check --strict --machine amd-epyc-2-cores mutex")).unwrap();
+        assert_eq!(o.mode, Mode::Check);
+        assert!(o.strict);
+        assert_eq!(o.machine.as_deref(), Some("amd-epyc-2-cores"));
+        assert_eq!(o.patterns, ["mutex"]);
+        assert_eq!(parse(&args("--render")).unwrap().mode, Mode::Render);
+        assert_eq!(parse(&args("--help")).unwrap().mode, Mode::Help);
     }
 
     #[test]
-    fn target_status_reports_misses() {
-        let notes = json!({"targets": [{"ours": "ours", "anchor": "a", "min_ratio": 1.5}]});
-        let ours = json!({"implementation": "ours", "metric": "time"});
-        let anchor = json!({"implementation": "a", "metric": "time"});
-        assert_eq!(
-            target_status(&notes, &ours, &anchor, 1.2),
-            "≥ 1.5: **not met**"
-        );
-        assert_eq!(target_status(&notes, &ours, &anchor, 1.6), "≥ 1.5: met");
+    fn parse_rejects_what_does_not_go_together() {
+        for bad in [
+            "--render mutex",
+            "--render --strict",
+            "--render --check",
+            "--machine x",
+            "--check --machine",
+            "--fast",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "`{bad}` was accepted");
+        }
     }
 
     #[test]

@@ -9,47 +9,89 @@ use anyhow::{Result, bail};
 use crate::run::{self, Limit};
 use crate::tidy;
 
-type Step = fn() -> Result<()>;
+/// How a section ended, when it did not fail.
+enum Ran {
+    /// It ran and passed.
+    Passed,
+    /// It could not run on this machine, for the reason given: shown in the
+    /// summary as `SKIPPED: <why>`, never as a pass.
+    Skipped(String),
+}
 
-const SECTIONS: [(&str, Step); 9] = [
-    ("fmt", fmt),
-    ("tidy", tidy::check),
-    ("clippy", clippy),
-    ("test", test),
-    ("unstable", unstable),
-    ("loom", loom),
-    ("doc", doc),
-    ("bench", bench),
-    ("package", package),
+type Step = fn() -> Result<Ran>;
+
+/// A section that always runs.
+macro_rules! always {
+    ($f:expr) => {{
+        fn step() -> Result<Ran> {
+            $f().map(|()| Ran::Passed)
+        }
+        step as Step
+    }};
+}
+
+const SECTIONS: [(&str, Step); 10] = [
+    ("fmt", always!(fmt)),
+    ("tidy", always!(tidy::check)),
+    ("clippy", always!(clippy)),
+    ("test", always!(test)),
+    ("unstable", always!(unstable)),
+    ("loom", always!(loom)),
+    ("miri", miri),
+    ("doc", always!(doc)),
+    ("bench", always!(bench)),
+    ("package", always!(package)),
 ];
 
-pub(crate) fn run() -> Result<()> {
+/// Runs every section, or only the comma-separated ones in `only`.
+pub(crate) fn run(only: Option<&str>) -> Result<()> {
+    let wanted: Option<Vec<&str>> = only.map(|o| o.split(',').map(str::trim).collect());
+    if let Some(wanted) = &wanted {
+        for name in wanted {
+            if !SECTIONS.iter().any(|(n, _)| n == name) {
+                let all: Vec<_> = SECTIONS.iter().map(|(n, _)| *n).collect();
+                bail!("no ci section `{name}`; sections: {}", all.join(", "));
+            }
+        }
+    }
+    let sections: Vec<(&str, Step)> = SECTIONS
+        .into_iter()
+        .filter(|(n, _)| wanted.as_ref().is_none_or(|w| w.contains(n)))
+        .collect();
     let start = Instant::now();
-    let mut done: Vec<(&str, Duration, bool)> = Vec::new();
+    let mut done: Vec<(&str, Duration, String)> = Vec::new();
     let mut failure = None;
-    for (name, step) in SECTIONS {
+    for &(name, step) in &sections {
         let t = Instant::now();
         let result = step();
-        let ok = result.is_ok();
-        done.push((name, t.elapsed(), ok));
+        let status = match &result {
+            Ok(Ran::Passed) => "ok".to_string(),
+            Ok(Ran::Skipped(why)) => format!("SKIPPED: {why}"),
+            Err(_) => "FAIL".to_string(),
+        };
+        done.push((name, t.elapsed(), status));
         if let Err(e) = result {
             failure = Some((name, e));
             break;
         }
     }
     println!("\n::: ci summary :::");
-    for (name, took, ok) in &done {
-        println!(
-            "  {:<5} {name:<8} {:>8}",
-            if *ok { "ok" } else { "FAIL" },
-            fmt_duration(*took)
-        );
+    for (name, took, status) in &done {
+        let (word, why) = match status.split_once(": ") {
+            Some((word, why)) => (word, format!("  {why}")),
+            None => (status.as_str(), String::new()),
+        };
+        println!("  {word:<7} {name:<8} {:>8}{why}", fmt_duration(*took));
     }
-    for (name, _) in SECTIONS.iter().skip(done.len()) {
-        println!("  {:<5} {name:<8}", "skip");
+    for (name, _) in sections.iter().skip(done.len()) {
+        println!("  {:<7} {name:<8}", "skip");
     }
     println!("  total          {:>8}", fmt_duration(start.elapsed()));
     match failure {
+        None if wanted.is_some() => {
+            println!("ci passed (only the sections named)");
+            Ok(())
+        }
         None => {
             println!("ci passed");
             Ok(())
@@ -180,6 +222,63 @@ fn users_loom_cfg() -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Miri runs the unit tests of every published crate with `unsafe` code in
+/// its `src/`, and each of their stress tests — `tests/miri*.rs`, and unit
+/// tests in a `*stress*` module of `src/` — under several
+/// scheduler seeds (`-Zmiri-many-seeds`), with sizes cut down under
+/// `cfg(miri)`. It needs a nightly toolchain with the `miri` and `rust-src`
+/// components, which `.ci/run` tries to add; without them the section is
+/// reported as SKIPPED with the reason, never as a pass.
+fn miri() -> Result<Ran> {
+    let probe = run::output({
+        let mut c = Command::new("rustup");
+        c.args(["run", "nightly", "cargo", "miri", "--version"]);
+        c
+    });
+    if probe.is_none() {
+        let why = "no nightly toolchain with the miri component (rustup toolchain install nightly --component miri,rust-src)";
+        println!("\n::: miri :::  SKIPPED: {why}");
+        return Ok(Ran::Skipped(why.to_string()));
+    }
+    let crates = tidy::unsafe_crates()?;
+    // Several scheduler seeds for the stress tests: each explores other
+    // interleavings of the same threads.
+    let seeds = "-Zmiri-many-seeds=0..4";
+    for krate in crates {
+        let package = &krate.package;
+        let miri_cargo = || {
+            let mut c = Command::new("rustup");
+            c.args(["run", "nightly", "cargo", "miri", "test"])
+                .args(["--target-dir", "target/miri", "--package"])
+                .arg(package);
+            c
+        };
+        let mut lib = miri_cargo();
+        lib.arg("--lib");
+        if krate.unit_stress {
+            lib.args(["--", "--skip", "stress"]);
+        }
+        run::section(&format!("miri {package} (unit)"), lib, Limit::minutes(20))?;
+        if krate.unit_stress {
+            let mut stress = miri_cargo();
+            stress
+                .env("MIRIFLAGS", seeds)
+                .args(["--lib", "--", "stress"]);
+            run::section(
+                &format!("miri {package} (unit stress)"),
+                stress,
+                Limit::minutes(20),
+            )?;
+        }
+        for test in &krate.miri_tests {
+            let mut cmd = miri_cargo();
+            cmd.env("MIRIFLAGS", seeds).args(["--test", test]);
+            run::section(&format!("miri {package}/{test}"), cmd, Limit::minutes(20))?;
+        }
+    }
+    Ok(Ran::Passed)
 }
 
 /// `cargo doc` as docs.rs builds it when a nightly toolchain is installed

@@ -4,6 +4,7 @@
 //! cargo; the output is grouped in labelled sections so that a failure is
 //! easy to find.
 
+mod api_docs;
 mod bench;
 mod ci;
 mod run;
@@ -17,9 +18,12 @@ const HELP: &str = "\
 cargo xtask <TASK> [ARGS]
 
 tasks:
-  ci                  every check and test: fmt, tidy, clippy, tests, loom, docs, benches, packaging
-  bench [PATTERN...]  run the criterion groups (all, or the named ones) and write docs/benchmarks.md
-                      (`bench --render` rewrites it from docs/benchmarks/*.json without measuring)
+  ci                  every check and test: fmt, tidy, clippy, tests, loom, miri, docs, benches, packaging
+                      (`ci --only test,miri` runs the named sections alone)
+  bench [PATTERN...]  measure the bench targets (all, or the named ones) on this machine, store the
+                      results in docs/benchmarks/<machine>/, write docs/benchmarks.md, judge the targets
+                      (`bench --check` judges the stored results without measuring; `bench --render`
+                      rewrites the Markdown; `bench --help` for the options; never part of `ci`)
   doc [--open]        build the API docs of every crate
   demo [-- ARGS]      run the end-to-end demo (`cargo xtask demo -- --help` for its options)
   help                this text";
@@ -44,22 +48,16 @@ fn dispatch() -> Result<()> {
             println!("{HELP}");
             Ok(())
         }
-        Some("ci") => {
-            no_args("ci", &rest)?;
-            ci::run()
-        }
+        Some("ci") => match rest.as_slice() {
+            [] => ci::run(None),
+            [flag, sections] if flag == "--only" => ci::run(Some(sections)),
+            _ => bail!("usage: cargo xtask ci [--only SECTION[,SECTION...]]"),
+        },
         Some("bench") => bench::run(&rest),
         Some("doc") => doc(&rest),
         Some("demo") => demo(&rest),
         Some(other) => bail!("unknown task `{other}`\n\n{HELP}"),
     }
-}
-
-fn no_args(task: &str, rest: &[String]) -> Result<()> {
-    if let Some(arg) = rest.first() {
-        bail!("`cargo xtask {task}` takes no arguments, got `{arg}`");
-    }
-    Ok(())
 }
 
 /// The workspace root: the parent of this crate's manifest directory.

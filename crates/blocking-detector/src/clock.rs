@@ -5,7 +5,10 @@
 //! would use most of the per-poll budget. On Linux the detector therefore
 //! reads `CLOCK_MONOTONIC_COARSE` (a few nanoseconds, updated every kernel
 //! tick) whenever its resolution is fine enough for the threshold — at most a
-//! tenth of it — and `Instant` otherwise.
+//! tenth of it — and `CLOCK_MONOTONIC` (what `Instant` reads) otherwise. Both
+//! count from the same origin, so readings of either compare with the
+//! [`monotonic_ns`] timestamps of CPU samples; elsewhere the detector counts
+//! from an `Instant` of its own.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -18,21 +21,22 @@ pub(crate) struct Clock {
     coarse: bool,
 }
 
-/// An instant and both clocks' readings at it, to map readings to instants.
+/// An instant and the monotonic clock's reading at it, to map readings to
+/// instants.
 struct Epoch {
     instant: Instant,
-    coarse_ns: u64,
+    monotonic_ns: u64,
 }
 
 fn epoch() -> &'static Epoch {
     static EPOCH: OnceLock<Epoch> = OnceLock::new();
-    EPOCH.get_or_init(|| Epoch {
-        instant: Instant::now(),
-        coarse_ns: if coarse::resolution().is_some() {
-            coarse::now_ns()
-        } else {
-            0
-        },
+    EPOCH.get_or_init(|| {
+        let instant = Instant::now();
+        Epoch {
+            instant,
+            // Elsewhere readings count from `instant`, plus one.
+            monotonic_ns: coarse::precise_ns().unwrap_or(1),
+        }
     })
 }
 
@@ -59,21 +63,40 @@ impl Clock {
         if self.coarse {
             coarse::now_ns()
         } else {
-            // `+ 1` keeps readings non-zero; the offset cancels in durations.
-            epoch().instant.elapsed().as_nanos() as u64 + 1
+            monotonic_ns()
+        }
+    }
+
+    /// How far a reading may lag the time it was taken at: the coarse
+    /// clock's tick, or 0.
+    pub(crate) fn lag_ns(&self) -> u64 {
+        if self.coarse {
+            coarse::resolution().map_or(0, |r| r.as_nanos() as u64)
+        } else {
+            0
         }
     }
 
     /// The instant of a reading, for reports.
     pub(crate) fn instant_of(&self, ns: u64) -> Instant {
         let epoch = epoch();
-        let base = if self.coarse { epoch.coarse_ns } else { 1 };
-        let offset = Duration::from_nanos(ns.saturating_sub(base));
+        let offset = Duration::from_nanos(ns.saturating_sub(epoch.monotonic_ns));
         epoch.instant.checked_add(offset).unwrap_or(epoch.instant)
     }
 }
 
-#[cfg(target_os = "linux")]
+/// The precise monotonic clock, never 0: `CLOCK_MONOTONIC` on Linux (the
+/// coarse clock's origin), the time since the detectors' epoch elsewhere.
+#[inline]
+pub(crate) fn monotonic_ns() -> u64 {
+    coarse::precise_ns().unwrap_or_else(|| {
+        // `+ 1` keeps readings non-zero; the offset cancels in durations.
+        epoch().instant.elapsed().as_nanos() as u64 + 1
+    })
+}
+
+// Miri cannot call `clock_getres`: under it the detector uses `Instant`.
+#[cfg(all(target_os = "linux", not(miri)))]
 mod coarse {
     use std::time::Duration;
 
@@ -89,14 +112,23 @@ mod coarse {
 
     #[inline]
     pub(super) fn now_ns() -> u64 {
+        read(libc::CLOCK_MONOTONIC_COARSE)
+    }
+
+    #[inline]
+    pub(super) fn precise_ns() -> Option<u64> {
+        Some(read(libc::CLOCK_MONOTONIC))
+    }
+
+    #[inline]
+    fn read(clock: libc::clockid_t) -> u64 {
         let mut ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE
-        // exists on every Linux since 2.6.32 (`resolution` checked it first),
-        // and on failure `ts` simply stays zeroed.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        // SAFETY: `ts` is a valid, writable timespec; both clocks exist on
+        // every Linux since 2.6.32, and on failure `ts` simply stays zeroed.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
         (ts.tv_sec as u64)
             .wrapping_mul(1_000_000_000)
             .wrapping_add(ts.tv_nsec as u64)
@@ -104,7 +136,7 @@ mod coarse {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(any(not(target_os = "linux"), miri))]
 mod coarse {
     use std::time::Duration;
 
@@ -114,6 +146,10 @@ mod coarse {
 
     pub(super) fn now_ns() -> u64 {
         unreachable!("the coarse clock is only selected on Linux")
+    }
+
+    pub(super) fn precise_ns() -> Option<u64> {
+        None
     }
 }
 
@@ -138,7 +174,7 @@ mod tests {
     #[test]
     fn a_long_threshold_uses_the_coarse_clock_on_linux() {
         let clock = Clock::for_threshold(Duration::from_secs(1));
-        assert_eq!(clock.is_coarse(), cfg!(target_os = "linux"));
+        assert_eq!(clock.is_coarse(), cfg!(all(target_os = "linux", not(miri))));
         assert!(!Clock::for_threshold(Duration::from_nanos(10)).is_coarse());
     }
 

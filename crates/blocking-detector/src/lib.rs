@@ -20,11 +20,17 @@
 //!   every task poll is timed and reports carry the task id and the
 //!   `tokio::spawn` location — no wrapping needed.
 //!
+//! Each report says whether the task is to blame (Linux): the stall is
+//! split into time on a CPU, waiting for a CPU and off a CPU, and classified
+//! CPU-bound, blocked (sleep, system call, lock) or descheduled (the machine
+//! was busy) — see [`StallClass`] and [`StallTimes`]. By default descheduled
+//! stalls do not fail test guards ([`DescheduledPolicy`]).
+//!
 //! With the `stack-capture` feature on Linux, the watchdog also records the
 //! stuck thread's stack (see [`BlockingDetectorBuilder::capture_stacks`]).
 //! Reports go to a [`BlockingHandler`] (any `Fn(&BlockingReport)`; with the
 //! `tracing` feature, `tracing` events by default), rate-limited per
-//! location, and are counted in [`Counters`]. In tests,
+//! location, and are counted in [`DetectorMetrics`]. In tests,
 //! [`BlockingDetector::fail_on_blocking`] returns a guard that fails the test
 //! listing every offending poll.
 //!
@@ -97,6 +103,8 @@ mod loom;
 mod loom_tests;
 
 #[cfg(not(async_patterns_loom))]
+mod builder;
+#[cfg(not(async_patterns_loom))]
 mod clock;
 #[cfg(not(async_patterns_loom))]
 mod detector;
@@ -108,6 +116,8 @@ mod precise;
 mod report;
 #[cfg(not(async_patterns_loom))]
 mod runtime;
+#[cfg(not(async_patterns_loom))]
+mod sched;
 #[cfg(all(
     not(async_patterns_loom),
     feature = "stack-capture",
@@ -120,13 +130,17 @@ mod watch;
 mod watchdog;
 
 #[cfg(not(async_patterns_loom))]
-pub use detector::{BlockingDetector, BlockingDetectorBuilder, Counters};
+pub use builder::BlockingDetectorBuilder;
+#[cfg(not(async_patterns_loom))]
+pub use detector::{BlockingDetector, DescheduledPolicy, DetectorMetrics};
 #[cfg(not(async_patterns_loom))]
 pub use guard::{BlockingFailure, BlockingGuard};
 #[cfg(all(not(async_patterns_loom), feature = "tracing"))]
 pub use report::TracingHandler;
 #[cfg(not(async_patterns_loom))]
-pub use report::{BlockingHandler, BlockingReport, ReportKind, StderrHandler, TaskId};
+pub use report::{
+    BlockingHandler, BlockingReport, ReportKind, StallClass, StallTimes, StderrHandler, TaskId,
+};
 #[cfg(not(async_patterns_loom))]
 pub use runtime::InstallError;
 #[cfg(all(

@@ -30,8 +30,16 @@ pub(crate) fn before_poll(shared: &Shared, meta: &TaskMeta<'_>) {
     if !shared.is_enabled() {
         return;
     }
+    let start = shared.clock.now_ns();
+    // The start figure of a poll that turns out slow, at most once per
+    // quarter threshold (see `watch`).
+    let _ = crate::runtime::THREAD.try_with(|s| {
+        if start.saturating_sub(s.own_sample_at.get()) > shared.threshold_ns / 4 {
+            crate::watch::sample_own(s, start);
+        }
+    });
     let record = PollRecord {
-        start: shared.clock.now_ns(),
+        start,
         name: None,
         location: Some(meta.spawned_at()),
         task_id: TaskId::from(meta.id()).as_u64(),
@@ -58,16 +66,16 @@ pub(crate) fn after_poll(shared: &Shared, _meta: &TaskMeta<'_>) {
         return;
     }
     let end = shared.clock.now_ns();
-    let mut handed_over = false;
-    if let Some((previous, owned)) = poll.previous {
-        let still_owned = with_thread(shared, false, |w, t| {
-            t.activity.end_poll(previous, end);
-            w.is_owner(t)
-        });
-        // Another thread took the worker over during the poll: the task
-        // called `block_in_place`, and the worker's other tasks ran on.
-        handed_over = owned && still_owned == Some(false);
-    }
+    // Another thread took the worker over during the poll: the task called
+    // `block_in_place`, and the worker's other tasks ran on.
+    let handed_over = poll.previous.is_some_and(|(_, owned)| {
+        owned && with_thread(shared, false, |w, t| w.is_owner(t)) == Some(false)
+    });
+    // Reported before the record is taken down: whoever sees the poll over
+    // (the watchdog, for a guard) finds the report made. tokio runs this hook
+    // after the task's `JoinHandle` is told it finished, so a test may look
+    // at its guard before this report is made; the guard then waits for the
+    // watchdog to see the poll end.
     if !handed_over
         && shared.is_enabled()
         && end.saturating_sub(poll.record.start) >= shared.threshold_ns
@@ -82,5 +90,8 @@ pub(crate) fn after_poll(shared: &Shared, _meta: &TaskMeta<'_>) {
                 task_id: TaskId::from_raw(poll.record.task_id),
             },
         );
+    }
+    if let Some((previous, _)) = poll.previous {
+        with_thread(shared, false, |_, t| t.activity.end_poll(previous, end));
     }
 }

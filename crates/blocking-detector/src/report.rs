@@ -40,6 +40,312 @@ impl fmt::Display for ReportKind {
     }
 }
 
+/// What kept a thread from running other tasks during a stall: the task
+/// itself (on a CPU, or off one), or a busy machine.
+///
+/// Read from the thread's CPU time and its time waiting for a CPU (see
+/// [`StallTimes`]); [`Unknown`](Self::Unknown) where the platform does not
+/// give them — never a guess.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::StallClass;
+///
+/// assert_eq!(StallClass::CpuBound.to_string(), "CPU-bound");
+/// assert_eq!(StallClass::Blocked.to_string(), "blocked");
+/// assert_eq!(StallClass::Descheduled.to_string(), "descheduled");
+/// assert!(StallClass::Descheduled.is_descheduled());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StallClass {
+    /// The thread spent at least as much of the stall on a CPU as off one:
+    /// a CPU loop, heavy computation, a spin.
+    CpuBound,
+    /// The thread spent more of the stall off a CPU, not runnable: asleep
+    /// (`std::thread::sleep`), in a blocking system call (file or network
+    /// I/O, DNS), waiting for a lock (a held `std::sync::Mutex`).
+    Blocked,
+    /// The stall less the time the thread waited for a CPU (and the time
+    /// taken from it, see [`StallTimes::stolen`]) is under the threshold:
+    /// the machine was busy, and the task was not at fault.
+    Descheduled,
+    /// The figures could not be read (no per-thread CPU counters on this
+    /// platform, or no sample of the thread since the stall began).
+    Unknown,
+}
+
+impl StallClass {
+    /// Whether the run-queue wait explains the stall.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::StallClass;
+    ///
+    /// assert!(!StallClass::Blocked.is_descheduled());
+    /// ```
+    pub fn is_descheduled(self) -> bool {
+        self == StallClass::Descheduled
+    }
+}
+
+impl fmt::Display for StallClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StallClass::CpuBound => "CPU-bound",
+            StallClass::Blocked => "blocked",
+            StallClass::Descheduled => "descheduled",
+            StallClass::Unknown => "unknown",
+        })
+    }
+}
+
+/// Where a stalled thread's time went: on a CPU, waiting for one (runnable,
+/// in the kernel's run queue), and the rest (off a CPU and not runnable:
+/// asleep, in a blocking system call, waiting for a lock).
+///
+/// # Precision
+///
+/// The figures cover [`measured`](Self::measured), most of the stall but
+/// not always all of it. Reading the counters costs two system calls, so a
+/// poll does not read them every time it starts. Instead:
+///
+/// - a thread reads its own counters at the start of a watched (or, in
+///   precise mode, any) poll only if it has not for a quarter threshold —
+///   the common poll pays one comparison — and at the end of each slow poll;
+/// - the watchdog thread samples every watched thread at each look (a
+///   quarter threshold apart);
+/// - a slow poll's figures run from whichever sample is nearest its start —
+///   the thread's own (within half a threshold of it, either side), or the
+///   watchdog's after it — to its end, read by the thread itself.
+///
+/// So the start of the figures is off by at most half a threshold (more
+/// only if the watchdog itself waited for a CPU and the thread had not read
+/// its own counters lately): from a sample before the start, a wait for a
+/// CPU in between is counted (at most that long); from one after it, a wait
+/// that ended in between is not. Linux counts a wait for a CPU whole when
+/// the thread gets the CPU back, so a wait still going on is not in the
+/// figures yet: the watchdog holds back a `Stuck` report while the thread
+/// waits for a CPU, and reports it at the next look if the block goes on.
+/// For a stall outside tracked polls (a runtime watched on stable tokio),
+/// only the watchdog's samples exist, from its first look after the stall
+/// began to its first look after it ended.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_blocking_detector::{BlockingDetector, BlockingReport};
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+/// let detector = BlockingDetector::builder()
+///     .threshold(Duration::from_millis(20))
+///     .handler({
+///         let seen = seen.clone();
+///         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+///     })
+///     .build()?;
+/// detector.watch(async { std::thread::sleep(Duration::from_millis(100)) }).await;
+///
+/// let report = seen.lock().unwrap()[0].clone();
+/// if let Some(times) = report.times() {
+///     // Asleep: off the CPU for most of what was measured.
+///     assert!(times.off_cpu() > times.on_cpu());
+///     assert!(times.measured() <= report.duration());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StallTimes {
+    pub(crate) measured: Duration,
+    pub(crate) on_cpu: Duration,
+    pub(crate) run_queue: Duration,
+    pub(crate) off_cpu: Duration,
+    pub(crate) stolen: Duration,
+    /// The thread blocked (made a voluntary context switch) meanwhile.
+    pub(crate) blocked: bool,
+}
+
+impl StallTimes {
+    /// The part of the stall the figures cover (see the type's docs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.measured() <= report.duration());
+    /// }
+    /// # }
+    /// ```
+    pub fn measured(&self) -> Duration {
+        self.measured
+    }
+
+    /// Time on a CPU.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.on_cpu() < Duration::from_millis(20));
+    /// }
+    /// # }
+    /// ```
+    pub fn on_cpu(&self) -> Duration {
+        self.on_cpu
+    }
+
+    /// Time runnable but waiting for a CPU (Linux's run delay).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.run_queue() <= times.measured());
+    /// }
+    /// # }
+    /// ```
+    pub fn run_queue(&self) -> Duration {
+        self.run_queue
+    }
+
+    /// Off a CPU and not runnable — asleep, in a blocking system call,
+    /// waiting for a lock or a page: the rest of the measured time when the
+    /// thread blocked (made a voluntary context switch) meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.off_cpu() + times.stolen() > times.on_cpu());
+    /// }
+    /// # }
+    /// ```
+    pub fn off_cpu(&self) -> Duration {
+        self.off_cpu
+    }
+
+    /// Taken from the thread: the rest of the measured time when the thread
+    /// never blocked meanwhile (no voluntary context switch), so it was
+    /// neither on a CPU, nor waiting for one, nor blocked — on a virtual
+    /// machine, the hypervisor ran another machine on its CPU (steal time,
+    /// which Linux counts as neither). Like the wait for a CPU, not the
+    /// task's doing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.stolen() <= times.measured());
+    /// }
+    /// # }
+    /// ```
+    pub fn stolen(&self) -> Duration {
+        self.stolen
+    }
+}
+
 /// A tokio task id, as a number: the value tokio prints for
 /// [`tokio::task::Id`].
 ///
@@ -182,12 +488,40 @@ pub struct BlockingReport {
     pub(crate) suppressed: u64,
     /// Identifies the block across its `Stuck` and `Blocked` reports.
     pub(crate) episode: (ThreadId, u64),
+    pub(crate) times: Option<StallTimes>,
+    pub(crate) class: StallClass,
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     pub(crate) stack: Option<Arc<crate::StackTrace>>,
 }
 
 impl BlockingReport {
     /// Whether the block is still in progress ([`ReportKind::Stuck`]) or over.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.kind(), ReportKind::Blocked);
+    /// # }
+    /// ```
     pub fn kind(&self) -> ReportKind {
         self.kind
     }
@@ -197,17 +531,95 @@ impl BlockingReport {
     ///
     /// Measured with the detector's clock, whose resolution is at most a
     /// tenth of the threshold.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert!(report.duration() >= Duration::from_millis(45));
+    /// # }
+    /// ```
     pub fn duration(&self) -> Duration {
         self.duration
     }
 
     /// When the block started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert!(report.started_at().elapsed() >= report.duration());
+    /// # }
+    /// ```
     pub fn started_at(&self) -> Instant {
         self.started_at
     }
 
     /// The name given to [`spawn`](crate::BlockingDetector::spawn) or
     /// [`watch_named`](crate::BlockingDetector::watch_named).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.name(), Some("resize"));
+    /// # }
+    /// ```
     pub fn name(&self) -> Option<&'static str> {
         self.name
     }
@@ -215,28 +627,159 @@ impl BlockingReport {
     /// Where the blocking future was watched or spawned (the caller of
     /// `watch`/`spawn`, or of `tokio::spawn` in precise mode). `None` when
     /// the watchdog found a stall outside any tracked poll.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.location().unwrap().file(), file!());
+    /// # }
+    /// ```
     pub fn location(&self) -> Option<&'static Location<'static>> {
         self.location
     }
 
     /// The tokio task that blocked, when the poll ran inside a task and the
     /// detector could learn its id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert!(report.task_id().is_some());
+    /// # }
+    /// ```
     pub fn task_id(&self) -> Option<TaskId> {
         self.task_id
     }
 
     /// The blocked thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// // A current-thread runtime polls on the calling thread.
+    /// assert_eq!(report.thread_id(), std::thread::current().id());
+    /// # }
+    /// ```
     pub fn thread_id(&self) -> ThreadId {
         self.thread.id
     }
 
     /// The blocked thread's name, if it has one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.thread_name(), std::thread::current().name());
+    /// # }
+    /// ```
     pub fn thread_name(&self) -> Option<&str> {
         self.thread.name.as_deref()
     }
 
     /// The runtime worker the thread was running (its
     /// [`tokio::runtime::worker_index`]), when known.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.worker(), Some(0));
+    /// # }
+    /// ```
     pub fn worker(&self) -> Option<usize> {
         self.worker
     }
@@ -245,12 +788,135 @@ impl BlockingReport {
     /// suppressed by rate limiting since the previous one was delivered.
     /// Always 0 in the reports a [`BlockingGuard`](crate::BlockingGuard)
     /// collects.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// assert_eq!(report.suppressed(), 0);
+    /// # }
+    /// ```
     pub fn suppressed(&self) -> u64 {
         self.suppressed
     }
 
-    /// The stuck thread's stack, captured while it was stuck (Linux, feature
-    /// `stack-capture`, [`ReportKind::Stuck`] reports only).
+    /// What kept the thread: the task on a CPU, the task off one, or a busy
+    /// machine; [`StallClass::Unknown`] where the figures cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// // Asleep: not CPU-bound (unknown where the figures cannot be read).
+    /// assert_ne!(report.class(), StallClass::CpuBound);
+    /// # }
+    /// ```
+    pub fn class(&self) -> StallClass {
+        self.class
+    }
+
+    /// Where the thread's time went during the stall (Linux), or `None`
+    /// where that cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// if let Some(times) = report.times() {
+    ///     assert!(times.off_cpu() > times.on_cpu());
+    /// }
+    /// # }
+    /// ```
+    pub fn times(&self) -> Option<StallTimes> {
+        self.times
+    }
+
+    /// The stuck thread's stack, captured while it was stuck (Linux x86_64
+    /// and aarch64, feature `stack-capture`, [`ReportKind::Stuck`] reports
+    /// only; `None` elsewhere, or if the thread did not answer the signal).
+    /// Which frames it holds depends on frame pointers: see
+    /// [`capture_stacks`](crate::BlockingDetectorBuilder::capture_stacks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind, StallClass};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let seen = Arc::new(Mutex::new(Vec::<BlockingReport>::new()));
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler({
+    /// #         let seen = seen.clone();
+    /// #         move |r: &BlockingReport| seen.lock().unwrap().push(r.clone())
+    /// #     })
+    /// #     .build()
+    /// #     .unwrap();
+    /// detector
+    ///     .spawn("resize", async { std::thread::sleep(Duration::from_millis(50)) })
+    ///     .await
+    ///     .unwrap();
+    /// let report = seen.lock().unwrap()[0].clone();
+    /// // Only `Stuck` reports of an installed detector carry a stack.
+    /// assert!(report.stack().is_none());
+    /// # }
+    /// ```
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     #[cfg_attr(docsrs, doc(cfg(all(feature = "stack-capture", target_os = "linux"))))]
     pub fn stack(&self) -> Option<&crate::StackTrace> {
@@ -286,6 +952,20 @@ impl BlockingReport {
     }
 }
 
+/// A short duration in milliseconds, with a decimal under 10 ms.
+struct Ms(Duration);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_secs_f64() * 1e3;
+        if ms < 10.0 {
+            write!(f, "{ms:.1}ms")
+        } else {
+            write!(f, "{ms:.0}ms")
+        }
+    }
+}
+
 /// Milliseconds, the unit a blocking report is read in.
 fn millis(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis().min(u128::from(u64::MAX)) as u64)
@@ -306,6 +986,23 @@ impl fmt::Display for BlockingReport {
                 self.describe_thread(f)?;
                 write!(f, " for {:?}", millis(self.duration))?;
             }
+        }
+        match &self.times {
+            Some(t) => {
+                write!(
+                    f,
+                    ": {} (on CPU {}, waiting for a CPU {}, ",
+                    self.class,
+                    Ms(t.on_cpu),
+                    Ms(t.run_queue),
+                )?;
+                write!(f, "off CPU {}, ", Ms(t.off_cpu))?;
+                if t.stolen >= Duration::from_millis(1) {
+                    write!(f, "taken by the machine {}, ", Ms(t.stolen))?;
+                }
+                write!(f, "of {} measured)", Ms(t.measured))?;
+            }
+            None => f.write_str(": cause unknown (no CPU figures for this thread)")?,
         }
         if self.suppressed > 0 {
             write!(f, " ({} similar reports suppressed)", self.suppressed)?;
@@ -330,7 +1027,9 @@ impl fmt::Debug for BlockingReport {
             .field("task_id", &self.task_id)
             .field("thread", &self.thread)
             .field("worker", &self.worker)
-            .field("suppressed", &self.suppressed);
+            .field("suppressed", &self.suppressed)
+            .field("class", &self.class)
+            .field("times", &self.times);
         #[cfg(all(feature = "stack-capture", target_os = "linux"))]
         d.field("stack", &self.stack.as_ref().map(|s| s.addresses().len()));
         d.finish_non_exhaustive()
@@ -375,6 +1074,27 @@ impl fmt::Debug for BlockingReport {
 /// ```
 pub trait BlockingHandler: Send + Sync + 'static {
     /// Called once per delivered report.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_blocking_detector::{BlockingHandler, BlockingReport, StderrHandler};
+    /// # use async_patterns_blocking_detector::BlockingDetector;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let detector = BlockingDetector::builder()
+    /// #     .threshold(Duration::from_millis(20))
+    /// #     .handler(|_: &BlockingReport| {})
+    /// #     .build()
+    /// #     .unwrap();
+    /// let guard = detector.fail_on_blocking();
+    /// detector.watch(async { std::thread::sleep(Duration::from_millis(40)) }).await;
+    /// let failure = guard.check().unwrap_err();
+    /// // Hand a report to another handler yourself, e.g. to log what a guard saw.
+    /// StderrHandler.on_report(&failure.reports()[0]);
+    /// # }
+    /// ```
     fn on_report(&self, report: &BlockingReport);
 }
 
@@ -437,6 +1157,12 @@ impl BlockingHandler for TracingHandler {
             thread = report.thread_name(),
             worker = report.worker(),
             suppressed = report.suppressed(),
+            class = %report.class(),
+            on_cpu_ms = report.times().map(|t| t.on_cpu().as_millis() as u64),
+            run_queue_ms = report.times().map(|t| t.run_queue().as_millis() as u64),
+            off_cpu_ms = report.times().map(|t| t.off_cpu().as_millis() as u64),
+            stolen_ms = report.times().map(|t| t.stolen().as_millis() as u64),
+            measured_ms = report.times().map(|t| t.measured().as_millis() as u64),
             "{report}"
         );
     }

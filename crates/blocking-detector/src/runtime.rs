@@ -12,17 +12,19 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_patterns_core::ConfigError;
 use tokio::runtime::Handle;
 
 use crate::activity::Activity;
-use crate::detector::{BlockingDetector, BlockingDetectorBuilder, Shared, lock};
+use crate::builder::BlockingDetectorBuilder;
+use crate::detector::{BlockingDetector, Shared, lock};
 use crate::report::ThreadInfo;
+use crate::sched::ThreadSamples;
 
 /// `RuntimeThread::worker` when the thread has not run a worker yet.
 const NO_WORKER: usize = usize::MAX;
@@ -85,162 +87,133 @@ impl From<ConfigError> for InstallError {
     }
 }
 
-impl BlockingDetectorBuilder {
-    /// Installs the detector into a runtime `builder` and starts its watchdog
-    /// thread.
-    ///
-    /// The runtime built from `builder` is then watched for workers that stay
-    /// busy longer than the threshold without parking or making progress:
-    /// each is reported *while it is still blocked* ([`ReportKind::Stuck`])
-    /// and again when it ends, with the total ([`ReportKind::Blocked`]).
-    /// Current-thread and multi-thread runtimes both work. With
-    /// `--cfg tokio_unstable`, every task poll of the runtime is timed as if
-    /// it were [watched](BlockingDetector::watch) (precise mode): reports name
-    /// the task id and where it was spawned.
-    ///
-    /// The detector sets the builder's `on_thread_start`, `on_thread_stop`,
-    /// `on_thread_park` and `on_thread_unpark` hooks (and, in precise mode,
-    /// `on_before_task_poll` / `on_after_task_poll`), replacing any set
-    /// before. The watchdog thread sleeps a quarter threshold between looks
-    /// and exits once the runtime and the builder are dropped. While the
-    /// runtime runs, the detector keeps one idle task on it (to learn when it
-    /// shuts down), so `num_alive_tasks` counts one more task.
-    ///
-    /// Build one runtime from the builder at a time; a detector watches one
-    /// runtime.
-    ///
-    /// [`ReportKind::Stuck`]: crate::ReportKind::Stuck
-    /// [`ReportKind::Blocked`]: crate::ReportKind::Blocked
-    ///
-    /// # Limits
-    ///
-    /// Without tokio's per-poll hooks, the watchdog sees a worker thread, not
-    /// a poll: it knows when the thread parked, when a watched poll started
-    /// and ended, and (on targets with 64-bit atomics) when tokio last
-    /// updated the worker's busy-time metric, which it does at least every
-    /// 61 polls. A worker is reported when none of these moved for the
-    /// threshold. So: a burst of fewer than 61 polls that together exceed
-    /// the threshold is reported too; outside tracked polls a stall is seen
-    /// once it has lasted the threshold plus up to half of it (the metric is
-    /// read at each look), so a shorter one may go unreported; and a worker is watched from its first park (or task
-    /// poll in precise mode). On a current-thread runtime, a thread that has
-    /// left `block_on` looks just like a stuck one, so outside tracked polls
-    /// the watchdog reports it only while the runtime has tasks that it
-    /// starves; to watch a `block_on` future that blocks, watch it:
-    /// `rt.block_on(detector.watch(main()))`.
-    ///
-    /// # Errors
-    ///
-    /// [`InstallError::Config`] for an invalid setting, [`InstallError::Watchdog`]
-    /// if the thread cannot be spawned, [`InstallError::StackCapture`] if
-    /// stack capture was asked for and its signal handler cannot be set.
-    ///
-    /// # Examples
-    ///
-    /// A worker blocked for 500 ms is reported while it is still blocked:
-    ///
-    /// ```
-    /// use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
-    /// use std::sync::mpsc;
-    /// use std::sync::Mutex;
-    /// use std::time::Duration;
-    ///
-    /// let (tx, rx) = mpsc::channel::<BlockingReport>();
-    /// let tx = Mutex::new(tx);
-    /// let mut builder = tokio::runtime::Builder::new_multi_thread();
-    /// let detector = BlockingDetector::builder()
-    ///     .threshold(Duration::from_millis(100))
-    ///     .handler(move |r: &BlockingReport| {
-    ///         let _ = tx.lock().unwrap().send(r.clone());
-    ///     })
-    ///     .install(builder.worker_threads(2).enable_all())?;
-    /// let rt = builder.build()?;
-    ///
-    /// let (done_tx, done_rx) = mpsc::channel();
-    /// rt.block_on(async {
-    ///     // Wait until both workers have parked once and are watched.
-    ///     while detector.counters().watched_threads < 2 {
-    ///         tokio::time::sleep(Duration::from_millis(5)).await;
-    ///     }
-    ///     tokio::spawn(async move {
-    ///         std::thread::sleep(Duration::from_millis(500));
-    ///         done_tx.send(()).unwrap();
-    ///     });
-    /// });
-    /// let first = rx.recv_timeout(Duration::from_secs(10))?;
-    /// assert_eq!(first.kind(), ReportKind::Stuck);
-    /// // Reported while the task was still sleeping.
-    /// assert!(done_rx.try_recv().is_err());
-    ///
-    /// let second = rx.recv_timeout(Duration::from_secs(10))?;
-    /// assert_eq!(second.kind(), ReportKind::Blocked);
-    /// assert!(second.duration() >= Duration::from_millis(400));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn install(
-        self,
-        builder: &mut tokio::runtime::Builder,
-    ) -> Result<BlockingDetector, InstallError> {
-        self.validate()?;
+/// Installs a detector configured by `config` into a runtime `builder`:
+/// see [`BlockingDetectorBuilder::install`].
+pub(crate) fn install(
+    config: &BlockingDetectorBuilder,
+    builder: &mut tokio::runtime::Builder,
+) -> Result<BlockingDetector, InstallError> {
+    config.validate()?;
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    let stack_signal = if config.capture_stacks {
+        Some(
+            crate::stack::install_handler(config.stack_signal)
+                .map_err(InstallError::StackCapture)?,
+        )
+    } else {
+        None
+    };
+    let installation = Installation::new(
+        true,
+        config,
         #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-        let stack_signal = if self.capture_stacks {
-            Some(
-                crate::stack::install_handler(self.stack_signal)
-                    .map_err(InstallError::StackCapture)?,
-            )
-        } else {
-            None
-        };
-        let installation = Arc::new(Installation {
-            watchdog: Mutex::new(WatchdogState::default()),
-            wake: Condvar::new(),
-            scanned: Condvar::new(),
-            runtime: Mutex::new(None),
-            running: AtomicBool::new(true),
-            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
-            stack_signal,
-        });
-        let shared = Shared::new(&self, Some(installation));
-        std::thread::Builder::new()
-            .name("blocking-detector-watchdog".into())
-            .spawn({
-                let shared = shared.clone();
-                move || crate::watchdog::run(&shared)
-            })
-            .map_err(InstallError::Watchdog)?;
+        stack_signal,
+    );
+    let shared = Shared::new(config, installation.clone());
+    installation
+        .start_watchdog(&shared)
+        .map_err(InstallError::Watchdog)?;
 
-        let hooks = Arc::new(HookGuard {
-            shared: shared.clone(),
+    let hooks = Arc::new(HookGuard {
+        shared: shared.clone(),
+        user: config.hooks.clone(),
+    });
+    // Ours first where the time of the event matters (a thread starts,
+    // wakes up), theirs first where their hook is part of the worker's
+    // busy time (before it parks, before it stops).
+    builder
+        .on_thread_start({
+            let hooks = hooks.clone();
+            move || {
+                hooks.thread_start();
+                if let Some(f) = &hooks.user.thread_start {
+                    f();
+                }
+            }
+        })
+        .on_thread_stop({
+            let hooks = hooks.clone();
+            move || {
+                if let Some(f) = &hooks.user.thread_stop {
+                    f();
+                }
+                hooks.thread_stop();
+            }
+        })
+        .on_thread_park({
+            let hooks = hooks.clone();
+            move || {
+                if let Some(f) = &hooks.user.thread_park {
+                    f();
+                }
+                hooks.park();
+            }
+        })
+        .on_thread_unpark({
+            let hooks = hooks.clone();
+            move || {
+                hooks.unpark();
+                if let Some(f) = &hooks.user.thread_unpark {
+                    f();
+                }
+            }
         });
-        builder
-            .on_thread_start({
-                let hooks = hooks.clone();
-                move || hooks.thread_start()
-            })
-            .on_thread_stop({
-                let hooks = hooks.clone();
-                move || hooks.thread_stop()
-            })
-            .on_thread_park({
-                let hooks = hooks.clone();
-                move || hooks.park()
-            })
-            .on_thread_unpark({
-                let hooks = hooks.clone();
-                move || hooks.unpark()
-            });
+    #[cfg(tokio_unstable)]
+    builder
+        .on_before_task_poll({
+            let hooks = hooks.clone();
+            move |meta| {
+                crate::precise::before_poll(&hooks.shared, meta);
+                if let Some(f) = &hooks.user.before_task_poll {
+                    f(meta);
+                }
+            }
+        })
+        .on_after_task_poll({
+            let hooks = hooks.clone();
+            move |meta| {
+                if let Some(f) = &hooks.user.after_task_poll {
+                    f(meta);
+                }
+                crate::precise::after_poll(&hooks.shared, meta);
+            }
+        });
+    drop(hooks);
+    Ok(BlockingDetector::from_shared(shared))
+}
+
+/// A hook with no arguments, as tokio's runtime builder takes them.
+pub(crate) type Hook = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// A task-poll hook, as tokio's runtime builder takes them.
+#[cfg(tokio_unstable)]
+pub(crate) type TaskHook = Arc<dyn Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static>;
+
+/// The user's own runtime hooks, which [`install`](BlockingDetectorBuilder::install)
+/// calls beside the detector's.
+#[derive(Clone, Default)]
+pub(crate) struct UserHooks {
+    pub(crate) thread_start: Option<Hook>,
+    pub(crate) thread_stop: Option<Hook>,
+    pub(crate) thread_park: Option<Hook>,
+    pub(crate) thread_unpark: Option<Hook>,
+    #[cfg(tokio_unstable)]
+    pub(crate) before_task_poll: Option<TaskHook>,
+    #[cfg(tokio_unstable)]
+    pub(crate) after_task_poll: Option<TaskHook>,
+}
+
+impl fmt::Debug for UserHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("UserHooks");
+        d.field("thread_start", &self.thread_start.is_some())
+            .field("thread_stop", &self.thread_stop.is_some())
+            .field("thread_park", &self.thread_park.is_some())
+            .field("thread_unpark", &self.thread_unpark.is_some());
         #[cfg(tokio_unstable)]
-        builder
-            .on_before_task_poll({
-                let hooks = hooks.clone();
-                move |meta| crate::precise::before_poll(&hooks.shared, meta)
-            })
-            .on_after_task_poll({
-                let hooks = hooks.clone();
-                move |meta| crate::precise::after_poll(&hooks.shared, meta)
-            });
-        drop(hooks);
-        Ok(BlockingDetector { shared })
+        d.field("before_task_poll", &self.before_task_poll.is_some())
+            .field("after_task_poll", &self.after_task_poll.is_some());
+        d.finish()
     }
 }
 
@@ -270,15 +243,18 @@ impl BlockingDetector {
     /// assert!(!detector.watchdog_running());
     /// ```
     pub fn watchdog_running(&self) -> bool {
-        self.shared
-            .installation
-            .as_ref()
-            .is_some_and(|i| i.running.load(Acquire))
+        let installation = &self.shared.installation;
+        installation.hooked && installation.running.load(Acquire)
     }
 }
 
-/// The runtime side of an installed detector.
+/// The watchdog side of a detector: its thread, the runtime it watches (if
+/// the detector is installed in one) and the threads it samples.
 pub(crate) struct Installation {
+    /// Installed in a runtime's hooks: the watchdog watches the runtime's
+    /// threads. A detector made with `build` only samples the threads its
+    /// watched futures run on.
+    pub(crate) hooked: bool,
     watchdog: Mutex<WatchdogState>,
     /// Wakes the watchdog: shutdown, a new runtime, a scan request.
     wake: Condvar,
@@ -286,8 +262,16 @@ pub(crate) struct Installation {
     scanned: Condvar,
     /// The runtime being watched, if any.
     runtime: Mutex<Option<Arc<RuntimeWatch>>>,
-    /// Cleared by the watchdog thread as it exits.
+    /// The threads whose CPU counters the watchdog samples.
+    sampled: Mutex<Vec<Weak<ThreadSamples>>>,
+    /// Set when the watchdog thread starts, cleared as it exits.
     pub(crate) running: AtomicBool,
+    /// Whether the watchdog thread was started (or failed to start).
+    started: AtomicBool,
+    /// The detector's clock, to note when a runtime ended.
+    clock: crate::clock::Clock,
+    /// How long the watchdog sleeps between looks.
+    tick: Duration,
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     pub(crate) stack_signal: Option<i32>,
 }
@@ -296,8 +280,14 @@ pub(crate) struct Installation {
 struct WatchdogState {
     shutdown: bool,
     runtime_alive: bool,
+    /// Threads are being sampled: look every tick.
+    sampling: bool,
     requested: u64,
     completed: u64,
+    /// Blocks seen in progress and not yet seen to end, after the last scan.
+    open: usize,
+    /// The watchdog thread has finished (after its last scan).
+    exited: bool,
 }
 
 /// What the watchdog loop does next.
@@ -307,6 +297,98 @@ pub(crate) enum Next {
 }
 
 impl Installation {
+    pub(crate) fn new(
+        hooked: bool,
+        config: &BlockingDetectorBuilder,
+        #[cfg(all(feature = "stack-capture", target_os = "linux"))] stack_signal: Option<i32>,
+    ) -> Arc<Installation> {
+        Arc::new(Installation {
+            hooked,
+            watchdog: Mutex::new(WatchdogState::default()),
+            wake: Condvar::new(),
+            scanned: Condvar::new(),
+            runtime: Mutex::new(None),
+            sampled: Mutex::new(Vec::new()),
+            running: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            clock: crate::clock::Clock::for_threshold(config.threshold),
+            tick: (config.threshold / 4).max(Duration::from_millis(1)),
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            stack_signal,
+        })
+    }
+
+    /// Starts the watchdog thread, once.
+    pub(crate) fn start_watchdog(self: &Arc<Self>, shared: &Arc<Shared>) -> io::Result<()> {
+        if self.started.swap(true, AcqRel) {
+            return Ok(());
+        }
+        self.running.store(true, Release);
+        let spawned = std::thread::Builder::new()
+            .name("blocking-detector-watchdog".into())
+            .spawn({
+                let installation = self.clone();
+                let shared = Arc::downgrade(shared);
+                move || crate::watchdog::run(&installation, &shared)
+            });
+        if spawned.is_err() {
+            self.exited();
+        }
+        spawned.map(drop)
+    }
+
+    /// Samples the calling thread's CPU counters from now on (the thread
+    /// runs a watched poll of `shared`); starts the watchdog if needed.
+    #[cold]
+    pub(crate) fn sample_current_thread(self: &Arc<Self>, shared: &Arc<Shared>) {
+        if let Some(samples) = ThreadSamples::current() {
+            // A start figure for the poll about to begin.
+            samples.sample_own();
+            self.sample(&samples);
+            // Without a thread there are no figures; nothing else is lost.
+            let _ = self.start_watchdog(shared);
+        }
+    }
+
+    /// Samples `samples` from now on.
+    pub(crate) fn sample(&self, samples: &Arc<ThreadSamples>) {
+        let mut sampled = lock(&self.sampled);
+        if sampled
+            .iter()
+            .any(|s| std::ptr::eq(s.as_ptr(), Arc::as_ptr(samples)))
+        {
+            return;
+        }
+        sampled.push(Arc::downgrade(samples));
+        drop(sampled);
+        let mut state = lock(&self.watchdog);
+        if !state.sampling {
+            state.sampling = true;
+            drop(state);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Watchdog thread: takes a sample of every sampled thread that is
+    /// still alive, and forgets the others.
+    pub(crate) fn take_samples(&self) {
+        // Read outside the lock: a runtime thread that registers must never
+        // wait for the watchdog's system calls.
+        let threads: Vec<Weak<ThreadSamples>> = lock(&self.sampled).clone();
+        let gone: Vec<*const ThreadSamples> = threads
+            .iter()
+            .filter(|s| s.upgrade().is_none_or(|s| s.sample().is_none()))
+            .map(Weak::as_ptr)
+            .collect();
+        if !gone.is_empty() {
+            let mut sampled = lock(&self.sampled);
+            sampled.retain(|s| !gone.contains(&s.as_ptr()));
+            if sampled.is_empty() {
+                lock(&self.watchdog).sampling = false;
+            }
+        }
+    }
+
     pub(crate) fn watched_threads(&self) -> usize {
         self.current().map_or(0, |w| w.watched_threads())
     }
@@ -334,6 +416,7 @@ impl Installation {
             owners: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             handle: Mutex::new(None),
             alive: AtomicBool::new(true),
+            ended_at: AtomicU64::new(0),
             sentinel_started: AtomicBool::new(false),
         });
         *runtime = Some(watch.clone());
@@ -348,16 +431,22 @@ impl Installation {
             .as_ref()
             .is_some_and(|w| Arc::ptr_eq(w, watch));
         if current {
-            lock(&self.watchdog).runtime_alive = false;
+            let mut state = lock(&self.watchdog);
+            state.runtime_alive = false;
+            // One more look, to end the blocks still open on its threads.
+            state.requested += 1;
+            drop(state);
+            self.wake.notify_all();
         }
     }
 
     /// Watchdog thread: waits for the next reason to look (a tick while a
     /// runtime is alive, a scan request) or for shutdown.
-    pub(crate) fn wait(&self, tick: Duration, last: u64) -> Next {
+    pub(crate) fn wait(&self, last: u64) -> Next {
+        let tick = self.tick;
         let mut state = lock(&self.watchdog);
         if !state.shutdown && state.requested == last {
-            state = if state.runtime_alive {
+            state = if state.runtime_alive || state.sampling {
                 self.wake
                     .wait_timeout(state, tick)
                     .map(|(s, _)| s)
@@ -375,10 +464,12 @@ impl Installation {
         }
     }
 
-    /// Watchdog thread: a scan covering requests up to `requested` is done.
-    pub(crate) fn scanned(&self, requested: u64) {
+    /// Watchdog thread: a scan covering requests up to `requested` is done,
+    /// and `open` blocks are still in progress.
+    pub(crate) fn scanned(&self, requested: u64, open: usize) {
         let mut state = lock(&self.watchdog);
         state.completed = state.completed.max(requested);
+        state.open = open;
         drop(state);
         self.scanned.notify_all();
     }
@@ -388,34 +479,43 @@ impl Installation {
         self.running.store(false, Release);
         let mut state = lock(&self.watchdog);
         state.shutdown = true;
+        state.exited = true;
         drop(state);
         self.scanned.notify_all();
     }
 
-    /// Asks the watchdog for one look at the runtime now and waits for it (up
-    /// to `timeout`); returns at once if no runtime is being watched.
-    pub(crate) fn scan_now(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
+    /// Asks the watchdog for one look at the runtime now and waits for it,
+    /// until `deadline`. Returns how many blocks were still in progress after
+    /// that look, or `None` if the watchdog is gone or did not answer in time.
+    /// A requested look also gives the guards the current figure of each
+    /// block still in progress.
+    pub(crate) fn scan_now(&self, deadline: Instant) -> Option<usize> {
+        if !self.started.load(Acquire) {
+            return None;
+        }
         let mut state = lock(&self.watchdog);
-        if state.shutdown || !state.runtime_alive {
-            return;
+        if state.exited {
+            return None;
         }
         state.requested += 1;
         let target = state.requested;
         self.wake.notify_all();
-        while state.completed < target && !state.shutdown {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return;
-            };
+        while state.completed < target {
+            // Shutting down, the watchdog ends the open blocks and exits.
+            if state.exited {
+                return None;
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
             state = self
                 .scanned
                 .wait_timeout(state, left)
                 .map(|(s, _)| s)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
+        Some(state.open)
     }
 
-    fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         lock(&self.watchdog).shutdown = true;
         self.wake.notify_all();
     }
@@ -432,12 +532,19 @@ pub(crate) struct RuntimeWatch {
     /// shutdown, which breaks the cycle runtime → hooks → detector → handle.
     handle: Mutex<Option<Handle>>,
     alive: AtomicBool,
+    /// When the runtime shut down (its sentinel was dropped); 0 before.
+    ended_at: AtomicU64,
     sentinel_started: AtomicBool,
 }
 
 impl RuntimeWatch {
     pub(crate) fn is_alive(&self) -> bool {
         self.alive.load(Acquire)
+    }
+
+    /// When the runtime shut down, if it has.
+    pub(crate) fn ended_at(&self) -> Option<u64> {
+        Some(self.ended_at.load(Acquire)).filter(|t| *t != 0)
     }
 
     /// Whether `thread` is the one currently running its worker.
@@ -514,9 +621,14 @@ pub(crate) struct RuntimeThread {
     pub(crate) worker: AtomicUsize,
     pub(crate) activity: Activity,
     pub(crate) alive: AtomicBool,
-    /// The kernel thread id, for `tgkill`.
+    /// Its CPU counters, where they can be read.
+    pub(crate) samples: Option<Arc<ThreadSamples>>,
+    /// The kernel thread id, to signal it.
     #[cfg(all(feature = "stack-capture", target_os = "linux"))]
     pub(crate) tid: i32,
+    /// Its stack, for the stack-capture signal handler.
+    #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+    pub(crate) stack: Option<crate::stack::StackBounds>,
 }
 
 impl RuntimeThread {
@@ -528,8 +640,11 @@ impl RuntimeThread {
             worker: AtomicUsize::new(NO_WORKER),
             activity: Activity::new(),
             alive: AtomicBool::new(true),
+            samples: ThreadSamples::current(),
             #[cfg(all(feature = "stack-capture", target_os = "linux"))]
             tid: crate::stack::current_tid(),
+            #[cfg(all(feature = "stack-capture", target_os = "linux"))]
+            stack: crate::stack::StackBounds::current(),
         }
     }
 
@@ -558,6 +673,8 @@ impl std::future::Future for Sentinel {
 
 impl Drop for Sentinel {
     fn drop(&mut self) {
+        let now = self.installation.clock.now_ns();
+        self.watch.ended_at.store(now, Release);
         self.watch.alive.store(false, Release);
         let handle = lock(&self.watch.handle).take();
         drop(handle);
@@ -574,6 +691,12 @@ pub(crate) const REPORTED_POLLS: usize = 8;
 /// watched task does not report the same block twice).
 pub(crate) struct ThreadState {
     pub(crate) binding: RefCell<Option<Binding>>,
+    /// The detector whose watchdog samples this thread's CPU counters (the
+    /// last one to run a watched poll here).
+    pub(crate) sampled_by: Cell<u64>,
+    /// When this thread last read its own CPU counters at the start of a
+    /// poll (detector clock).
+    pub(crate) own_sample_at: Cell<u64>,
     pub(crate) reported: Cell<[(u64, u64); REPORTED_POLLS]>,
     pub(crate) next_reported: Cell<usize>,
 }
@@ -589,6 +712,8 @@ thread_local! {
     pub(crate) static THREAD: ThreadState = const {
         ThreadState {
             binding: RefCell::new(None),
+            sampled_by: Cell::new(0),
+            own_sample_at: Cell::new(0),
             reported: Cell::new([(0, 0); REPORTED_POLLS]),
             next_reported: Cell::new(0),
         }
@@ -605,7 +730,7 @@ pub(crate) fn with_thread<R>(
     claim: bool,
     f: impl FnOnce(&RuntimeWatch, &RuntimeThread) -> R,
 ) -> Option<R> {
-    let installation = shared.installation.as_ref()?;
+    let installation = Some(&shared.installation).filter(|i| i.hooked)?;
     THREAD
         .try_with(|state| {
             let mut f = Some(f);
@@ -625,7 +750,7 @@ pub(crate) fn with_thread<R>(
             if !claim {
                 return None;
             }
-            let (watch, thread) = bind(state, shared.id, installation)?;
+            let (watch, thread) = bind(state, shared, installation)?;
             watch.claim(&thread, installation);
             f.take().map(|f| f(&watch, &thread))
         })
@@ -639,15 +764,22 @@ pub(crate) fn with_thread<R>(
 #[cold]
 fn bind(
     state: &ThreadState,
-    detector: u64,
+    shared: &Shared,
     installation: &Arc<Installation>,
 ) -> Option<(Arc<RuntimeWatch>, Arc<RuntimeThread>)> {
+    let detector = shared.id;
     let mut binding = state.binding.try_borrow_mut().ok()?;
     if let Some(old) = binding.take() {
+        // The thread left that runtime (it shut down): a block it was in
+        // there has ended.
+        old.thread.activity.park(shared.clock.now_ns());
         old.watch.remove(&old.thread);
     }
     let watch = installation.current_or_new();
     let thread = Arc::new(RuntimeThread::current());
+    if let Some(samples) = &thread.samples {
+        installation.sample(samples);
+    }
     lock(&watch.threads).push(thread.clone());
     *binding = Some(Binding {
         detector,
@@ -660,6 +792,7 @@ fn bind(
 /// Owned by the runtime's hooks; dropping the last one stops the watchdog.
 struct HookGuard {
     shared: Arc<Shared>,
+    user: UserHooks,
 }
 
 impl HookGuard {
@@ -669,10 +802,13 @@ impl HookGuard {
     }
 
     fn thread_stop(&self) {
+        let now = self.shared.clock.now_ns();
         let _ = THREAD.try_with(|state| {
             if let Ok(mut binding) = state.binding.try_borrow_mut()
                 && let Some(b) = binding.take_if(|b| b.detector == self.shared.id)
             {
+                // A block the thread was in has ended: it is leaving.
+                b.thread.activity.park(now);
                 b.watch.remove(&b.thread);
             }
         });
@@ -693,8 +829,6 @@ impl HookGuard {
 
 impl Drop for HookGuard {
     fn drop(&mut self) {
-        if let Some(installation) = &self.shared.installation {
-            installation.shutdown();
-        }
+        self.shared.installation.shutdown();
     }
 }

@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 use crate::activity::{Activity, PollRecord};
 use crate::clock::Clock;
 use crate::detector::{BlockingDetector, Hot, Shared};
-use crate::report::{BlockingReport, ReportKind, TaskId, ThreadInfo};
-use crate::runtime::{REPORTED_POLLS, THREAD};
+use crate::report::{BlockingReport, ReportKind, StallTimes, TaskId, ThreadInfo};
+use crate::runtime::{REPORTED_POLLS, THREAD, ThreadState};
+use crate::sched::{ThreadSamples, classify, fit, split};
 
 impl BlockingDetector {
     /// Wraps `future` so that each of its polls is timed; a poll longer than
@@ -33,9 +34,8 @@ impl BlockingDetector {
     /// in, the watchdog also knows the future is being polled, so a stuck
     /// poll is reported by name while it is still stuck.
     ///
-    /// The future does not keep the detector alive: its polls are timed as
-    /// long as a [`BlockingDetector`] handle exists (or the runtime it is
-    /// installed in), and polled untimed after that.
+    /// The future keeps the detector alive: its polls are timed and
+    /// reported even after every [`BlockingDetector`] handle is gone.
     ///
     /// # Examples
     ///
@@ -124,12 +124,18 @@ impl BlockingDetector {
         future: F,
         location: &'static Location<'static>,
     ) -> Watched<F> {
+        let hot = self.shared.hot;
+        hot.future_made();
         Watched {
             future,
-            hot: self.shared.hot,
+            hot,
             detector: self.shared.id,
             name,
             location,
+            _live: Live {
+                hot,
+                detector: self.shared.id,
+            },
         }
     }
 }
@@ -159,6 +165,19 @@ pin_project! {
         detector: u64,
         name: Option<&'static str>,
         location: &'static Location<'static>,
+        _live: Live,
+    }
+}
+
+/// Counts a watched future among those keeping its detector alive.
+struct Live {
+    hot: &'static Hot,
+    detector: u64,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.hot.future_dropped(self.detector);
     }
 }
 
@@ -237,11 +256,24 @@ impl<F: Future> Future for Watched<F> {
         if !hot.installed.load(Relaxed) {
             // No runtime watches this detector: nothing to publish.
             let start = clock.now_ns();
+            // CPU figures for a poll that turns out slow: the watchdog
+            // samples this thread, and the thread reads its own counters
+            // at most once per quarter threshold.
+            let _ = THREAD.try_with(|s| {
+                if s.sampled_by.get() != detector {
+                    sample_this_thread(hot, detector);
+                } else if start.saturating_sub(s.own_sample_at.get()) > threshold_ns / 4 {
+                    sample_own(s, start);
+                }
+            });
+            let mut record = Published::begin(None, clock, start, *this.name, this.location);
+            record.watched = Some((hot, detector, threshold_ns));
             let output = future.poll(cx);
             let end = clock.now_ns();
             if end.saturating_sub(start) >= threshold_ns {
                 self::slow(hot, detector, start, end, *this.name, this.location);
             }
+            std::mem::forget(record);
             return output;
         }
         let timed = THREAD.try_with(|state| {
@@ -250,30 +282,71 @@ impl<F: Future> Future for Watched<F> {
             let binding = state.binding.borrow();
             let bound = binding.as_ref().filter(|b| b.detector == detector);
             let start = clock.now_ns();
+            if state.sampled_by.get() != detector {
+                sample_this_thread(hot, detector);
+            } else if start.saturating_sub(state.own_sample_at.get()) > threshold_ns / 4 {
+                sample_own(state, start);
+            }
             let activity = bound.map(|b| &b.thread.activity);
-            let record = Published::begin(activity, clock, start, *this.name, this.location);
+            let mut record = Published::begin(activity, clock, start, *this.name, this.location);
+            record.watched = Some((hot, detector, threshold_ns));
             let output = future.as_mut().poll(cx);
             let end = clock.now_ns();
             let slow = end.saturating_sub(start) >= threshold_ns;
-            record.end(end, slow);
             // The thread ran a worker but no longer does: another thread took
             // the worker over during the poll (the future called
             // `block_in_place`), and the worker's other tasks ran on.
             let handed_over = slow
                 && bound
                     .is_some_and(|b| b.thread.worker().is_some() && !b.watch.is_owner(&b.thread));
-            (output, start, end, slow && !handed_over)
+            if slow && !handed_over {
+                // Reported before the record is taken down: whoever sees the
+                // poll over (the watchdog, for a guard) finds the report made.
+                self::slow(hot, detector, start, end, *this.name, this.location);
+            }
+            record.end(end, slow);
+            output
         });
         match timed {
-            Ok((output, start, end, slow)) => {
-                if slow {
-                    self::slow(hot, detector, start, end, *this.name, this.location);
-                }
-                output
-            }
+            Ok(output) => output,
             // The thread-locals are being destroyed: poll untimed.
             Err(_) => future.poll(cx),
         }
+    }
+}
+
+/// Has the watchdog of detector `detector` sample the calling thread's CPU
+/// counters (once per thread and detector).
+#[cold]
+#[inline(never)]
+fn sample_this_thread(hot: &Hot, detector: u64) {
+    // Read before the sample is taken, never after: the gate must not think
+    // the sample newer than it is.
+    let now = shared_clock_now(hot);
+    if let Some(shared) = hot.detector(detector) {
+        shared.installation.sample_current_thread(&shared);
+    }
+    let _ = THREAD.try_with(|s| {
+        s.sampled_by.set(detector);
+        s.own_sample_at.set(now);
+    });
+}
+
+/// The detector clock now, as a watched poll of `hot` reads it.
+fn shared_clock_now(hot: &Hot) -> u64 {
+    Clock::from_coarse(hot.coarse.load(Relaxed)).now_ns()
+}
+
+/// The thread reads its own CPU counters at the start of a poll (at most
+/// once per quarter threshold): the start figure of a poll that turns out
+/// slow.
+#[cold]
+#[inline(never)]
+pub(crate) fn sample_own(state: &ThreadState, now: u64) {
+    // Never waits for the watchdog: if it holds the samples, the next poll
+    // tries again.
+    if ThreadSamples::current().is_none_or(|samples| samples.try_sample_own()) {
+        state.own_sample_at.set(now);
     }
 }
 
@@ -308,6 +381,11 @@ struct Published<'a> {
     activity: Option<&'a Activity>,
     previous: PollRecord,
     clock: Clock,
+    start: u64,
+    name: Option<&'static str>,
+    location: &'static Location<'static>,
+    /// The detector, to report a slow poll that panics.
+    watched: Option<(&'static Hot, u64, u64)>,
 }
 
 impl<'a> Published<'a> {
@@ -327,6 +405,10 @@ impl<'a> Published<'a> {
             activity,
             previous,
             clock,
+            start,
+            name,
+            location,
+            watched: None,
         }
     }
 
@@ -348,9 +430,16 @@ impl<'a> Published<'a> {
 
 impl Drop for Published<'_> {
     fn drop(&mut self) {
-        // Only reached when the inner poll panicked.
+        // Only reached when the inner poll panicked. A slow poll that ends
+        // in a panic blocked the thread all the same: report it first.
+        let end = self.clock.now_ns();
+        if let Some((hot, detector, threshold_ns)) = self.watched
+            && end.saturating_sub(self.start) >= threshold_ns
+        {
+            self::slow(hot, detector, self.start, end, self.name, self.location);
+        }
         if let Some(a) = self.activity {
-            a.end_poll(self.previous, self.clock.now_ns());
+            a.end_poll(self.previous, end);
         }
     }
 }
@@ -362,6 +451,16 @@ pub(crate) struct SlowPoll {
     pub(crate) name: Option<&'static str>,
     pub(crate) location: Option<&'static Location<'static>>,
     pub(crate) task_id: Option<TaskId>,
+}
+
+/// The figures of this thread's poll that started at `start` and ends now:
+/// from the watchdog's first sample after the start to the counters now.
+fn figures(shared: &Shared, start: u64) -> Option<StallTimes> {
+    let samples = ThreadSamples::current()?;
+    // Kept: the start figure of a slow poll that follows at once.
+    let end = samples.sample_own()?;
+    let first = samples.start_of(start, shared.clock.lag_ns(), shared.threshold_ns / 2)?;
+    (first.at < end.at).then(|| split(first, end))
 }
 
 /// Reports `poll` unless polls nested in it already reported most of its
@@ -392,10 +491,14 @@ pub(crate) fn poll_was_slow(shared: &Shared, poll: SlowPoll) {
         s.reported.set(reported);
         s.next_reported.set(next.wrapping_add(1));
     });
+    let duration = Duration::from_nanos(duration);
+    let times = figures(shared, poll.start).map(|t| fit(t, duration));
     let thread = ThreadInfo::current();
     shared.dispatch(BlockingReport {
         kind: ReportKind::Blocked,
-        duration: Duration::from_nanos(duration),
+        duration,
+        class: classify(duration, times.as_ref(), shared.threshold),
+        times,
         started_at: shared.clock.instant_of(poll.start),
         name: poll.name,
         location: poll.location,

@@ -198,6 +198,7 @@ fn well_behaved_plain_tasks_produce_no_report() {
             }
         });
         guard.check().unwrap_or_else(|f| panic!("{flavor}: {f}"));
-        assert!(rx.try_recv().is_err());
+        // On a loaded machine: descheduled stalls only.
+        assert!(rx.try_iter().all(|r| r.class().is_descheduled()));
     }
 }

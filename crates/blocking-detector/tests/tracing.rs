@@ -85,4 +85,14 @@ fn the_default_handler_emits_a_warn_event_per_report() {
     assert!(field("location").contains("tracing.rs"));
     assert!(field("duration_ms").parse::<u64>().unwrap() >= 45);
     assert!(field("message").contains("task \"traced\""));
+    // What kept the thread: asleep, so off the CPU (on Linux, where the
+    // figures can be read).
+    if cfg!(target_os = "linux") {
+        assert_eq!(field("class"), "blocked");
+        let off: u64 = field("off_cpu_ms").parse().unwrap();
+        let on: u64 = field("on_cpu_ms").parse().unwrap();
+        assert!(off > on, "{fields:?}");
+        field("run_queue_ms").parse::<u64>().unwrap();
+        field("measured_ms").parse::<u64>().unwrap();
+    }
 }

@@ -5,9 +5,12 @@
 
 use std::panic::Location;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
+
+mod common;
+use common::{spin_cpu, spin_for};
 
 /// Generous: every blocking poll below lasts at least 2.5× this.
 const THRESHOLD: Duration = Duration::from_millis(20);
@@ -48,13 +51,6 @@ fn runtimes() -> Vec<(&'static str, tokio::runtime::Runtime)> {
                 .unwrap(),
         ),
     ]
-}
-
-fn spin_for(d: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < d {
-        std::hint::spin_loop();
-    }
 }
 
 /// Spawns `work` under `name` on each runtime and checks the one report.
@@ -157,8 +153,15 @@ fn well_behaved_tasks_produce_no_report() {
             }
         });
         guard.check().unwrap_or_else(|f| panic!("{flavor}: {f}"));
-        assert!(seen.lock().unwrap().is_empty(), "{flavor}");
-        assert_eq!(detector.counters().blocked, 0);
+        // On a loaded machine the OS may keep a worker off its CPU that
+        // long: the handler hears of it, classified, and nothing else.
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter().all(|r| r.class().is_descheduled()),
+            "{flavor}: {seen:?}"
+        );
+        let counters = detector.metrics();
+        assert_eq!(counters.blocked + counters.stuck, counters.descheduled);
     }
 }
 
@@ -245,7 +248,7 @@ fn rate_limiting_keeps_reports_from_the_handler_but_not_from_guards() {
             .await;
     });
     assert_eq!(seen.lock().unwrap().len(), 2);
-    let counters = detector.counters();
+    let counters = detector.metrics();
     assert_eq!((counters.blocked, counters.suppressed), (4, 2));
     assert_eq!(guard.check().unwrap_err().reports().len(), 4);
 }
@@ -275,7 +278,7 @@ fn a_delivered_report_says_how_many_were_suppressed_before_it() {
         }
     });
     let seen = seen.lock().unwrap();
-    let suppressed = detector.counters().suppressed;
+    let suppressed = detector.metrics().suppressed;
     assert_eq!(seen[0], 0);
     // Every report was either delivered or suppressed, and each delivered
     // report counts only suppressions that happened.
@@ -312,7 +315,7 @@ fn a_panicking_handler_does_not_break_the_detector() {
     for _ in 0..2 {
         rt.block_on(detector.watch(async { std::thread::sleep(Duration::from_millis(30)) }));
     }
-    assert_eq!(detector.counters().blocked, 2);
+    assert_eq!(detector.metrics().blocked, 2);
     assert_eq!(guard.check().unwrap_err().reports().len(), 2);
 }
 
@@ -332,19 +335,77 @@ fn a_watched_future_that_panics_propagates_the_panic() {
 }
 
 #[test]
-fn a_watched_future_outliving_its_detector_is_polled_untimed() {
+fn a_slow_poll_that_panics_is_reported_all_the_same() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (detector, _) = detector();
+    let guard = detector.fail_on_blocking();
+    let result = rt.block_on(async {
+        detector
+            .spawn("boom", async {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!("after blocking");
+            })
+            .await
+    });
+    assert!(result.unwrap_err().is_panic());
+    let failure = guard.check().unwrap_err();
+    assert_eq!(failure.reports().len(), 1, "{failure}");
+    assert_eq!(failure.reports()[0].name(), Some("boom"));
+    assert!(failure.reports()[0].duration() >= Duration::from_millis(45));
+}
+
+#[test]
+fn a_watched_future_keeps_its_detector_alive() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let (detector, seen) = detector();
-    let watched = detector.watch(async { std::thread::sleep(Duration::from_millis(50)) });
+    let watched = detector.watch_named("orphan", async {
+        std::thread::sleep(Duration::from_millis(50))
+    });
     drop(detector);
-    // A new detector may take over the freed slot: still not this one's.
+    // Another detector made meanwhile does not take its place.
     let (other, other_seen) = self::detector();
     rt.block_on(watched);
-    assert!(seen.lock().unwrap().is_empty());
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].name(), Some("orphan"));
     assert!(other_seen.lock().unwrap().is_empty());
-    assert_eq!(other.counters().blocked, 0);
+    assert_eq!(other.metrics().blocked, 0);
+}
+
+#[test]
+fn a_detector_is_dropped_with_its_last_handle_and_watched_future() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let alive = Arc::new(());
+    let detector = BlockingDetector::builder()
+        .threshold(THRESHOLD)
+        .handler({
+            let alive = alive.clone();
+            move |_: &BlockingReport| {
+                let _ = &alive;
+            }
+        })
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..3).map(|_| detector.watch(async {})).collect();
+    let spawned = {
+        let _in_runtime = rt.enter();
+        detector.spawn("later", async {})
+    };
+    drop(detector);
+    // The handler (and so the detector) lives while futures do.
+    assert_eq!(Arc::strong_count(&alive), 2);
+    for f in futures {
+        rt.block_on(f);
+    }
+    assert_eq!(Arc::strong_count(&alive), 2);
+    rt.block_on(spawned).unwrap();
+    assert_eq!(Arc::strong_count(&alive), 1);
 }
 
 #[test]
@@ -409,7 +470,7 @@ fn the_guard_failure_names_each_offending_poll() {
             .await
             .unwrap();
         detector
-            .spawn("second", async { spin_for(Duration::from_millis(50)) })
+            .spawn("second", async { spin_cpu(Duration::from_millis(50)) })
             .await
             .unwrap();
     });

@@ -1,57 +1,8 @@
-//! The errors of the bridge's tools. Each failed send or call hands back the
-//! value it could not deliver.
+//! The errors of the bridge's own tools: a failed call hands back the request
+//! it could not deliver, a refused `block_on_local` the future. The channel's
+//! errors are core's, shared by every channel of the workspace.
 
 use std::fmt;
-
-/// [`SyncSender::send_timeout`](crate::SyncSender::send_timeout) failed; the
-/// value is handed back.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use async_patterns_bridge::{channel, SendTimeoutError};
-///
-/// let (tx, _rx) = channel::<u32>(1);
-/// tx.try_send(1).unwrap();
-/// let err = tx.send_timeout(2, Duration::from_millis(10)).unwrap_err();
-/// assert_eq!(err, SendTimeoutError::Timeout(2));
-/// assert_eq!(err.to_string(), "timed out waiting for room in the channel");
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SendTimeoutError<T> {
-    /// The channel stayed full until the deadline.
-    Timeout(T),
-    /// The receiver was closed or dropped.
-    Closed(T),
-    /// The channel is full and the calling thread drives a current-thread
-    /// runtime; see [`SendBlockingError::WouldDeadlock`](crate::SendBlockingError::WouldDeadlock).
-    WouldDeadlock(T),
-}
-
-/// [`Receiver::try_recv`](crate::Receiver::try_recv) found nothing to take.
-///
-/// # Examples
-///
-/// ```
-/// use async_patterns_bridge::{channel, TryRecvError};
-///
-/// let (tx, mut rx) = channel::<u32>(1);
-/// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
-/// drop(tx);
-/// assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
-/// assert_eq!(TryRecvError::Closed.to_string(), "channel closed and empty");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TryRecvError {
-    /// Nothing is buffered now; more may come.
-    Empty,
-    /// Nothing is buffered and nothing more will come: every sender is gone
-    /// or the receiver was closed.
-    Closed,
-}
 
 /// [`SyncClient::call`](crate::SyncClient::call) or
 /// [`call_timeout`](crate::SyncClient::call_timeout) got no response. The
@@ -72,8 +23,12 @@ pub enum TryRecvError {
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError<Req> {
-    /// Refused at once: the calling thread drives a current-thread runtime,
-    /// so it cannot wait for the service. Nothing was sent.
+    /// Refused at once: the calling thread drives a current-thread runtime
+    /// and the service runs there too, is not served yet, or runs on a
+    /// runtime that is itself waiting in such a call — waiting could stop
+    /// the service. Nothing was sent. (Async code can await
+    /// [`served`](crate::SyncClient::served) for a service that another
+    /// runtime is about to serve.)
     WouldDeadlock(Req),
     /// The service ended (closed, dropped, or its task panicked or was
     /// cancelled) before answering. `Some(request)` if it never took the
@@ -103,25 +58,6 @@ pub enum CallError<Req> {
 /// assert_eq!(block_on_local(future).ok(), Some(1)); // outside any runtime
 /// ```
 pub struct BlockOnError<F>(pub F);
-
-impl<T> SendTimeoutError<T> {
-    /// The value that was not sent.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_bridge::SendTimeoutError;
-    ///
-    /// assert_eq!(SendTimeoutError::Timeout('t').into_inner(), 't');
-    /// ```
-    pub fn into_inner(self) -> T {
-        match self {
-            SendTimeoutError::Timeout(value)
-            | SendTimeoutError::Closed(value)
-            | SendTimeoutError::WouldDeadlock(value) => value,
-        }
-    }
-}
 
 impl<Req> CallError<Req> {
     /// The request, if the service never took it.
@@ -155,39 +91,6 @@ impl<F> BlockOnError<F> {
     /// ```
     pub fn into_inner(self) -> F {
         self.0
-    }
-}
-
-const CLOSED: &str = "channel closed";
-const WOULD_DEADLOCK: &str =
-    "waiting for room would deadlock: this thread drives a current-thread tokio runtime";
-
-impl<T> fmt::Display for SendTimeoutError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SendTimeoutError::Timeout(_) => "timed out waiting for room in the channel",
-            SendTimeoutError::Closed(_) => CLOSED,
-            SendTimeoutError::WouldDeadlock(_) => WOULD_DEADLOCK,
-        })
-    }
-}
-
-impl<T> fmt::Debug for SendTimeoutError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SendTimeoutError::Timeout(_) => "Timeout(..)",
-            SendTimeoutError::Closed(_) => "Closed(..)",
-            SendTimeoutError::WouldDeadlock(_) => "WouldDeadlock(..)",
-        })
-    }
-}
-
-impl fmt::Display for TryRecvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TryRecvError::Empty => "channel empty",
-            TryRecvError::Closed => "channel closed and empty",
-        })
     }
 }
 
@@ -235,7 +138,5 @@ impl<F> fmt::Debug for BlockOnError<F> {
     }
 }
 
-impl<T> std::error::Error for SendTimeoutError<T> {}
-impl std::error::Error for TryRecvError {}
 impl<Req> std::error::Error for CallError<Req> {}
 impl<F> std::error::Error for BlockOnError<F> {}

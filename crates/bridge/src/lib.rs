@@ -10,25 +10,28 @@
 //! crate gives such code three tools, each of which decides how to wait from
 //! [`RuntimeContext`](async_patterns_core::RuntimeContext):
 //!
-//! - [`channel`] → ([`SyncSender`], [`Receiver`]): hand items to an async
+//! - [`channel`] → ([`Sender`], [`Receiver`]): hand items to an async
 //!   consumer. `try_send` never blocks; `send_blocking` and `send_timeout`
 //!   wait for room where the thread may wait and say
 //!   [`WouldDeadlock`](SendBlockingError::WouldDeadlock) where it may not;
-//!   `send().await` serves async producers. A lossy [`Overflow`] policy
-//!   (drop newest, drop oldest — counted) suits producers that must never
+//!   `send().await` serves async producers — `send_blocking` has the one
+//!   meaning every crate of the workspace gives it, defined on
+//!   [`SendBlockingError`]. A lossy [`Overflow`] policy (drop newest, drop
+//!   oldest — counted in [`ChannelMetrics`]) suits producers that must never
 //!   wait, such as logging. Fast: a lock-free ring that wakes the consumer
 //!   only when it actually sleeps.
 //! - [`service`] → ([`SyncClient`], [`ServiceReceiver`]): call async code
 //!   from sync code and get its answer; the async side serves calls with an
-//!   async closure, with a concurrency limit.
+//!   async closure, with a concurrency limit. [`SyncClient::served`] waits
+//!   until the service runs somewhere.
 //! - [`block_on`]: run a future to completion from sync code, wherever.
 //!
 //! # Which tool when
 //!
 //! | you need | use |
 //! |---|---|
-//! | pass data on, fire and forget | [`SyncSender::try_send`] (never waits) or a lossy [`Overflow`] |
-//! | pass data on, with back-pressure | [`SyncSender::send_blocking`] / [`send_timeout`](SyncSender::send_timeout) |
+//! | pass data on, fire and forget | [`Sender::try_send`] (never waits) or a lossy [`Overflow`] |
+//! | pass data on, with back-pressure | [`Sender::send_blocking`] / [`send_timeout`](Sender::send_timeout) |
 //! | a result from async code, repeatedly | [`SyncClient::call`] — the service runs where async code belongs |
 //! | a one-off async result | [`block_on`] |
 //!
@@ -39,15 +42,16 @@
 //! | outside any runtime | never waits | parks | parks | runs on a lazily started helper runtime |
 //! | `spawn_blocking` thread | never waits | parks | parks | polls here, parked between polls |
 //! | multi-thread worker (task, sync callback, `Drop`) | never waits | parks in `block_in_place` | waits in `block_in_place` | `block_in_place` + `Handle::block_on` |
-//! | current-thread runtime (`block_on` or a task) | never waits | `WouldDeadlock(value)` at once | parks if another runtime serves the service (see [`SyncClient`]); otherwise `WouldDeadlock(req)` at once | runs a `Send` future on a helper thread (costly; see [`block_on`]); [`block_on_local`] returns an error |
+//! | current-thread runtime (`block_on` or a task) | never waits | `WouldDeadlock(value)` at once | parks if another runtime serves the service (see [`SyncClient`]; [`served`](SyncClient::served)`.await` waits until one does); otherwise `WouldDeadlock(req)` at once | runs a `Send` future on a helper thread (costly; see [`block_on`]); [`block_on_local`] returns an error |
 //!
 //! # Guarantees
 //!
 //! The channel is FIFO and delivers each item **at most once**: every value
 //! given to a send is either received exactly once, handed back in the
-//! send's error, or counted in [`dropped`](SyncSender::dropped) (discarded by
+//! send's error, or counted in [`ChannelMetrics::dropped`] (discarded by
 //! a lossy [`Overflow`] policy, or still buffered when the receiver was
-//! dropped). `recv` is cancel-safe. A call either returns the service's
+//! dropped); [`metrics`](Sender::metrics) reports all of it. `recv` is
+//! cancel safe. A call either returns the service's
 //! answer or a [`CallError`] — the request handed back if the service never
 //! took it — and never hangs when the service panics, is dropped or is
 //! cancelled.
@@ -67,14 +71,14 @@
 //! task `try_send`s into the bridge, and an async consumer drains it.
 //!
 //! ```
-//! use async_patterns_bridge::{channel, SyncSender, TrySendError};
+//! use async_patterns_bridge::{channel, Sender, TrySendError};
 //!
 //! /// A sync callback interface of some library.
 //! trait OnEvent {
 //!     fn on_event(&self, name: &str);
 //! }
 //!
-//! struct Forward(SyncSender<String>);
+//! struct Forward(Sender<String>);
 //!
 //! impl OnEvent for Forward {
 //!     fn on_event(&self, name: &str) {
@@ -125,10 +129,12 @@ mod ring;
 mod service;
 mod waiters;
 
-pub use async_patterns_core::{SendBlockingError, SendError, TrySendError};
+pub use async_patterns_core::{
+    ConfigError, SendBlockingError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 pub use block_on::{block_on, block_on_local};
-pub use channel::{ChannelBuilder, Overflow, Receiver, SyncSender, channel};
-pub use error::{BlockOnError, CallError, SendTimeoutError, TryRecvError};
+pub use channel::{ChannelBuilder, ChannelMetrics, Overflow, Receiver, Sender, channel};
+pub use error::{BlockOnError, CallError};
 pub use service::{ServiceBuilder, ServiceReceiver, SyncClient, service};
 
 /// The README's example, compiled and run as a doc test.

@@ -29,8 +29,7 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
-use crate::loom::UnsafeCell;
-use crate::loom::sync::atomic::{AtomicUsize, Ordering};
+use crate::loom::{AtomicUsize, CachePadded, Ordering, UnsafeCell};
 
 const SHIFT: u32 = 3;
 const UNIT: usize = 1 << SHIFT;
@@ -94,9 +93,6 @@ pub(crate) enum TxWait {
     Closed,
 }
 
-#[repr(align(128))]
-struct CachePadded<T>(T);
-
 struct Slot<T> {
     stamp: AtomicUsize,
     value: UnsafeCell<MaybeUninit<T>>,
@@ -108,6 +104,9 @@ pub(crate) struct Ring<T> {
     slots: Box<[Slot<T>]>,
     capacity: usize,
     one_lap: usize,
+    /// Claimed positions whose value went back to its sender because the
+    /// receiver was gone (see `RX_GONE`); only the rare close race writes it.
+    reclaimed: AtomicUsize,
     /// Whether senders pop too (`DropOldest`). If not, the receiver is the
     /// only thread that moves the head and may store it without a
     /// compare-and-swap.
@@ -134,8 +133,9 @@ impl<T> Ring<T> {
             })
             .collect();
         Ring {
-            head: CachePadded(AtomicUsize::new(0)),
-            tail: CachePadded(AtomicUsize::new(0)),
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+            reclaimed: AtomicUsize::new(0),
             slots,
             capacity,
             one_lap,
@@ -145,6 +145,25 @@ impl<T> Ring<T> {
 
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// How many positions come before `pos`: the number of claims that
+    /// moved an end there. (Positions wrap after at least 2^59 claims.)
+    #[inline]
+    fn count(&self, pos: usize) -> u64 {
+        let laps = (pos & !FLAGS) / self.one_lap;
+        laps as u64 * self.capacity as u64 + self.index(pos) as u64
+    }
+
+    /// How many values the ring has accepted: positions claimed at the tail,
+    /// less those whose value went back to a sender that was writing when
+    /// the receiver was dropped.
+    pub(crate) fn accepted(&self) -> u64 {
+        // Reclaimed first: a reclaim seen here (acquired) comes after its
+        // claim, so the tail read next counts that claim too.
+        let reclaimed = self.reclaimed.load(Ordering::Acquire) as u64;
+        let claimed = self.count(self.tail.load(Ordering::Acquire));
+        claimed.saturating_sub(reclaimed)
     }
 
     #[inline]
@@ -171,7 +190,7 @@ impl<T> Ring<T> {
     /// Stores `value` at the tail; returns who to wake.
     #[inline]
     pub(crate) fn push(&self, value: T) -> Result<Wakes, PushError<T>> {
-        let mut tail = self.tail.0.load(Ordering::Relaxed);
+        let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
             if tail & CLOSED != 0 {
                 return Err(PushError::Closed(value));
@@ -180,7 +199,7 @@ impl<T> Ring<T> {
             let stamp = slot.stamp.load(Ordering::Acquire) & !FLAGS;
             if stamp == tail {
                 // The slot is free for this lap: claim the position.
-                match self.tail.0.compare_exchange_weak(
+                match self.tail.compare_exchange_weak(
                     tail,
                     self.next(tail),
                     Ordering::AcqRel,
@@ -193,7 +212,7 @@ impl<T> Ring<T> {
                 return Err(PushError::Full(value));
             } else {
                 // Another sender claimed this position: our tail is stale.
-                tail = self.tail.0.load(Ordering::Relaxed);
+                tail = self.tail.load(Ordering::Relaxed);
             }
         }
     }
@@ -223,6 +242,7 @@ impl<T> Ring<T> {
             // the only one to touch the slot again.
             let value = slot.value.with(|p| unsafe { (*p).assume_init_read() });
             slot.stamp.store(pos | RX_GONE, Ordering::Release);
+            self.reclaimed.fetch_add(1, Ordering::Release);
             return Err(PushError::Closed(value));
         }
         Ok(Wakes(previous))
@@ -231,13 +251,13 @@ impl<T> Ring<T> {
     /// Takes the oldest item.
     #[inline]
     pub(crate) fn pop(&self) -> Pop<T> {
-        let mut head = self.head.0.load(Ordering::Relaxed);
+        let mut head = self.head.load(Ordering::Relaxed);
         loop {
             let slot = self.slot(head);
             let stamp = slot.stamp.load(Ordering::Acquire) & !FLAGS;
             if stamp == head.wrapping_add(UNIT) {
                 let claimed = if self.shared_head {
-                    self.head.0.compare_exchange_weak(
+                    self.head.compare_exchange_weak(
                         head,
                         self.next(head),
                         Ordering::AcqRel,
@@ -245,7 +265,7 @@ impl<T> Ring<T> {
                     )
                 } else {
                     // The only popper: nobody else can move the head.
-                    self.head.0.store(self.next(head), Ordering::Release);
+                    self.head.store(self.next(head), Ordering::Release);
                     Ok(head)
                 };
                 match claimed {
@@ -264,7 +284,7 @@ impl<T> Ring<T> {
                     }
                     Err(current) => head = current,
                 }
-            } else if self.tail.0.load(Ordering::Acquire) == head | CLOSED {
+            } else if self.tail.load(Ordering::Acquire) == head | CLOSED {
                 return Pop::Closed;
             } else if stamp == head || self.held_by_previous_lap(stamp, head) {
                 // Not written yet (a sender is writing it, or will), or the
@@ -272,7 +292,7 @@ impl<T> Ring<T> {
                 return Pop::Empty { pos: head, stamp };
             } else {
                 // Another popper took this position: our head is stale.
-                head = self.head.0.load(Ordering::Acquire);
+                head = self.head.load(Ordering::Acquire);
             }
         }
     }
@@ -309,7 +329,7 @@ impl<T> Ring<T> {
     /// still held by the previous lap, so that whoever changes it next wakes
     /// the waiting senders. Call it after registering as a waiter.
     pub(crate) fn mark_tx_waiting(&self) -> TxWait {
-        let tail = self.tail.0.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
         if tail & CLOSED != 0 {
             return TxWait::Closed;
         }
@@ -323,24 +343,24 @@ impl<T> Ring<T> {
 
     /// Stops all further pushes. `true` if this call closed the ring.
     pub(crate) fn close(&self) -> bool {
-        self.tail.0.fetch_or(CLOSED, Ordering::AcqRel) & CLOSED == 0
+        self.tail.fetch_or(CLOSED, Ordering::AcqRel) & CLOSED == 0
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.tail.0.load(Ordering::Acquire) & CLOSED != 0
+        self.tail.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Closed, and nothing left to take at `pos` or after it.
     pub(crate) fn is_drained_at(&self, pos: usize) -> bool {
-        self.tail.0.load(Ordering::Acquire) == pos | CLOSED
+        self.tail.load(Ordering::Acquire) == pos | CLOSED
     }
 
     /// The number of items stored, as of some instant during the call.
     pub(crate) fn len(&self) -> usize {
         loop {
-            let tail = self.tail.0.load(Ordering::Acquire) & !CLOSED;
-            let head = self.head.0.load(Ordering::Acquire);
-            if self.tail.0.load(Ordering::Acquire) & !CLOSED != tail {
+            let tail = self.tail.load(Ordering::Acquire) & !CLOSED;
+            let head = self.head.load(Ordering::Acquire);
+            if self.tail.load(Ordering::Acquire) & !CLOSED != tail {
                 continue;
             }
             let (hix, tix) = (self.index(head), self.index(tail));
@@ -379,7 +399,7 @@ impl<T> Ring<T> {
                     // after it could have been claimed, so the ring would
                     // be drained.)
                     if stamp == pos && self.mark(pos, pos, RX_GONE) {
-                        let _ = self.head.0.compare_exchange(
+                        let _ = self.head.compare_exchange(
                             pos,
                             self.next(pos),
                             Ordering::AcqRel,
@@ -399,8 +419,8 @@ impl<T> Drop for Ring<T> {
         }
         // Exclusive access: every claimed position has been written or handed
         // back. Normally the receiver drained everything already.
-        let tail = self.tail.0.load(Ordering::Relaxed) & !CLOSED;
-        let mut pos = self.head.0.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed) & !CLOSED;
+        let mut pos = self.head.load(Ordering::Relaxed);
         while pos != tail {
             let slot = self.slot(pos);
             if slot.stamp.load(Ordering::Relaxed) & !FLAGS == pos.wrapping_add(UNIT) {

@@ -6,17 +6,23 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::task::Poll;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_patterns_core::{BlockingStrategy, ConfigError, RuntimeContext};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::runtime::Handle;
 
-use crate::channel::{ChannelBuilder, Receiver, SyncSender, WaitError, check_capacity};
+use crate::channel::{ChannelBuilder, Receiver, Sender, WaitError, check_capacity};
 use crate::error::CallError;
-use crate::loom::sync::{Arc, Mutex, MutexGuard};
 use crate::loom::thread::{self, Thread};
+use crate::loom::{Arc, Mutex, MutexGuard, lock};
+
+/// The queue capacity of a service built without
+/// [`ServiceBuilder::capacity`].
+const DEFAULT_CAPACITY: usize = 1024;
 
 /// Creates a service that sync code can call: a [`SyncClient`] and the
 /// [`ServiceReceiver`] that answers its calls, with room for `capacity`
@@ -40,9 +46,15 @@ use crate::loom::thread::{self, Thread};
 ///
 /// # Panics
 ///
-/// If `capacity` is 0 or above 16,777,216 (2^24).
+/// If `capacity` is 0 or above 16,777,216 (2^24), with the
+/// [`ConfigError`]'s message.
+///
+/// ```should_panic
+/// let _ = async_patterns_bridge::service::<u8, u8>(0); // invalid `capacity`: got 0
+/// ```
 pub fn service<Req, Resp>(capacity: usize) -> (SyncClient<Req, Resp>, ServiceReceiver<Req, Resp>) {
-    ServiceBuilder::new(capacity)
+    ServiceBuilder::new()
+        .capacity(capacity)
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -50,42 +62,70 @@ pub fn service<Req, Resp>(capacity: usize) -> (SyncClient<Req, Resp>, ServiceRec
 /// Configures a [`service`]: how many calls may wait in its queue, and how
 /// many [`serve`](ServiceReceiver::serve) handles at once.
 ///
+/// | setting | default | accepted |
+/// |---|---|---|
+/// | [`capacity`](Self::capacity) | 1024 | 1 to 16,777,216 (2^24) |
+/// | [`concurrency`](Self::concurrency) | 1 | at least 1 |
+///
 /// # Examples
 ///
 /// ```
 /// use async_patterns_bridge::ServiceBuilder;
 ///
-/// let (client, server) = ServiceBuilder::new(64).concurrency(8).build::<u64, u64>()?;
+/// let (client, server) = ServiceBuilder::<u64, u64>::new()
+///     .capacity(64)
+///     .concurrency(8)
+///     .build()?;
 /// # drop((client, server));
 ///
-/// let err = ServiceBuilder::new(64).concurrency(0).build::<u64, u64>().unwrap_err();
+/// let err = ServiceBuilder::<u64, u64>::new().concurrency(0).build().unwrap_err();
 /// assert_eq!(err.to_string(), "invalid `concurrency`: got 0, expected at least 1");
-/// # Ok::<(), async_patterns_core::ConfigError>(())
+/// # Ok::<(), async_patterns_bridge::ConfigError>(())
 /// ```
-#[derive(Debug, Clone)]
-pub struct ServiceBuilder {
+pub struct ServiceBuilder<Req, Resp> {
     capacity: usize,
     concurrency: usize,
+    /// The call's types; `fn` keeps the builder `Send + Sync` for any types.
+    types: PhantomData<fn(Req) -> Resp>,
 }
 
-impl ServiceBuilder {
-    /// A builder for a service with room for `capacity` queued calls
-    /// (validated by [`build`](Self::build)), serving one call at a time.
+impl<Req, Resp> ServiceBuilder<Req, Resp> {
+    /// A builder with the defaults: room for 1024 queued calls, serving one
+    /// call at a time.
     ///
     /// # Examples
     ///
     /// ```
     /// use async_patterns_bridge::ServiceBuilder;
     ///
-    /// let (client, _server) = ServiceBuilder::new(4).build::<(), ()>()?;
-    /// assert_eq!(client.capacity(), 4);
-    /// # Ok::<(), async_patterns_core::ConfigError>(())
+    /// let (client, server) = ServiceBuilder::<(), ()>::new().build()?;
+    /// assert_eq!((client.capacity(), server.concurrency()), (1024, 1));
+    /// # Ok::<(), async_patterns_bridge::ConfigError>(())
     /// ```
-    pub fn new(capacity: usize) -> Self {
+    pub fn new() -> Self {
         ServiceBuilder {
-            capacity,
+            capacity: DEFAULT_CAPACITY,
             concurrency: 1,
+            types: PhantomData,
         }
+    }
+
+    /// How many calls may wait in the queue (validated by
+    /// [`build`](Self::build): 1 to 2^24). A call made while the queue is
+    /// full waits for room first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::ServiceBuilder;
+    ///
+    /// let (client, _server) = ServiceBuilder::<(), ()>::new().capacity(4).build()?;
+    /// assert_eq!(client.capacity(), 4);
+    /// # Ok::<(), async_patterns_bridge::ConfigError>(())
+    /// ```
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
     }
 
     /// How many calls [`serve`](ServiceReceiver::serve) handles at once (at
@@ -97,9 +137,9 @@ impl ServiceBuilder {
     /// ```
     /// use async_patterns_bridge::ServiceBuilder;
     ///
-    /// let (_client, server) = ServiceBuilder::new(4).concurrency(2).build::<(), ()>()?;
+    /// let (_client, server) = ServiceBuilder::<(), ()>::new().concurrency(2).build()?;
     /// assert_eq!(server.concurrency(), 2);
-    /// # Ok::<(), async_patterns_core::ConfigError>(())
+    /// # Ok::<(), async_patterns_bridge::ConfigError>(())
     /// ```
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
@@ -118,17 +158,21 @@ impl ServiceBuilder {
     /// ```
     /// use async_patterns_bridge::ServiceBuilder;
     ///
-    /// let err = ServiceBuilder::new(0).build::<(), ()>().unwrap_err();
+    /// let err = ServiceBuilder::<(), ()>::new().capacity(0).build().unwrap_err();
     /// assert_eq!(err.field(), "capacity");
     /// ```
     #[allow(clippy::type_complexity)] // the pair, spelled out, reads best in the docs
-    pub fn build<Req, Resp>(
-        self,
-    ) -> Result<(SyncClient<Req, Resp>, ServiceReceiver<Req, Resp>), ConfigError> {
+    pub fn build(self) -> Result<(SyncClient<Req, Resp>, ServiceReceiver<Req, Resp>), ConfigError> {
         let capacity = check_capacity(self.capacity)?;
         let concurrency = ConfigError::at_least("concurrency", self.concurrency, 1)?;
-        let (calls, rx) = ChannelBuilder::new(capacity).build()?;
-        let home = Arc::new(std::sync::Mutex::new(Home::NotServing));
+        let (calls, rx) = ChannelBuilder::new().capacity(capacity).build()?;
+        let home = Arc::new(std::sync::Mutex::new(HomeState {
+            home: Home::NotServing,
+            served: false,
+            gone: false,
+            waiters: Vec::new(),
+            next_waiter: 0,
+        }));
         Ok((
             SyncClient {
                 calls,
@@ -137,9 +181,35 @@ impl ServiceBuilder {
             ServiceReceiver {
                 rx,
                 concurrency,
-                home,
+                home: HomeGuard(home),
             },
         ))
+    }
+}
+
+impl<Req, Resp> Default for ServiceBuilder<Req, Resp> {
+    /// The same as [`ServiceBuilder::new`].
+    fn default() -> Self {
+        ServiceBuilder::new()
+    }
+}
+
+impl<Req, Resp> Clone for ServiceBuilder<Req, Resp> {
+    fn clone(&self) -> Self {
+        ServiceBuilder {
+            capacity: self.capacity,
+            concurrency: self.concurrency,
+            types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp> fmt::Debug for ServiceBuilder<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("capacity", &self.capacity)
+            .field("concurrency", &self.concurrency)
+            .finish()
     }
 }
 
@@ -155,35 +225,114 @@ enum Home {
     NoRuntime,
 }
 
-type SharedHome = Arc<std::sync::Mutex<Home>>;
-
-fn read_home(home: &SharedHome) -> Home {
-    // A plain value behind the lock: a poisoned lock still holds a valid one.
-    *home.lock().unwrap_or_else(|e| e.into_inner())
+/// What the clients know about the service's side.
+struct HomeState {
+    home: Home,
+    /// `serve` has been polled at least once.
+    served: bool,
+    /// The [`ServiceReceiver`] is gone (dropped, or `serve` ended): the
+    /// service will never be served (again).
+    gone: bool,
+    /// The [`SyncClient::served`] futures waiting for `served` or `gone`.
+    waiters: Vec<(u64, Waker)>,
+    next_waiter: u64,
 }
 
-fn write_home(home: &SharedHome, value: Home) {
-    *home.lock().unwrap_or_else(|e| e.into_inner()) = value;
+impl HomeState {
+    /// Whether [`SyncClient::served`] is done waiting.
+    fn settled(&self) -> bool {
+        self.served || self.gone
+    }
 }
 
-/// Marks the service as served from where `serve` is polled, and as not
-/// served when `serve` ends or is dropped.
-struct Serving(SharedHome);
+/// `std`'s mutex even under loom: the home is read when a call starts and
+/// written when `serve` starts and ends, never inside a hand-over the models
+/// explore, and a loom mutex there only multiplies their interleavings.
+type SharedHome = Arc<std::sync::Mutex<HomeState>>;
 
-impl Serving {
-    fn start(home: SharedHome) -> Serving {
+fn home_of(home: &SharedHome) -> std::sync::MutexGuard<'_, HomeState> {
+    // Every update is a few plain assignments with nothing that can panic in
+    // between: a poisoned lock still holds a consistent state.
+    home.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The service's end of its [`HomeState`]: it records where `serve` runs
+/// when `serve` is first polled, and, dropped (with an unserved
+/// [`ServiceReceiver`], or when `serve` ends or is dropped), that the
+/// service is gone.
+struct HomeGuard(SharedHome);
+
+impl HomeGuard {
+    /// Marks the service as served from where the caller runs.
+    fn serving_here(&self) {
         let here = match Handle::try_current() {
             Ok(handle) => Home::Runtime(handle.id()),
             Err(_) => Home::NoRuntime,
         };
-        write_home(&home, here);
-        Serving(home)
+        let woken = {
+            let mut state = home_of(&self.0);
+            state.home = here;
+            state.served = true;
+            std::mem::take(&mut state.waiters)
+        };
+        // Wake outside the lock: a woken future's first act is to take it.
+        woken.into_iter().for_each(|(_, waker)| waker.wake());
     }
 }
 
-impl Drop for Serving {
+impl Drop for HomeGuard {
     fn drop(&mut self) {
-        write_home(&self.0, Home::NotServing);
+        let woken = {
+            let mut state = home_of(&self.0);
+            state.home = Home::NotServing;
+            state.gone = true;
+            std::mem::take(&mut state.waiters)
+        };
+        woken.into_iter().for_each(|(_, waker)| waker.wake());
+    }
+}
+
+/// The future of [`SyncClient::served`].
+struct Served<'a> {
+    home: &'a SharedHome,
+    waiter: Option<u64>,
+}
+
+impl Future for Served<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let mut state = home_of(this.home);
+        if state.settled() {
+            this.waiter = None; // woken: its entry is gone already
+            return Poll::Ready(());
+        }
+        let registered = this
+            .waiter
+            .and_then(|id| state.waiters.iter_mut().find(|(i, _)| *i == id));
+        match registered {
+            Some((_, waker)) => waker.clone_from(cx.waker()),
+            None => {
+                let id = state.next_waiter;
+                state.next_waiter += 1;
+                state.waiters.push((id, cx.waker().clone()));
+                this.waiter = Some(id);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Served<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.waiter.take() {
+            let mut state = home_of(self.home);
+            if let Some(i) = state.waiters.iter().position(|(e, _)| *e == id) {
+                state.waiters.swap_remove(i);
+            }
+        }
     }
 }
 
@@ -256,7 +405,7 @@ impl<Req, Resp> CallSlot<Req, Resp> {
     fn lock(&self) -> MutexGuard<'_, CallState<Req, Resp>> {
         // Every transition is a single assignment: a panic cannot leave the
         // state half-written, so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Moves a call that is still `from` (as `is_from` tells) to `to`, and
@@ -334,7 +483,14 @@ impl<Req, Resp> Drop for Responder<Req, Resp> {
 /// | outside any runtime, `spawn_blocking` thread | parks until answered |
 /// | multi-thread runtime worker | parks inside [`block_in_place`](tokio::task::block_in_place); the worker's other tasks move to another thread |
 /// | thread driving a current-thread runtime, service served by *another* runtime (or outside any) | parks; every task of the caller's runtime stands still meanwhile |
-/// | thread driving a current-thread runtime, service on the *same* runtime, not being served, or served by a runtime whose own thread is waiting in such a call | [`CallError::WouldDeadlock`] at once, request handed back |
+/// | thread driving a current-thread runtime, service on the *same* runtime, not served yet, or served by a runtime whose own thread is waiting in such a call | [`CallError::WouldDeadlock`] at once, request handed back |
+///
+/// "Not served yet" means that no [`serve`](ServiceReceiver::serve) future
+/// has been polled: until then nobody knows which runtime will run it — it
+/// may be the caller's own. Async code on such a runtime (the task that
+/// runs the sync code, say) can wait for that moment with
+/// [`served`](Self::served)`.await`, which lets every task of its runtime,
+/// the service's among them, go on meanwhile.
 ///
 /// The third row is what a thread-per-core program needs (a sync callback on
 /// one core calling a service on another), and it costs what a lock held
@@ -364,7 +520,7 @@ impl<Req, Resp> Drop for Responder<Req, Resp> {
 /// # }
 /// ```
 pub struct SyncClient<Req, Resp> {
-    calls: SyncSender<Call<Req, Resp>>,
+    calls: Sender<Call<Req, Resp>>,
     home: SharedHome,
 }
 
@@ -433,6 +589,63 @@ impl<Req, Resp> SyncClient<Req, Resp> {
         self.call_until(req, Instant::now().checked_add(timeout))
     }
 
+    /// Waits until the service is served — until a
+    /// [`serve`](ServiceReceiver::serve) future has been polled, which is
+    /// when the service learns the runtime it runs on — or until it never
+    /// can be (its [`ServiceReceiver`] was dropped, or `serve` ended), after
+    /// which every call fails with [`Closed`](CallError::Closed). Completes
+    /// at once if either has happened already.
+    ///
+    /// This is what a current-thread runtime needs before its sync code
+    /// calls a service that another runtime serves: a call made before that
+    /// runtime first polled `serve` is refused with
+    /// [`WouldDeadlock`](CallError::WouldDeadlock), because the service might
+    /// yet be spawned on the caller's own runtime. Awaiting `served` instead
+    /// lets the caller's runtime go on — including a `serve` task of its own,
+    /// which then makes the call refused for good reason. A thread that may
+    /// block needs no such wait: its calls wait for the service anyway. So
+    /// there is no blocking form; from sync code on a thread that may block,
+    /// [`block_on`](crate::block_on)`(client.served())` does it.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only observes the service. Dropped
+    /// before it completes, the future unregisters its waker and nothing
+    /// else changes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_bridge::{service, CallError};
+    ///
+    /// // A service on its own runtime, on another thread, not polled yet.
+    /// let (client, server) = service::<u32, u32>(8);
+    /// let (start, started) = std::sync::mpsc::channel::<()>();
+    /// let service_thread = std::thread::spawn(move || {
+    ///     started.recv().unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     rt.block_on(server.serve(|n| async move { n * 2 }));
+    /// });
+    ///
+    /// // Sync code on a current-thread runtime calls it.
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// rt.block_on(async {
+    ///     // Not served yet: it might be meant for this very runtime.
+    ///     assert_eq!(client.call(1), Err(CallError::WouldDeadlock(1)));
+    ///     start.send(()).unwrap();
+    ///     client.served().await;
+    ///     assert_eq!(client.call(2), Ok(4)); // served elsewhere: the call waits
+    /// });
+    /// drop(client); // `serve` returns
+    /// service_thread.join().unwrap();
+    /// ```
+    pub fn served(&self) -> impl Future<Output = ()> + Send + '_ {
+        Served {
+            home: &self.home,
+            waiter: None,
+        }
+    }
+
     fn call_until(&self, req: Req, deadline: Option<Instant>) -> Result<Resp, CallError<Req>> {
         match RuntimeContext::current().blocking_strategy() {
             BlockingStrategy::Direct => self.call_blocking(req, deadline),
@@ -447,7 +660,8 @@ impl<Req, Resp> SyncClient<Req, Resp> {
                     return self.call_blocking(req, deadline);
                 }
                 let here = Handle::current().id();
-                match CrossRuntimeWait::enter(here, read_home(&self.home)) {
+                let home = home_of(&self.home).home;
+                match CrossRuntimeWait::enter(here, home) {
                     Some(_registered) => self.call_blocking(req, deadline),
                     None => Err(CallError::WouldDeadlock(req)),
                 }
@@ -548,10 +762,16 @@ impl<Req, Resp> Clone for SyncClient<Req, Resp> {
 
 impl<Req, Resp> fmt::Debug for SyncClient<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (served, waiters) = {
+            let state = home_of(&self.home);
+            (state.served, state.waiters.len())
+        };
         f.debug_struct("SyncClient")
             .field("capacity", &self.capacity())
             .field("queued", &self.calls.len())
             .field("closed", &self.is_closed())
+            .field("served", &served)
+            .field("served_waiters", &waiters)
             .finish()
     }
 }
@@ -577,7 +797,7 @@ impl<Req, Resp> fmt::Debug for SyncClient<Req, Resp> {
 pub struct ServiceReceiver<Req, Resp> {
     rx: Receiver<Call<Req, Resp>>,
     concurrency: usize,
-    home: SharedHome,
+    home: HomeGuard,
 }
 
 impl<Req, Resp> ServiceReceiver<Req, Resp> {
@@ -593,6 +813,17 @@ impl<Req, Resp> ServiceReceiver<Req, Resp> {
     /// must not [`call`](SyncClient::call) its own service: with no free
     /// concurrency slot, it would wait for itself.
     ///
+    /// The first poll records the runtime `serve` runs on (see
+    /// [`SyncClient::served`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping `serve` before it completes ends the service, and leaves no
+    /// caller waiting: every call it had not taken returns to its caller as
+    /// [`CallError::Closed`]`(Some(request))`, every call it was handling
+    /// ends as `Closed(None)` (the handler's future is dropped with it), and
+    /// every later call fails with `Closed`.
+    ///
     /// # Examples
     ///
     /// ```
@@ -601,7 +832,7 @@ impl<Req, Resp> ServiceReceiver<Req, Resp> {
     ///
     /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
     /// # async fn main() {
-    /// let (client, server) = ServiceBuilder::new(16).concurrency(4).build::<u64, u64>().unwrap();
+    /// let (client, server) = ServiceBuilder::new().capacity(16).concurrency(4).build().unwrap();
     /// tokio::spawn(server.serve(|ms| async move {
     ///     tokio::time::sleep(Duration::from_millis(ms)).await;
     ///     ms
@@ -628,8 +859,9 @@ impl<Req, Resp> ServiceReceiver<Req, Resp> {
             concurrency,
             home,
         } = self;
-        // Recorded when `serve` is first polled, which is where it runs.
-        let _serving = Serving::start(home);
+        // Recorded when `serve` is first polled, which is where it runs;
+        // `home` dropped when `serve` ends or is dropped: the service is gone.
+        home.serving_here();
         if concurrency == 1 {
             while let Some(call) = rx.recv().await {
                 if let Some((req, responder)) = call.take() {

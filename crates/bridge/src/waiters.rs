@@ -8,8 +8,8 @@
 use std::fmt;
 use std::task::Waker;
 
-use crate::loom::sync::{Mutex, MutexGuard};
 use crate::loom::thread::Thread;
+use crate::loom::{Mutex, MutexGuard, lock};
 
 /// How to wake one waiting sender.
 pub(crate) enum Wake {
@@ -50,7 +50,7 @@ impl Waiters {
     fn lock(&self) -> MutexGuard<'_, List> {
         // The list stays consistent even if a waker panicked while it was
         // held: recover rather than poison the channel.
-        self.list.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.list)
     }
 
     pub(crate) fn register(&self, wake: Wake) -> WaiterId {

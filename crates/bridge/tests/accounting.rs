@@ -1,12 +1,13 @@
 //! Proptest: under any sequence of sends, receives, clones and drops of
 //! either end, with every overflow policy, the channel behaves like a bounded
 //! FIFO model, and every item is received exactly once, handed back, or
-//! counted by `dropped()` — nothing is lost silently, nothing duplicated.
+//! counted as dropped — nothing is lost silently, nothing duplicated — and
+//! `metrics()` reports every counter the model predicts.
 
 use std::collections::VecDeque;
 
 use async_patterns_bridge::{
-    ChannelBuilder, Overflow, Receiver, SendTimeoutError, SyncSender, TryRecvError, TrySendError,
+    ChannelBuilder, Overflow, Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError,
 };
 use futures::FutureExt;
 use proptest::prelude::*;
@@ -61,10 +62,27 @@ struct Model {
     buffer: VecDeque<u32>,
     closed: bool,
     dropped: u64,
+    sent: u64,
+    delivered: u64,
+    rejected: u64,
+    handed_back: u64,
 }
 
 impl Model {
     fn send(&mut self, item: u32) -> Fate {
+        let fate = self.fate(item);
+        match fate {
+            Fate::Queued | Fate::DroppedNewest => self.sent += 1,
+            Fate::Full => {
+                self.rejected += 1;
+                self.handed_back += 1;
+            }
+            Fate::Closed => self.handed_back += 1,
+        }
+        fate
+    }
+
+    fn fate(&mut self, item: u32) -> Fate {
         if self.closed {
             return Fate::Closed;
         }
@@ -89,7 +107,12 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // Under miri: a few cases, and no failure file (miri has no file system).
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 6 } else { 512 },
+        failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn every_item_is_received_once_handed_back_or_counted(
@@ -97,11 +120,14 @@ proptest! {
         overflow in overflow(),
         ops in proptest::collection::vec(op(), 0..80),
     ) {
-        let (tx, rx) = ChannelBuilder::new(capacity).overflow(overflow).build::<u32>().unwrap();
-        let observer = tx.clone(); // reads `dropped()` to the end; never sends
-        let mut senders: Vec<SyncSender<u32>> = vec![tx];
+        let (tx, rx) = ChannelBuilder::<u32>::new().capacity(capacity).overflow(overflow).build().unwrap();
+        let observer = tx.clone(); // reads `metrics()` to the end; never sends
+        let mut senders: Vec<Sender<u32>> = vec![tx];
         let mut rx: Option<Receiver<u32>> = Some(rx);
-        let mut model = Model { capacity, overflow, buffer: VecDeque::new(), closed: false, dropped: 0 };
+        let mut model = Model {
+            capacity, overflow, buffer: VecDeque::new(), closed: false,
+            dropped: 0, sent: 0, delivered: 0, rejected: 0, handed_back: 0,
+        };
         let (mut next, mut received, mut handed_back) = (0u32, Vec::new(), 0u64);
 
         for op in ops {
@@ -136,13 +162,14 @@ proptest! {
                 Op::TryRecv => if let Some(rx) = rx.as_mut() {
                     let expected = match model.buffer.pop_front() {
                         Some(v) => Ok(v),
-                        None if model.closed => Err(TryRecvError::Closed),
+                        None if model.closed => Err(TryRecvError::Disconnected),
                         None => Err(TryRecvError::Empty),
                     };
                     let got = rx.try_recv();
                     prop_assert_eq!(got, expected);
                     if let Ok(v) = got {
                         received.push(v);
+                        model.delivered += 1;
                     }
                 },
                 Op::Recv => if let Some(rx) = rx.as_mut() {
@@ -155,6 +182,7 @@ proptest! {
                     prop_assert_eq!(got, expected);
                     if let Some(Some(v)) = got {
                         received.push(v);
+                        model.delivered += 1;
                     }
                 },
                 Op::CloneSender(i) if i < senders.len() => senders.push(senders[i].clone()),
@@ -174,16 +202,27 @@ proptest! {
                 }
                 _ => {}
             }
-            prop_assert_eq!(observer.dropped(), model.dropped);
+            let m = observer.metrics();
+            prop_assert_eq!(m.dropped, model.dropped);
+            prop_assert_eq!(m.sent, model.sent);
+            prop_assert_eq!(m.delivered, model.delivered);
+            prop_assert_eq!(m.rejected, model.rejected);
+            prop_assert_eq!(m.handed_back, model.handed_back);
+            prop_assert_eq!(m.queued, model.buffer.len());
             prop_assert_eq!(observer.len(), model.buffer.len());
+            prop_assert_eq!(m.sent, m.delivered + m.dropped + m.queued as u64);
         }
 
         // Dropping the receiver (if still there) drops and counts the rest.
         drop(rx);
-        prop_assert_eq!(observer.dropped(), model.dropped + model.buffer.len() as u64);
+        prop_assert_eq!(observer.metrics().dropped, model.dropped + model.buffer.len() as u64);
         // FIFO: what was received came out in the order it went in.
         prop_assert!(received.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", received);
         // The ledger: every item accounted for exactly once.
-        prop_assert_eq!(received.len() as u64 + handed_back + observer.dropped(), u64::from(next));
+        let m = observer.metrics();
+        prop_assert_eq!(received.len() as u64 + handed_back + m.dropped, u64::from(next));
+        prop_assert_eq!(m.handed_back, handed_back);
+        prop_assert_eq!(m.sent, m.delivered + m.dropped);
+        prop_assert_eq!(m.queued, 0);
     }
 }

@@ -17,6 +17,10 @@ fn panics(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "block_on's helper runtime lives as long as the process: miri reports its thread as leaked"
+)]
 fn a_panicking_future_propagates_outside_any_runtime() {
     within(|| {
         let msg = panics(|| block_on(async { panic!("boom outside") }));
@@ -27,6 +31,10 @@ fn a_panicking_future_propagates_outside_any_runtime() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "block_on's helper runtime lives as long as the process: miri reports its thread as leaked"
+)]
 fn a_panicking_future_propagates_from_the_helper_thread_of_a_current_thread_runtime() {
     within(|| {
         current_thread().block_on(async {
@@ -54,6 +62,10 @@ fn a_panicking_future_propagates_on_a_worker_and_a_blocking_thread() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "block_on's helper runtime lives as long as the process: miri reports its thread as leaked"
+)]
 fn block_on_borrows_from_the_caller_even_on_the_helper_thread() {
     within(|| {
         let words = ["a".to_string(), "bc".to_string()];

@@ -1,6 +1,7 @@
 //! Calls from a thread that drives a current-thread runtime: they wait for a
 //! service served by another runtime, and refuse — never hang — when the
-//! wait could deadlock (same runtime, not served, or a cycle of runtimes).
+//! wait could deadlock (same runtime, not served, or a cycle of runtimes);
+//! `served().await` lets such a caller wait until the service runs.
 
 mod common;
 
@@ -132,4 +133,124 @@ fn two_current_thread_runtimes_never_wait_for_each_other() {
         runtime_b.join().unwrap();
         runtime_a.join().unwrap();
     });
+}
+
+/// The issue-14 case: a current-thread runtime calls a service that another
+/// runtime will serve but has not polled yet. The call is refused; awaiting
+/// `served()` waits for that runtime, and then the same call is answered.
+#[test]
+fn current_thread_caller_awaits_served_then_calls_a_service_started_later() {
+    within(|| {
+        let (client, server) = service::<u32, u32>(4);
+        let (start, may_start) = mpsc::channel::<()>();
+        let service_thread = std::thread::spawn(move || {
+            may_start.recv().unwrap();
+            current_thread().block_on(server.serve(|n| async move { n * 3 }));
+        });
+        let (refused, answered) = current_thread().block_on(async move {
+            let task = tokio::spawn(async move {
+                // A sync callback's call before the service runs anywhere.
+                let refused = client.call(1);
+                start.send(()).unwrap();
+                client.served().await;
+                (refused, client.call(2))
+            });
+            task.await.unwrap()
+        });
+        assert_eq!(refused, Err(CallError::WouldDeadlock(1)));
+        assert_eq!(answered, Ok(6));
+        service_thread.join().unwrap();
+    });
+}
+
+/// `served()` on the runtime that will serve the service itself completes
+/// (the runtime goes on and polls `serve`), and the call it then makes is
+/// refused for the right reason: the service runs here.
+#[test]
+fn served_completes_when_the_service_is_spawned_on_the_waiting_runtime() {
+    within(|| {
+        let (client, server) = service::<u32, u32>(4);
+        let got = current_thread().block_on(async move {
+            let waiter = tokio::spawn({
+                let client = client.clone();
+                async move {
+                    client.served().await;
+                    client.call(8)
+                }
+            });
+            tokio::task::yield_now().await; // `waiter` is now waiting
+            tokio::spawn(server.serve(|n| async move { n }));
+            waiter.await.unwrap()
+        });
+        assert_eq!(got, Err(CallError::WouldDeadlock(8)));
+    });
+}
+
+/// A service whose receiver is dropped without ever being served: `served()`
+/// completes instead of hanging, and calls report `Closed`.
+#[test]
+fn served_completes_when_the_service_is_dropped_unserved() {
+    within(|| {
+        current_thread().block_on(async {
+            let (client, server) = service::<u32, u32>(4);
+            let waiting = tokio::spawn({
+                let client = client.clone();
+                async move { client.served().await }
+            });
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished());
+            drop(server);
+            waiting.await.unwrap();
+            assert!(client.is_closed());
+            assert_eq!(client.call(3), Err(CallError::Closed(Some(3))));
+            // Once settled, it completes at once.
+            client.served().await;
+        })
+    });
+}
+
+/// A `serve` future that is dropped before its first poll never serves:
+/// waiting `served()` futures complete, and nothing is left registered.
+#[test]
+fn served_completes_when_an_unpolled_serve_future_is_dropped() {
+    within(|| {
+        current_thread().block_on(async {
+            let (client, server) = service::<u32, u32>(4);
+            let serve = server.serve(|n| async move { n });
+            let waiting = tokio::spawn({
+                let client = client.clone();
+                async move { client.served().await }
+            });
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished());
+            drop(serve);
+            waiting.await.unwrap();
+            assert_eq!(client.call(4), Err(CallError::Closed(Some(4))));
+        })
+    });
+}
+
+/// `served()` is cancel safe: a waiting future dropped in `select!` leaves
+/// no registration behind, and a later one still completes.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_served_future_cancelled_in_select_leaves_nothing_behind() {
+    let (client, server) = service::<u32, u32>(4);
+    for _ in 0..3 {
+        tokio::select! {
+            () = client.served() => unreachable!("nothing serves it yet"),
+            () = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+    }
+    assert!(
+        format!("{client:?}").contains("served_waiters: 0"),
+        "{client:?}"
+    );
+    let served = tokio::spawn(server.serve(|n| async move { n }));
+    // Paused time advances only when every task is idle: a lost wake-up
+    // fails here instead of hanging.
+    tokio::time::timeout(Duration::from_secs(60), client.served())
+        .await
+        .expect("served() was never woken");
+    drop(client);
+    served.await.unwrap();
 }

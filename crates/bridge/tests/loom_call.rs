@@ -1,7 +1,8 @@
 //! Loom models of a sync → async call's hand-off: the caller parked on its
 //! call slot while the service answers, ends, or goes away with the request
 //! still queued. The caller must always return — with the answer, or with
-//! `Closed` and the request if the service never took it.
+//! `Closed` and the request if the service never took it. And a client
+//! waiting for the service to be served is woken when it is.
 #![cfg(async_patterns_loom)]
 
 use std::future::Future;
@@ -61,5 +62,24 @@ fn service_that_takes_the_call_and_ends_without_answering_releases_the_caller() 
             "unexpected {result:?}"
         );
         served.join().unwrap();
+    });
+}
+
+#[test]
+fn a_waiting_served_future_is_woken_by_the_first_poll_of_serve() {
+    loom::model(|| {
+        let (client, server) = service::<u32, u32>(1);
+        let serving = thread::spawn(move || {
+            // One poll records where `serve` runs; then the future is dropped
+            // (the service ends).
+            let mut serve = Box::pin(server.serve(|n| async move { n }));
+            let waker = futures::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            let _ = serve.as_mut().poll(&mut cx);
+        });
+        // Completes whichever comes first: the poll, or the end of `serve`.
+        block_on(client.served());
+        serving.join().unwrap();
+        assert!(format!("{client:?}").contains("served: true"));
     });
 }

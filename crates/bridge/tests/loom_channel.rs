@@ -98,17 +98,23 @@ fn receiver_dropped_mid_write_accounts_for_every_item() {
         drop(rx);
         let accepted = producer.join().unwrap();
         // Whatever was accepted was buffered when the receiver left, so it
-        // was dropped and counted; the rest was handed back.
-        assert_eq!(counter.dropped(), accepted);
+        // was dropped and counted; the rest was handed back — including a
+        // value whose slot was claimed just before the receiver left.
+        let m = counter.metrics();
+        assert_eq!(m.dropped, accepted);
+        assert_eq!(m.sent, accepted);
+        assert_eq!(m.handed_back, 2 - accepted);
+        assert_eq!((m.delivered, m.queued), (0, 0));
     });
 }
 
 #[test]
 fn drop_oldest_sender_and_receiver_race_without_loss_or_duplicates() {
     loom::model(|| {
-        let (tx, mut rx) = ChannelBuilder::new(1)
+        let (tx, mut rx) = ChannelBuilder::<u32>::new()
+            .capacity(1)
             .overflow(Overflow::DropOldest)
-            .build::<u32>()
+            .build()
             .unwrap();
         let counter = tx.clone();
         tx.try_send(1).unwrap();
@@ -120,7 +126,7 @@ fn drop_oldest_sender_and_receiver_race_without_loss_or_duplicates() {
         got.extend(block_on(drain(&mut rx)));
         // Each item is received once or counted as dropped, in order.
         assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
-        assert_eq!(got.len() as u64 + rx.dropped(), 2);
+        assert_eq!(got.len() as u64 + rx.metrics().dropped, 2);
     });
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_patterns_bridge::{ChannelBuilder, Overflow, SyncSender, TrySendError, channel};
+use async_patterns_bridge::{ChannelBuilder, Overflow, Sender, TrySendError, channel};
 use common::{current_thread, multi_thread, within};
 use futures::StreamExt;
 
@@ -30,7 +30,7 @@ async fn library_run(callback: &dyn Callback, records: u64) {
 /// The seed's callback: a sender stored where the sync function can reach
 /// it, `try_send`, and a decision for the error case.
 struct Forward {
-    sender: SyncSender<u64>,
+    sender: Sender<u64>,
     full: AtomicU64,
 }
 
@@ -52,7 +52,7 @@ impl Callback for Forward {
 
 #[test]
 fn sync_callback_in_a_task_try_sends_and_an_async_consumer_drains_it() {
-    const RECORDS: u64 = 10_000;
+    const RECORDS: u64 = if cfg!(miri) { 500 } else { 10_000 };
     within(|| {
         multi_thread(2).block_on(async {
             let (sender, receiver) = channel::<u64>(1000);
@@ -90,11 +90,12 @@ fn on_a_current_thread_runtime_a_lossy_bridge_never_waits_and_counts_losses() {
     // survive, and the losses are counted.
     within(|| {
         current_thread().block_on(async {
-            let (sender, mut receiver) = ChannelBuilder::new(100)
+            let (sender, mut receiver) = ChannelBuilder::<u64>::new()
+                .capacity(100)
                 .overflow(Overflow::DropOldest)
-                .build::<u64>()
+                .build()
                 .unwrap();
-            struct Lossy(SyncSender<u64>);
+            struct Lossy(Sender<u64>);
             impl Callback for Lossy {
                 fn on_record(&self, record: u64) {
                     self.0.try_send(record).unwrap();
@@ -109,7 +110,7 @@ fn on_a_current_thread_runtime_a_lossy_bridge_never_waits_and_counts_losses() {
             producer.await.unwrap();
             drop(sender);
             let mut got = Vec::new();
-            let lost = receiver.dropped();
+            let lost = receiver.metrics().dropped;
             while let Some(r) = receiver.recv().await {
                 got.push(r);
             }

@@ -16,9 +16,10 @@ use common::{multi_thread, within};
 fn each_caller_gets_its_own_answer_with_concurrent_serving() {
     within(|| {
         let rt = multi_thread(2);
-        let (client, server) = ServiceBuilder::new(8)
+        let (client, server) = ServiceBuilder::<u64, u64>::new()
+            .capacity(8)
             .concurrency(4)
-            .build::<u64, u64>()
+            .build()
             .unwrap();
         let served = rt.spawn(server.serve(|n| async move {
             // Later requests finish first.
@@ -48,9 +49,10 @@ fn each_caller_gets_its_own_answer_with_concurrent_serving() {
 fn serve_never_exceeds_its_concurrency_and_uses_all_of_it() {
     within(|| {
         let rt = multi_thread(2);
-        let (client, server) = ServiceBuilder::new(16)
+        let (client, server) = ServiceBuilder::<(), ()>::new()
+            .capacity(16)
             .concurrency(3)
-            .build::<(), ()>()
+            .build()
             .unwrap();
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
@@ -145,9 +147,10 @@ fn client_queue_len<Req, Resp>(client: &async_patterns_bridge::SyncClient<Req, R
 fn an_aborted_service_task_releases_every_caller() {
     within(|| {
         let rt = multi_thread(1);
-        let (client, server) = ServiceBuilder::new(8)
+        let (client, server) = ServiceBuilder::<u32, u32>::new()
+            .capacity(8)
             .concurrency(2)
-            .build::<u32, u32>()
+            .build()
             .unwrap();
         let taken = Arc::new(AtomicUsize::new(0));
         let t = taken.clone();
@@ -228,17 +231,33 @@ fn a_call_timing_out_in_the_queue_is_withdrawn_and_never_served() {
 
 #[test]
 fn a_call_timing_out_while_served_drops_the_late_answer() {
-    within(|| {
+    // Long enough for the service to take the request first, even under
+    // miri or on a loaded machine; the handler then holds it past the
+    // deadline, so the timeout comes while it is being served.
+    let deadline = Duration::from_millis(if cfg!(miri) { 5_000 } else { 500 });
+    within(move || {
         let rt = multi_thread(1);
         let (client, server) = service::<u64, u64>(4);
-        let served = rt.spawn(server.serve(|ms| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            ms
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+        let served = rt.spawn(server.serve(move |n| {
+            let released = released.clone();
+            async move {
+                if n == 200 {
+                    // Wait (off the runtime) until the caller has given up.
+                    tokio::task::spawn_blocking(move || released.lock().unwrap().recv())
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+                n
+            }
         }));
         assert_eq!(
-            client.call_timeout(200, Duration::from_millis(10)),
+            client.call_timeout(200, deadline),
             Err(CallError::Timeout(None))
         );
+        release.send(()).unwrap();
         // The service carries on; the next call gets its own answer.
         assert_eq!(client.call(1), Ok(1));
         drop(client);
@@ -269,9 +288,10 @@ fn a_full_queue_makes_call_timeout_hand_the_request_back() {
 fn serve_returns_once_every_client_is_gone_and_the_queue_is_empty() {
     within(|| {
         let rt = multi_thread(1);
-        let (client, server) = ServiceBuilder::new(4)
+        let (client, server) = ServiceBuilder::<u32, u32>::new()
+            .capacity(4)
             .concurrency(2)
-            .build::<u32, u32>()
+            .build()
             .unwrap();
         let served = rt.spawn(server.serve(|n| async move { n }));
         assert_eq!(client.call(5), Ok(5));
@@ -285,12 +305,16 @@ fn serve_returns_once_every_client_is_gone_and_the_queue_is_empty() {
 
 #[test]
 fn builder_rejects_zero_concurrency_and_bad_capacity() {
-    let err = ServiceBuilder::new(4)
+    let err = ServiceBuilder::<(), ()>::new()
+        .capacity(4)
         .concurrency(0)
-        .build::<(), ()>()
+        .build()
         .unwrap_err();
     assert_eq!(err.field(), "concurrency");
-    let err = ServiceBuilder::new(0).build::<(), ()>().unwrap_err();
+    let err = ServiceBuilder::<(), ()>::new()
+        .capacity(0)
+        .build()
+        .unwrap_err();
     assert_eq!(err.field(), "capacity");
 }
 

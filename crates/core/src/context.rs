@@ -253,6 +253,11 @@ impl RuntimeContext {
     /// Inside a [`LocalSet`](tokio::task::LocalSet) polled by a multi-thread
     /// worker, tokio's `block_in_place` panics; see the limits on
     /// [`RuntimeContext`]. Panics raised by `f` propagate.
+    ///
+    /// # Errors
+    ///
+    /// [`WouldDeadlock`] at once, without running `f`, on a thread that
+    /// drives a current-thread runtime.
     #[cfg(feature = "rt-multi-thread")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rt-multi-thread")))]
     pub fn run_blocking<R>(f: impl FnOnce() -> R) -> Result<R, WouldDeadlock> {

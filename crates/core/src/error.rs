@@ -8,7 +8,9 @@ use std::fmt;
 /// A configuration value was rejected by a builder.
 ///
 /// The message names the setting, the value that was given and the range
-/// that is accepted, so that the error alone is enough to fix the call:
+/// that is accepted, so that the error alone is enough to fix the call.
+///
+/// # Examples
 ///
 /// ```
 /// use async_patterns_core::ConfigError;
@@ -54,6 +56,11 @@ impl ConfigError {
 
     /// Returns `Ok(value)` if `value >= min`, or an error naming `field`.
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `field`, `value` and "at least `min`" when
+    /// `value < min` (or is not comparable to it, as NaN).
+    ///
     /// # Examples
     ///
     /// ```
@@ -79,6 +86,11 @@ impl ConfigError {
     }
 
     /// Returns `Ok(value)` if `min <= value <= max`, or an error naming `field`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `field`, `value` and "between `min` and
+    /// `max`" when `value` is outside the range (or NaN).
     ///
     /// # Examples
     ///

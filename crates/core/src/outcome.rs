@@ -293,6 +293,11 @@ impl<T> Yielder<T> {
     /// [`StreamClosed`] with the item if the stream was dropped (possible
     /// only for a `Yielder` moved out of the producer's future).
     ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it completes, `item` was not sent and
+    /// is dropped with it; the stream sees nothing of it.
+    ///
     /// # Examples
     ///
     /// ```
@@ -369,6 +374,24 @@ where
 }
 
 /// The stream made by [`stream`].
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_core::outcome::{self, ProducerStream};
+/// use futures::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (items, outcome) = outcome::stream(|tx| async move {
+///     tx.send("a").await.unwrap();
+///     1_u32
+/// });
+/// let items: ProducerStream<_, _, _> = items;
+/// assert_eq!(items.collect::<Vec<_>>().await, ["a"]);
+/// assert_eq!(outcome.await, Ok(1));
+/// # }
+/// ```
 pub struct ProducerStream<T, R, Fut> {
     // Boxed so that the stream is `Unpin` whatever the producer is, and can
     // be handed to consumers that need `Unpin`.
@@ -471,6 +494,21 @@ where
 }
 
 /// The stream made by [`summarize`].
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_core::outcome::{self, Summarized};
+/// use futures::{StreamExt, stream};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (counted, summary) = outcome::summarize(stream::iter([1, 2, 3]), 0, |n, x| *n += x);
+/// let counted: Summarized<_, _, _> = counted;
+/// assert_eq!(counted.count().await, 3);
+/// assert_eq!(summary.await.unwrap().value, 6);
+/// # }
+/// ```
 pub struct Summarized<S, A, F> {
     stream: S,
     // `None` once the summary was delivered.

@@ -543,8 +543,11 @@ impl Backoff {
     /// Like [`next_delay`](Self::next_delay), and sleeps for the delay on
     /// tokio's clock before returning it.
     ///
-    /// Cancel safety: if the returned future is dropped during the sleep, the
-    /// next attempt has already been counted.
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in one respect: the attempt is counted when the wait
+    /// starts, so if the future is dropped during the sleep the next call
+    /// waits for the attempt after it.
     ///
     /// # Examples
     ///

@@ -16,7 +16,9 @@ use std::time::Duration;
 ///
 /// Implemented by txn-channel's `OwnedDelivery` (and its borrowing
 /// `Delivery`) and by txn-jetstream's `Delivery`. Write a handler against
-/// this trait and it runs on either:
+/// this trait and it runs on either.
+///
+/// # Examples
 ///
 /// ```
 /// use async_patterns_core::Transaction;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use async_patterns_batching::{BatchConfig, BatchExt, BatchMetrics};
 use async_patterns_blocking_detector::{BlockingDetector, BlockingReport, ReportKind};
 use async_patterns_bridge::{
-    CallError, ChannelBuilder, Overflow, ServiceBuilder, SyncClient, SyncSender,
+    CallError, ChannelBuilder, Overflow, Sender, ServiceBuilder, SyncClient,
 };
 use async_patterns_core::{Jitter, RetryPolicy};
 use async_patterns_per_core_runtime::{PerCoreRuntime, ShutdownReport};
@@ -377,9 +377,10 @@ pub fn run(
         .block_on(0, move || UploadServer::start(faults))
         .map_err(|e| fail("cannot run on worker 0")(&e))?
         .map_err(|e| fail("cannot start the gRPC server")(&e))?;
-    let (enrich, enrich_service) = ServiceBuilder::new(256)
+    let (enrich, enrich_service) = ServiceBuilder::<u64, u32>::new()
+        .capacity(256)
         .concurrency(32)
-        .build::<u64, u32>()
+        .build()
         .map_err(|e| fail("enrichment service")(&e))?;
     let service_task = runtime
         .spawn_on(0, move || {
@@ -396,9 +397,10 @@ pub fn run(
         .map_err(|e| fail("the enrichment service does not answer")(&e))?;
 
     // The stages, back to front.
-    let (events_tx, events_rx) = ChannelBuilder::new(BRIDGE_CAPACITY)
+    let (events_tx, events_rx) = ChannelBuilder::<Event>::new()
+        .capacity(BRIDGE_CAPACITY)
         .overflow(Overflow::DropNewest)
-        .build::<Event>()
+        .build()
         .map_err(|e| fail("bridge channel")(&e))?;
     let dead_letters = Arc::clone(&counters);
     let (batches_tx, batches_rx) = TransactionalChannel::builder()
@@ -593,7 +595,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn progress(counters: &Counters, runtime: &PerCoreRuntime, started: Instant) -> Progress {
-    let metrics = runtime.metrics();
+    let metrics = runtime.metrics().workers;
     Progress {
         elapsed: started.elapsed(),
         produced: counters.produced.iter().map(get).sum(),
@@ -607,7 +609,7 @@ fn progress(counters: &Counters, runtime: &PerCoreRuntime, started: Instant) -> 
             .zip(&counters.produced)
             .map(|(m, produced)| WorkerProgress {
                 produced: get(produced),
-                live_tasks: m.live_tasks,
+                live_tasks: m.alive_tasks,
                 busy: m.busy_time,
             })
             .collect(),
@@ -620,7 +622,7 @@ fn spawn_producers(
     runtime: &PerCoreRuntime,
     producer_workers: &[usize],
     config: &DemoConfig,
-    events_tx: &SyncSender<Event>,
+    events_tx: &Sender<Event>,
     enrich: &SyncClient<u64, u32>,
     counters: &Arc<Counters>,
 ) -> Result<Vec<async_patterns_per_core_runtime::JoinHandle<()>>, DemoError> {
@@ -670,7 +672,7 @@ fn spawn_producers(
 fn on_event(
     raw: RawEvent,
     worker: usize,
-    events: &SyncSender<Event>,
+    events: &Sender<Event>,
     enrich: &SyncClient<u64, u32>,
     counters: &Counters,
 ) {
@@ -719,14 +721,14 @@ async fn batching_stage(
         add(&counters.batched_items, batch.len() as u64);
         counters
             .dropped
-            .store(batches.get_ref().dropped(), Ordering::Relaxed);
+            .store(batches.get_ref().metrics().dropped, Ordering::Relaxed);
         if batches_tx.send(batch.into_vec()).await.is_err() {
             break; // the uploader is gone; the books will show it
         }
     }
     counters
         .dropped
-        .store(batches.get_ref().dropped(), Ordering::Relaxed);
+        .store(batches.get_ref().metrics().dropped, Ordering::Relaxed);
     drop(batches);
     outcome
         .await

@@ -1,4 +1,4 @@
-//! [`Builder`]: how many workers, pinned or not and to which CPUs, thread
+//! [`PerCoreRuntimeBuilder`]: how many workers, pinned or not and to which CPUs, thread
 //! names and stack size, hooks, each worker's tokio runtime settings, and the
 //! default placement; [`BuildError`]: why a runtime could not start.
 
@@ -6,6 +6,7 @@ use std::any::Any;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_patterns_core::ConfigError;
 
@@ -26,6 +27,9 @@ pub(crate) struct Hooks {
 
 /// The smallest stack a worker thread may be given.
 const MIN_STACK_SIZE: usize = 64 * 1024;
+
+/// The longest a worker may spin before it parks: longer is a busy loop.
+const MAX_SPIN: Duration = Duration::from_millis(10);
 
 /// Configures and starts a [`PerCoreRuntime`]; from
 /// [`PerCoreRuntime::builder`].
@@ -52,34 +56,58 @@ const MIN_STACK_SIZE: usize = 64 * 1024;
 /// assert_eq!(err.to_string(), "invalid `workers`: got 0, expected at least 1");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[must_use = "a Builder does nothing until `build` is called"]
+#[must_use = "a PerCoreRuntimeBuilder does nothing until `build` is called"]
 #[derive(Clone)]
-pub struct Builder {
+pub struct PerCoreRuntimeBuilder {
     workers: Option<usize>,
     pin: bool,
     pin_cpus: Option<Vec<usize>>,
     name_prefix: String,
     stack_size: Option<usize>,
     placement: Placement,
+    spin: Duration,
     hooks: Hooks,
 }
 
-impl Builder {
-    pub(crate) fn new() -> Self {
-        Builder {
+impl Default for PerCoreRuntimeBuilder {
+    fn default() -> Self {
+        PerCoreRuntimeBuilder::new()
+    }
+}
+
+impl PerCoreRuntimeBuilder {
+    /// A builder with the defaults: one unpinned worker per CPU of the
+    /// [`CpuBudget`], threads named `per-core-{i}`, round-robin placement, no
+    /// hooks, no spinning before a worker parks. The same as
+    /// [`PerCoreRuntime::builder`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::{CpuBudget, PerCoreRuntimeBuilder};
+    ///
+    /// let rt = PerCoreRuntimeBuilder::new().build()?;
+    /// assert_eq!(rt.workers(), CpuBudget::detect().workers());
+    /// assert_eq!(rt.cpus(), None);
+    /// # Ok::<(), async_patterns_per_core_runtime::BuildError>(())
+    /// ```
+    pub fn new() -> Self {
+        PerCoreRuntimeBuilder {
             workers: None,
             pin: false,
             pin_cpus: None,
             name_prefix: "per-core".to_string(),
             stack_size: None,
             placement: Placement::RoundRobin,
+            spin: Duration::ZERO,
             hooks: Hooks::default(),
         }
     }
 
     /// The number of workers (threads, each with its own runtime). Default:
-    /// [`CpuBudget::detect().workers()`](CpuBudget::workers) — the CPUs in
-    /// the affinity mask, or the cgroup CPU quota if that is smaller.
+    /// [`CpuBudget::detect().workers()`](CpuBudget::workers) — std's
+    /// `available_parallelism`: the CPUs in the affinity mask, or the cgroup
+    /// CPU quota if that is smaller.
     /// Must be at least 1; when pinning, at most the number of CPUs to pin to.
     ///
     /// # Examples
@@ -101,7 +129,7 @@ impl Builder {
     /// [`CpuBudget::cpus`]). Default: not pinned — the OS schedules worker
     /// threads on any CPU of the mask.
     ///
-    /// A worker that cannot be pinned makes [`build`](Builder::build) fail
+    /// A worker that cannot be pinned makes [`build`](PerCoreRuntimeBuilder::build) fail
     /// with [`BuildError::Pin`]; pinning is never silently skipped. Threads
     /// that a worker's runtime starts for `spawn_blocking` inherit the
     /// worker's pinning.
@@ -130,7 +158,7 @@ impl Builder {
     }
 
     /// Pins worker `i` to `cpus[i]`, CPUs you chose (for example, one NUMA
-    /// node's). Implies [`pin(true)`](Builder::pin); the number of workers
+    /// node's). Implies [`pin(true)`](PerCoreRuntimeBuilder::pin); the number of workers
     /// defaults to the number of CPUs given.
     ///
     /// # Examples
@@ -209,10 +237,63 @@ impl Builder {
         self
     }
 
+    /// How long a worker that runs out of work keeps looking for more before
+    /// it parks its thread, at most 10 ms. Default: zero, park at once.
+    ///
+    /// A parked worker is woken by a syscall from whoever hands it work —
+    /// another worker waking one of its tasks, a spawn from another thread —
+    /// and runs again only when the OS has rescheduled its thread: tens of
+    /// microseconds on a virtual machine, the whole cost of a message between
+    /// two workers. A worker that is still spinning when the work arrives
+    /// takes it within a microsecond or so, and the sender makes no syscall.
+    /// Set it when tasks on different workers talk to each other often (a
+    /// request and its reply within the spin time); leave it off when the
+    /// workers share their CPUs with other busy threads, where a spinning
+    /// worker takes CPU time from them.
+    ///
+    /// **What it costs**: while it spins, a worker keeps its CPU busy. An idle
+    /// runtime costs nothing (each worker spins once, then parks), but a
+    /// worker that is handed work every `t` spends up to `spin / t` of a CPU
+    /// spinning — [`WorkerMetrics::spin_time`](crate::WorkerMetrics::spin_time)
+    /// counts it. The cookbook page quotes measured figures.
+    ///
+    /// While it spins, the worker yields to its tokio runtime between two
+    /// looks, so tokio's I/O driver, timers and `tokio::spawn`ed tasks keep
+    /// running.
+    ///
+    /// Out of range, [`build`](PerCoreRuntimeBuilder::build) fails with
+    /// [`BuildError::Config`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder()
+    ///     .workers(2)
+    ///     .spin_before_park(Duration::from_micros(50))
+    ///     .build()?;
+    /// let handle = rt.handle().clone();
+    /// // A reply from worker 1 to worker 0, which is still spinning for it.
+    /// let reply = rt.block_on(0, move || async move {
+    ///     handle.spawn_on(1, || async { "pong" }).unwrap().await.unwrap()
+    /// })?;
+    /// assert_eq!(reply, "pong");
+    ///
+    /// let err = PerCoreRuntime::builder().spin_before_park(Duration::from_secs(1)).build().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid `spin_before_park`: got 1s, expected between 0ns and 10ms");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spin_before_park(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
     /// Runs `hook` on each worker thread after its runtime is built and
     /// before it takes tasks, inside the runtime and its `LocalSet` (so it
     /// may create tokio resources or call `tokio::task::spawn_local`). If it
-    /// panics, [`build`](Builder::build) fails with
+    /// panics, [`build`](PerCoreRuntimeBuilder::build) fails with
     /// [`BuildError::Hook`].
     ///
     /// # Examples
@@ -267,9 +348,11 @@ impl Builder {
 
     /// Adjusts the tokio runtime builder of each worker before its runtime
     /// is built: a current-thread builder with I/O and timers enabled
-    /// (`enable_all`). Use it for `event_interval`, `max_blocking_threads`,
+    /// (`enable_io`, `enable_time`; timers only in a build with the bare
+    /// `--cfg loom`, where tokio has no I/O driver). Use it for
+    /// `event_interval`, `max_blocking_threads`,
     /// `on_thread_park` and the like. If it panics, or the runtime fails to
-    /// build, [`build`](Builder::build) fails.
+    /// build, [`build`](PerCoreRuntimeBuilder::build) fails.
     ///
     /// # Examples
     ///
@@ -303,6 +386,18 @@ impl Builder {
     /// On any failure, the workers already started are stopped and joined
     /// before the error is returned.
     ///
+    /// # Errors
+    ///
+    /// - [`BuildError::Config`] for a setting out of range, naming it:
+    ///   `workers` (0, or more than the CPUs to pin to), `thread_stack_size`
+    ///   (below 64 KiB), `spin_before_park` (above 10 ms), `pin_to_cpus` (a CPU
+    ///   number beyond what the OS can pin to).
+    /// - [`BuildError::Pin`] if a worker could not be pinned to its CPU.
+    /// - [`BuildError::Thread`] or [`BuildError::Runtime`] if a worker's thread
+    ///   or tokio runtime could not start.
+    /// - [`BuildError::Hook`] if `configure_runtime` or `on_worker_start`
+    ///   panicked.
+    ///
     /// # Examples
     ///
     /// ```
@@ -321,6 +416,7 @@ impl Builder {
         if let Some(bytes) = self.stack_size {
             ConfigError::at_least("thread_stack_size", bytes, MIN_STACK_SIZE)?;
         }
+        ConfigError::in_range("spin_before_park", self.spin, Duration::ZERO, MAX_SPIN)?;
         let cpus = if self.pin {
             let cpus = match &self.pin_cpus {
                 Some(cpus) => cpus.clone(),
@@ -363,20 +459,22 @@ impl Builder {
             name_prefix: self.name_prefix,
             stack_size: self.stack_size,
             placement: self.placement,
+            spin: self.spin,
             hooks: self.hooks,
         })
     }
 }
 
-impl fmt::Debug for Builder {
+impl fmt::Debug for PerCoreRuntimeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("PerCoreRuntimeBuilder")
             .field("workers", &self.workers)
             .field("pin", &self.pin)
             .field("pin_cpus", &self.pin_cpus)
             .field("name_prefix", &self.name_prefix)
             .field("stack_size", &self.stack_size)
             .field("placement", &self.placement)
+            .field("spin_before_park", &self.spin)
             .field("configure_runtime", &self.hooks.configure_runtime.is_some())
             .field("on_worker_start", &self.hooks.on_start.is_some())
             .field("on_worker_stop", &self.hooks.on_stop.is_some())
@@ -441,17 +539,21 @@ impl BuildError {
         hook: &'static str,
         payload: &Box<dyn Any + Send>,
     ) -> Self {
-        let message = payload
-            .downcast_ref::<&'static str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(not a string)".to_string());
         BuildError::Hook {
             worker,
             hook,
-            message,
+            message: panic_message(payload),
         }
     }
+}
+
+/// A panic's message, if it is a string.
+pub(crate) fn panic_message(payload: &Box<dyn Any + Send>) -> String {
+    payload
+        .downcast_ref::<&'static str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(not a string)".to_string())
 }
 
 impl From<ConfigError> for BuildError {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::join::JoinError;
+use crate::join::{JoinError, JoinHandle};
 
 /// A task was not spawned; the closure (or, for
 /// [`PerCoreRuntime::spawn_local`](crate::PerCoreRuntime::spawn_local), the
@@ -130,11 +130,11 @@ impl<T> std::error::Error for SpawnError<T> {}
 /// # Examples
 ///
 /// ```
-/// use async_patterns_per_core_runtime::{BlockOnError, PerCoreRuntime};
+/// use async_patterns_per_core_runtime::{BlockOnWorkerError, PerCoreRuntime};
 ///
 /// let rt = PerCoreRuntime::builder().workers(1).build()?;
 /// match rt.block_on(3, || async { 1 }) {
-///     Err(BlockOnError::Spawn(err)) => assert_eq!(err.to_string(), "no worker 3: the runtime has 1 workers"),
+///     Err(BlockOnWorkerError::Spawn(err)) => assert_eq!(err.to_string(), "no worker 3: the runtime has 1 workers"),
 ///     other => panic!("unexpected {other:?}"),
 /// }
 /// let err = rt.block_on(0, || async { panic!("boom") }).unwrap_err();
@@ -142,7 +142,7 @@ impl<T> std::error::Error for SpawnError<T> {}
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[non_exhaustive]
-pub enum BlockOnError<T> {
+pub enum BlockOnWorkerError<T> {
     /// The task was not spawned (no such worker, or shut down); the closure
     /// is inside, unrun.
     Spawn(SpawnError<T>),
@@ -155,7 +155,7 @@ pub enum BlockOnError<T> {
     Task(JoinError),
 }
 
-impl<T> BlockOnError<T> {
+impl<T> BlockOnWorkerError<T> {
     /// The closure, if it never ran.
     ///
     /// # Examples
@@ -172,42 +172,168 @@ impl<T> BlockOnError<T> {
     /// ```
     pub fn into_inner(self) -> Option<T> {
         match self {
-            BlockOnError::Spawn(err) => Some(err.into_inner()),
-            BlockOnError::WouldDeadlock(task) => Some(task),
-            BlockOnError::Task(_) => None,
+            BlockOnWorkerError::Spawn(err) => Some(err.into_inner()),
+            BlockOnWorkerError::WouldDeadlock(task) => Some(task),
+            BlockOnWorkerError::Task(_) => None,
         }
     }
 }
 
-impl<T> fmt::Display for BlockOnError<T> {
+impl<T> fmt::Display for BlockOnWorkerError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BlockOnError::Spawn(err) => fmt::Display::fmt(err, f),
-            BlockOnError::WouldDeadlock(_) => f.write_str(
-                "blocking here would deadlock: this thread drives a current-thread tokio runtime",
-            ),
-            BlockOnError::Task(err) => fmt::Display::fmt(err, f),
+            BlockOnWorkerError::Spawn(err) => fmt::Display::fmt(err, f),
+            BlockOnWorkerError::WouldDeadlock(_) => {
+                fmt::Display::fmt(&async_patterns_core::WouldDeadlock, f)
+            }
+            BlockOnWorkerError::Task(err) => fmt::Display::fmt(err, f),
         }
     }
 }
 
-impl<T> fmt::Debug for BlockOnError<T> {
+impl<T> fmt::Debug for BlockOnWorkerError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BlockOnError::Spawn(err) => f.debug_tuple("Spawn").field(err).finish(),
-            BlockOnError::WouldDeadlock(_) => {
+            BlockOnWorkerError::Spawn(err) => f.debug_tuple("Spawn").field(err).finish(),
+            BlockOnWorkerError::WouldDeadlock(_) => {
                 f.debug_tuple("WouldDeadlock").finish_non_exhaustive()
             }
-            BlockOnError::Task(err) => f.debug_tuple("Task").field(err).finish(),
+            BlockOnWorkerError::Task(err) => f.debug_tuple("Task").field(err).finish(),
         }
     }
 }
 
-impl<T> std::error::Error for BlockOnError<T> {
+impl<T> std::error::Error for BlockOnWorkerError<T> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BlockOnError::Spawn(_) | BlockOnError::WouldDeadlock(_) => None,
-            BlockOnError::Task(err) => Some(err),
+            BlockOnWorkerError::Spawn(_) | BlockOnWorkerError::WouldDeadlock(_) => None,
+            BlockOnWorkerError::Task(err) => Some(err),
+        }
+    }
+}
+
+/// [`JoinHandle::join`](crate::JoinHandle::join) did not return the task's
+/// output: the calling thread may not block (the handle is handed back), or
+/// the task ended without a value.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_per_core_runtime::{JoinBlockingError, PerCoreRuntime};
+///
+/// let rt = PerCoreRuntime::builder().workers(1).build()?;
+/// let err = rt.spawn_on(0, || async { panic!("boom") })?.join().unwrap_err();
+/// assert!(matches!(&err, JoinBlockingError::Task(e) if e.is_panic()));
+/// assert_eq!(err.to_string(), "task panicked: boom");
+///
+/// // Inside an async block on a current-thread runtime, the handle comes back.
+/// let task = rt.spawn_on(0, || async { 5 })?;
+/// let here = tokio::runtime::Builder::new_current_thread().build()?;
+/// let got = here.block_on(async move {
+///     match task.join() {
+///         Err(JoinBlockingError::WouldDeadlock(task)) => task.await.unwrap(),
+///         _ => unreachable!(),
+///     }
+/// });
+/// assert_eq!(got, 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[non_exhaustive]
+pub enum JoinBlockingError<T> {
+    /// The calling thread drives a current-thread runtime (one of the
+    /// workers, for example): blocking it could wait forever. The handle is
+    /// handed back, the task untouched; `.await` it instead.
+    WouldDeadlock(JoinHandle<T>),
+    /// The task panicked, was aborted or was cancelled by shutdown.
+    Task(JoinError),
+}
+
+impl<T> JoinBlockingError<T> {
+    /// The handle, if the join was refused before waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let failed = rt.spawn_on(0, || async { panic!() as u8 })?.join().unwrap_err();
+    /// assert!(failed.into_inner().is_none());
+    ///
+    /// let task = rt.spawn_on(0, || async { 1 })?;
+    /// let here = tokio::runtime::Builder::new_current_thread().build()?;
+    /// let back = here.block_on(async move { task.join().unwrap_err().into_inner() });
+    /// assert_eq!(back.unwrap().join()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_inner(self) -> Option<JoinHandle<T>> {
+        match self {
+            JoinBlockingError::WouldDeadlock(handle) => Some(handle),
+            JoinBlockingError::Task(_) => None,
+        }
+    }
+
+    /// Whether the task panicked (tokio's [`JoinError::is_panic`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// assert!(rt.spawn_on(0, || async { panic!() })?.join().unwrap_err().is_panic());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        matches!(self, JoinBlockingError::Task(err) if err.is_panic())
+    }
+
+    /// Whether the task was aborted or cancelled by shutdown (tokio's
+    /// [`JoinError::is_cancelled`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let task = rt.spawn_on(0, || std::future::pending::<()>())?;
+    /// task.abort();
+    /// assert!(task.join().unwrap_err().is_cancelled());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, JoinBlockingError::Task(err) if err.is_cancelled())
+    }
+}
+
+impl<T> fmt::Display for JoinBlockingError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinBlockingError::WouldDeadlock(_) => {
+                fmt::Display::fmt(&async_patterns_core::WouldDeadlock, f)
+            }
+            JoinBlockingError::Task(err) => fmt::Display::fmt(err, f),
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinBlockingError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinBlockingError::WouldDeadlock(_) => {
+                f.debug_tuple("WouldDeadlock").finish_non_exhaustive()
+            }
+            JoinBlockingError::Task(err) => f.debug_tuple("Task").field(err).finish(),
+        }
+    }
+}
+
+impl<T> std::error::Error for JoinBlockingError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JoinBlockingError::WouldDeadlock(_) => None,
+            JoinBlockingError::Task(err) => Some(err),
         }
     }
 }

@@ -5,12 +5,16 @@
 //! The worker takes the whole queue at once, so producers and the worker
 //! meet on the lock once per batch, not once per task, and a producer wakes
 //! the worker only when it is parked: a burst of spawns costs one wakeup.
+//! A worker that spins before it parks watches the `pending` flag instead of
+//! the lock, so that a producer finds it awake and wakes nobody.
 
 use std::collections::VecDeque;
 use std::mem;
 use std::task::Waker;
 
-use crate::loom::{AtomicU64, Mutex, MutexGuard, Ordering};
+use async_patterns_core::__private::lock;
+
+use crate::loom::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::task::TaskRef;
 
 /// Where a worker is in its life. Phases only move forward.
@@ -39,6 +43,10 @@ pub(crate) enum Take {
 
 pub(crate) struct Inbox {
     state: Mutex<State>,
+    /// Whether something happened since the worker last took: a task was
+    /// queued or the phase moved. Written under the lock; read without it
+    /// by a spinning worker, as a hint to take.
+    pending: AtomicBool,
     /// Tasks accepted since the worker started (new tasks, not wakes).
     accepted: AtomicU64,
 }
@@ -62,15 +70,14 @@ impl Inbox {
                 phase: Phase::Open,
                 parked: None,
             }),
+            pending: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while the lock is held; recover from poisoning anyway.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        // Nothing panics while the lock is held; poisoning is ignored anyway.
+        lock(&self.state)
     }
 
     /// Queues a new task, unless the worker no longer accepts new tasks: then
@@ -81,6 +88,7 @@ impl Inbox {
             return Err(task);
         }
         state.queue.push_back(task);
+        self.pending.store(true, Ordering::Release);
         // Writers are serialized by the lock: a plain store is enough.
         let accepted = self.accepted.load(Ordering::Relaxed);
         self.accepted.store(accepted + 1, Ordering::Relaxed);
@@ -104,11 +112,18 @@ impl Inbox {
             return;
         }
         state.queue.push_back(task);
+        self.pending.store(true, Ordering::Release);
         let parked = state.parked.take();
         drop(state);
         if let Some(waker) = parked {
             waker.wake();
         }
+    }
+
+    /// Whether a take would find something new (a hint, read without the
+    /// lock): for a worker spinning before it parks.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
     }
 
     /// The worker takes everything queued into `batch` (which must be empty),
@@ -117,6 +132,8 @@ impl Inbox {
     pub(crate) fn take(&self, batch: &mut VecDeque<TaskRef>, waker: &Waker, idle: bool) -> Take {
         debug_assert!(batch.is_empty());
         let mut state = self.lock();
+        // Whatever is pending is seen now; later news sets the flag again.
+        self.pending.store(false, Ordering::Relaxed);
         if state.phase >= Phase::Cancelling {
             return Take::Stop;
         }
@@ -151,6 +168,7 @@ impl Inbox {
             return;
         }
         state.phase = phase;
+        self.pending.store(true, Ordering::Release);
         let parked = state.parked.take();
         drop(state);
         if let Some(waker) = parked {

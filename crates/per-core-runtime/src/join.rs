@@ -12,6 +12,7 @@ use std::task::{Context, Poll, Waker};
 use async_patterns_core::RuntimeContext;
 
 use crate::WorkerId;
+use crate::error::JoinBlockingError;
 use crate::loom::Arc;
 use crate::task::JoinTarget;
 
@@ -114,19 +115,23 @@ impl<T> JoinHandle<T> {
     /// multi-thread tokio workers, where it blocks through
     /// `block_in_place`); in async code, `.await` the handle instead.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// If the calling thread drives a current-thread tokio runtime — one of
-    /// this crate's workers included — where blocking could wait forever
-    /// for a task that needs this very thread. Check
-    /// [`RuntimeContext::current()`] first if the caller may run there.
+    /// - [`JoinBlockingError::WouldDeadlock`], with this handle inside, if
+    ///   the calling thread drives a current-thread tokio runtime — one of
+    ///   this crate's workers included — where blocking could wait forever
+    ///   for a task that needs this very thread. Checked every time, even if
+    ///   the task has ended, so that a misplaced `join` fails at once. The
+    ///   task is not touched: `.await` the handle you get back.
+    /// - [`JoinBlockingError::Task`] if the task panicked, was aborted or
+    ///   was cancelled by shutdown.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    /// use async_patterns_per_core_runtime::{JoinBlockingError, PerCoreRuntime};
     ///
-    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let rt = PerCoreRuntime::builder().workers(2).build()?;
     /// let ok = rt.spawn_on(0, || async { "done" })?;
     /// assert_eq!(ok.join()?, "done");
     ///
@@ -134,27 +139,34 @@ impl<T> JoinHandle<T> {
     /// let err = failed.join().unwrap_err();
     /// assert!(err.is_panic());
     /// assert_eq!(err.to_string(), "task panicked: boom");
+    ///
+    /// // On a worker (a current-thread runtime), `join` hands the handle back.
+    /// let handle = rt.handle().clone();
+    /// let awaited = rt.spawn_on(0, move || async move {
+    ///     let other = handle.spawn_on(1, || async { 7 }).unwrap();
+    ///     match other.join() {
+    ///         Err(JoinBlockingError::WouldDeadlock(other)) => other.await.unwrap(),
+    ///         _ => unreachable!("a worker thread must not block"),
+    ///     }
+    /// })?;
+    /// assert_eq!(awaited.join()?, 7);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    ///
-    /// [`RuntimeContext::current()`]: async_patterns_core::RuntimeContext::current
-    pub fn join(mut self) -> Result<T, JoinError> {
-        // Checked even when the result is ready, so that a misplaced `join`
-        // fails every time, not only when it would have had to wait.
+    pub fn join(mut self) -> Result<T, JoinBlockingError<T>> {
         if !RuntimeContext::current().can_block() {
-            panic!(
-                "JoinHandle::join: {}; `.await` the handle instead",
-                async_patterns_core::WouldDeadlock
-            );
+            return Err(JoinBlockingError::WouldDeadlock(self));
         }
+        self.wait().map_err(JoinBlockingError::Task)
+    }
+
+    /// Waits for the result on a thread that may block (the caller checked).
+    pub(crate) fn wait(&mut self) -> Result<T, JoinError> {
         // Fast path: already finished, nothing to park on.
         if let Poll::Ready(result) = self.task.poll_join(&mut Context::from_waker(Waker::noop())) {
             return result;
         }
-        match RuntimeContext::run_blocking(move || park_until_ready(&mut self)) {
-            Ok(result) => result,
-            Err(refused) => panic!("JoinHandle::join: {refused}; `.await` the handle instead"),
-        }
+        RuntimeContext::run_blocking(|| park_until_ready(self))
+            .unwrap_or_else(|_| unreachable!("the caller checked that this thread may block"))
     }
 }
 
@@ -162,12 +174,32 @@ fn park_until_ready<T>(handle: &mut JoinHandle<T>) -> Result<T, JoinError> {
     async_patterns_core::park_on(std::future::poll_fn(|cx| handle.task.poll_join(cx)))
 }
 
+/// Awaiting a `JoinHandle` waits for the task's result, on any runtime or
+/// executor, without blocking the thread.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the handle (a `select!` branch that lost) detaches
+/// the task, which keeps running on its worker; its result is dropped there
+/// when it ends. Nothing about the task is lost but its output.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_per_core_runtime::PerCoreRuntime;
+///
+/// let rt = PerCoreRuntime::builder().workers(1).build()?;
+/// let task = rt.spawn_on(0, || async { 2 + 2 })?;
+/// let other = tokio::runtime::Builder::new_current_thread().build()?;
+/// assert_eq!(other.block_on(task)?, 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     /// # Panics
     ///
-    /// If polled again after it returned `Ready`.
+    /// If polled again after it returned `Ready`, as other futures may.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.task.poll_join(cx)
     }
@@ -204,9 +236,14 @@ pub struct JoinError {
 enum Repr {
     Aborted,
     ShutDown,
-    // The payload is `Send` but not `Sync`; the mutex makes the error `Sync`
-    // so that it fits in `Box<dyn Error + Send + Sync>`.
-    Panicked(Mutex<Box<dyn Any + Send + 'static>>),
+    Panicked {
+        // The payload is `Send` but not `Sync`; the mutex makes the error
+        // `Sync`, so that it fits in `Box<dyn Error + Send + Sync>`. It is
+        // never locked: the payload is only taken out, by value.
+        payload: Mutex<Box<dyn Any + Send + 'static>>,
+        /// The panic's message, if it panicked with a string.
+        message: Option<String>,
+    },
 }
 
 impl JoinError {
@@ -223,8 +260,15 @@ impl JoinError {
     }
 
     pub(crate) fn panicked(payload: Box<dyn Any + Send + 'static>) -> Self {
+        let message = payload
+            .downcast_ref::<&'static str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
         JoinError {
-            repr: Repr::Panicked(Mutex::new(payload)),
+            repr: Repr::Panicked {
+                payload: Mutex::new(payload),
+                message,
+            },
         }
     }
 
@@ -262,11 +306,16 @@ impl JoinError {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_panic(&self) -> bool {
-        matches!(self.repr, Repr::Panicked(_))
+        matches!(self.repr, Repr::Panicked { .. })
     }
 
     /// The panic's payload, to resume it with [`std::panic::resume_unwind`],
     /// or the error back if the task did not panic.
+    ///
+    /// # Errors
+    ///
+    /// The error itself, unchanged, if the task did not panic (it was aborted
+    /// or cancelled by shutdown).
     ///
     /// # Examples
     ///
@@ -275,17 +324,21 @@ impl JoinError {
     ///
     /// let rt = PerCoreRuntime::builder().workers(1).build()?;
     /// let handle = rt.spawn_on(0, || async { std::panic::panic_any(7_u8) })?;
-    /// let payload = handle.join().unwrap_err().try_into_panic().unwrap();
+    /// // Awaited (here on another runtime), a handle yields a `JoinError`.
+    /// let other = tokio::runtime::Builder::new_current_thread().build()?;
+    /// let err = other.block_on(handle).unwrap_err();
+    /// let payload = err.try_into_panic().unwrap();
     /// assert_eq!(payload.downcast_ref::<u8>(), Some(&7));
     ///
     /// let aborted = rt.spawn_on(0, || std::future::pending::<()>())?;
     /// aborted.abort();
-    /// assert!(aborted.join().unwrap_err().try_into_panic().is_err());
+    /// let err = other.block_on(aborted).unwrap_err();
+    /// assert!(err.try_into_panic().is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
         match self.repr {
-            Repr::Panicked(payload) => Ok(payload
+            Repr::Panicked { payload, .. } => Ok(payload
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)),
             repr => Err(JoinError { repr }),
@@ -293,17 +346,10 @@ impl JoinError {
     }
 
     /// The panic's message, if the task panicked with a string.
-    fn panic_message(&self) -> Option<String> {
-        let Repr::Panicked(payload) = &self.repr else {
-            return None;
-        };
-        let payload = payload
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(s) = payload.downcast_ref::<&'static str>() {
-            Some((*s).to_string())
-        } else {
-            payload.downcast_ref::<String>().cloned()
+    fn panic_message(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::Panicked { message, .. } => message.as_deref(),
+            _ => None,
         }
     }
 }
@@ -313,7 +359,7 @@ impl fmt::Display for JoinError {
         match &self.repr {
             Repr::Aborted => f.write_str("task was aborted"),
             Repr::ShutDown => f.write_str("task was cancelled because the runtime shut down"),
-            Repr::Panicked(_) => match self.panic_message() {
+            Repr::Panicked { .. } => match self.panic_message() {
                 Some(message) => write!(f, "task panicked: {message}"),
                 None => f.write_str("task panicked"),
             },
@@ -326,7 +372,7 @@ impl fmt::Debug for JoinError {
         match &self.repr {
             Repr::Aborted => f.write_str("JoinError::Aborted"),
             Repr::ShutDown => f.write_str("JoinError::ShutDown"),
-            Repr::Panicked(_) => match self.panic_message() {
+            Repr::Panicked { .. } => match self.panic_message() {
                 Some(message) => write!(f, "JoinError::Panicked({message:?})"),
                 None => f.write_str("JoinError::Panicked(..)"),
             },

@@ -8,16 +8,25 @@
 //! [`JoinError`]). A spawn that is refused (bad worker index, runtime shut
 //! down) hands your closure back inside the error, unrun. A panicking task
 //! never takes its worker down. At shutdown, every future is dropped on its
-//! own worker thread, so its `Drop`s run there, and every thread is joined.
+//! own worker thread, so its `Drop`s run there. No call of this crate
+//! blocks a thread that drives a current-thread runtime — this crate's
+//! workers included: [`JoinHandle::join`] and
+//! [`block_on`](PerCoreRuntime::block_on) refuse there with a
+//! `WouldDeadlock` error that hands back what you passed, and dropping the
+//! runtime there does not wait.
 //!
 //! # What you get
 //!
-//! - [`PerCoreRuntime::builder`]: the number of [`workers`](Builder::workers)
-//!   (default: the [`CpuBudget`] — the CPUs in the affinity mask, or the
-//!   cgroup CPU quota if smaller), [`pin`](Builder::pin)ning worker `i` to
-//!   CPU `i` of the mask (a failure to pin is an error), thread names and
-//!   stack size, `on_worker_start`/`on_worker_stop` hooks, and each worker's
-//!   tokio runtime builder (I/O and timers enabled).
+//! - [`PerCoreRuntime::builder`] ([`PerCoreRuntimeBuilder`]): the number of
+//!   [`workers`](PerCoreRuntimeBuilder::workers) (default: the
+//!   [`CpuBudget`], std's `available_parallelism`, which follows the
+//!   affinity mask and the cgroup CPU quota),
+//!   [`pin`](PerCoreRuntimeBuilder::pin)ning worker `i` to CPU `i` of the
+//!   mask (a failure to pin is an error),
+//!   [`spin_before_park`](PerCoreRuntimeBuilder::spin_before_park) for
+//!   workers that talk to each other a lot, thread names and stack size,
+//!   `on_worker_start`/`on_worker_stop` hooks, and each worker's tokio
+//!   runtime builder (I/O and timers enabled).
 //! - Spawning from any thread or runtime: [`spawn_on`](PerCoreRuntime::spawn_on)
 //!   a worker, [`spawn`](PerCoreRuntime::spawn) by [`Placement`]
 //!   (round-robin, least loaded, by key), [`spawn_on_all`](PerCoreRuntime::spawn_on_all),
@@ -26,9 +35,33 @@
 //!   the future it builds on the worker need not be `Send`.
 //! - [`JoinHandle`]: `.await` it on any runtime, or [`join`](JoinHandle::join)
 //!   it from a plain thread; [`abort`](JoinHandle::abort) it.
-//! - [`PerCoreRuntime::current_worker`], [`PerCoreRuntime::metrics`] (live
-//!   tasks, spawned, completed, busy time…) and
-//!   [`PerCoreRuntime::shutdown`], which returns a [`ShutdownReport`].
+//! - [`PerCoreRuntime::current_worker`], [`PerCoreRuntime::metrics`] (a
+//!   [`RuntimeMetrics`] snapshot: alive tasks, spawned, completed, busy and
+//!   spin time, per worker and summed), and a graceful shutdown that
+//!   returns a [`ShutdownReport`]: [`shutdown`](PerCoreRuntime::shutdown)
+//!   from sync code, [`shutdown_async`](PerCoreRuntime::shutdown_async) from
+//!   async code.
+//!
+//! [`JoinHandle`] and [`JoinError`] have tokio's names and tokio's meaning.
+//! Where both runtimes' handles are in scope, import ours under an alias:
+//!
+//! ```
+//! use async_patterns_per_core_runtime::{
+//!     JoinError as CoreJoinError, JoinHandle as CoreJoinHandle, PerCoreRuntime,
+//! };
+//! use tokio::task::JoinHandle;
+//!
+//! let rt = PerCoreRuntime::builder().workers(1).build()?;
+//! let on_core: CoreJoinHandle<u32> = rt.spawn_on(0, || async { 1 })?;
+//! let tokio_rt = tokio::runtime::Runtime::new()?;
+//! let on_tokio: JoinHandle<u32> = tokio_rt.spawn(async { 2 });
+//! let sum = tokio_rt.block_on(async {
+//!     let core: Result<u32, CoreJoinError> = on_core.await;
+//!     core.unwrap() + on_tokio.await.unwrap()
+//! });
+//! assert_eq!(sum, 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! Each worker is a current-thread tokio runtime with a
 //! [`LocalSet`](tokio::task::LocalSet), so `tokio::task::spawn_local`,
@@ -101,15 +134,19 @@ mod join;
 mod loom;
 mod metrics;
 mod runtime;
+mod shutdown;
+mod spin;
 mod task;
 mod worker;
 
 #[cfg(all(test, async_patterns_loom))]
 mod loom_model;
+#[cfg(all(test, not(async_patterns_loom)))]
+mod task_stress;
 
-pub use builder::{BuildError, Builder};
+pub use builder::{BuildError, PerCoreRuntimeBuilder};
 pub use cpus::CpuBudget;
-pub use error::{BlockOnError, SpawnError, SpawnErrorKind};
+pub use error::{BlockOnWorkerError, JoinBlockingError, SpawnError, SpawnErrorKind};
 pub use join::{JoinError, JoinHandle};
-pub use metrics::{ShutdownReport, WorkerMetrics};
+pub use metrics::{RuntimeMetrics, ShutdownReport, WorkerMetrics};
 pub use runtime::{Handle, PerCoreRuntime, Placement, WorkerId};

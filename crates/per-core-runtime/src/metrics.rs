@@ -1,20 +1,79 @@
-//! What the runtime tells about its workers: [`WorkerMetrics`] (a snapshot
-//! at any time) and the [`ShutdownReport`] (the final counts).
+//! What the runtime tells about its workers: [`RuntimeMetrics`] with one
+//! [`WorkerMetrics`] per worker (a snapshot at any time) and the
+//! [`ShutdownReport`] (the final counts).
 
 use std::time::Duration;
 
 use crate::WorkerId;
 
-/// A snapshot of one worker's counters, from
-/// [`PerCoreRuntime::metrics`](crate::PerCoreRuntime::metrics) or in the
-/// [`ShutdownReport`].
+/// A snapshot of the runtime's counters, from
+/// [`PerCoreRuntime::metrics`](crate::PerCoreRuntime::metrics) or
+/// [`Handle::metrics`](crate::Handle::metrics): each worker's, and their
+/// sums.
 ///
 /// Counts cover the tasks spawned through this crate (`spawn*`,
 /// `block_on`, [`spawn_local`](crate::PerCoreRuntime::spawn_local)); tasks
 /// started with tokio's own `spawn` or `spawn_local` on a worker are not
-/// counted. Every accepted task ends exactly once, as completed, panicked,
-/// aborted or cancelled, so `spawned` equals the sum of the four plus
-/// `live_tasks`.
+/// counted. Counters count since the runtime started and never go down;
+/// `alive_tasks` is a gauge. Every accepted task ends exactly once, as
+/// completed, panicked, aborted or cancelled, so `spawned` equals the sum of
+/// the four plus `alive_tasks`.
+///
+/// # Examples
+///
+/// ```
+/// use async_patterns_per_core_runtime::PerCoreRuntime;
+///
+/// let rt = PerCoreRuntime::builder().workers(2).build()?;
+/// let waiting = rt.spawn_on(0, || std::future::pending::<()>())?;
+/// rt.block_on(1, || async {})?;
+/// let m = rt.metrics();
+/// assert_eq!((m.spawned, m.completed, m.alive_tasks), (2, 1, 1));
+/// assert_eq!((m.workers[0].alive_tasks, m.workers[1].completed), (1, 1));
+/// waiting.abort();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeMetrics {
+    /// Each worker's counters, in worker order.
+    pub workers: Vec<WorkerMetrics>,
+    /// Tasks accepted, over all workers (counter).
+    pub spawned: u64,
+    /// Tasks that ran to completion, over all workers (counter).
+    pub completed: u64,
+    /// Tasks that panicked, over all workers (counter).
+    pub panicked: u64,
+    /// Tasks aborted through their join handle, over all workers (counter).
+    pub aborted: u64,
+    /// Tasks cancelled by shutdown, over all workers (counter).
+    pub cancelled: u64,
+    /// Tasks accepted and not ended yet, over all workers (gauge; tokio's
+    /// name).
+    pub alive_tasks: u64,
+}
+
+impl RuntimeMetrics {
+    pub(crate) fn from_workers(workers: Vec<WorkerMetrics>) -> RuntimeMetrics {
+        let sum = |f: fn(&WorkerMetrics) -> u64| workers.iter().map(f).sum();
+        RuntimeMetrics {
+            spawned: sum(|w| w.spawned),
+            completed: sum(|w| w.completed),
+            panicked: sum(|w| w.panicked),
+            aborted: sum(|w| w.aborted),
+            cancelled: sum(|w| w.cancelled),
+            alive_tasks: sum(|w| w.alive_tasks),
+            workers,
+        }
+    }
+}
+
+/// A snapshot of one worker's counters, in [`RuntimeMetrics::workers`] or
+/// the [`ShutdownReport`].
+///
+/// Counters count since the worker started and never go down;
+/// `alive_tasks` is a gauge. `spawned` equals `completed + panicked +
+/// aborted + cancelled + alive_tasks`.
 ///
 /// # Examples
 ///
@@ -23,30 +82,40 @@ use crate::WorkerId;
 ///
 /// let rt = PerCoreRuntime::builder().workers(1).build()?;
 /// rt.block_on(0, || async {})?;
-/// let m = &rt.metrics()[0];
-/// assert_eq!((m.spawned, m.completed, m.live_tasks), (1, 1, 0));
+/// let m = &rt.metrics().workers[0];
+/// assert_eq!((m.worker.index(), m.spawned, m.completed, m.alive_tasks), (0, 1, 1, 0));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerMetrics {
     /// The worker.
     pub worker: WorkerId,
-    /// Tasks accepted by this worker.
+    /// Tasks accepted by this worker (counter).
     pub spawned: u64,
-    /// Tasks that ran to completion (their output went to the join handle).
+    /// Tasks that ran to completion: their output went to the join handle
+    /// (counter).
     pub completed: u64,
-    /// Tasks that panicked (building or polling the future).
+    /// Tasks that panicked, building or polling the future (counter).
     pub panicked: u64,
-    /// Tasks cancelled by [`JoinHandle::abort`](crate::JoinHandle::abort).
+    /// Tasks cancelled by [`JoinHandle::abort`](crate::JoinHandle::abort)
+    /// (counter).
     pub aborted: u64,
-    /// Tasks cancelled by shutdown, started or not.
+    /// Tasks cancelled by shutdown, started or not (counter).
     pub cancelled: u64,
-    /// Tasks accepted and not ended yet: queued, running or waiting.
-    pub live_tasks: u64,
-    /// Time the worker spent polling its tasks (not waiting for work, not
-    /// in tokio's I/O driver).
+    /// Tasks accepted and not ended yet: queued, running or waiting (gauge;
+    /// tokio's name).
+    pub alive_tasks: u64,
+    /// Time the worker spent polling its tasks: not waiting for work, not
+    /// spinning before it parks, not in tokio's I/O driver (counter).
     pub busy_time: Duration,
+    /// Time the worker spent looking for work before it parked (counter;
+    /// zero unless [`spin_before_park`] is set). The worker keeps its CPU
+    /// busy meanwhile: this is what the option costs. Tokio's own tasks
+    /// and its I/O driver, polled between two looks, are counted in it.
+    ///
+    /// [`spin_before_park`]: crate::PerCoreRuntimeBuilder::spin_before_park
+    pub spin_time: Duration,
 }
 
 /// What [`PerCoreRuntime::shutdown`](crate::PerCoreRuntime::shutdown)
@@ -71,7 +140,7 @@ pub struct WorkerMetrics {
 /// assert!(stuck.join().unwrap_err().is_cancelled());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// Each worker's final counts, in worker order.
@@ -82,6 +151,13 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
+    pub(crate) fn new(shared: &crate::runtime::PoolShared, deadline_reached: bool) -> Self {
+        ShutdownReport {
+            workers: shared.workers().iter().map(|w| w.metrics()).collect(),
+            deadline_reached,
+        }
+    }
+
     /// Tasks that ran to completion, over all workers.
     ///
     /// # Examples

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use async_patterns_core::RuntimeContext;
 use tokio::sync::Notify;
 
-use crate::builder::{BuildError, Builder, Hooks};
-use crate::error::{BlockOnError, SpawnError, SpawnErrorKind};
+use crate::builder::{BuildError, Hooks, PerCoreRuntimeBuilder};
+use crate::error::{BlockOnWorkerError, SpawnError, SpawnErrorKind};
 use crate::join::JoinHandle;
 use crate::loom::Arc;
-use crate::metrics::{ShutdownReport, WorkerMetrics};
+use crate::metrics::{RuntimeMetrics, ShutdownReport};
+use crate::shutdown::{self, WorkerThreads};
 use crate::task::{Stage, Task};
 use crate::worker::{self, WorkerShared, WorkerStart};
 
@@ -34,7 +35,7 @@ use crate::worker::{self, WorkerShared, WorkerStart};
 /// assert_eq!(id.unwrap().to_string(), "worker 1");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WorkerId(pub(crate) usize);
 
 impl WorkerId {
@@ -84,7 +85,7 @@ pub enum Placement {
     /// Workers in turn: 0, 1, …, n-1, 0, …
     #[default]
     RoundRobin,
-    /// The worker with the fewest live tasks (accepted and not ended; the
+    /// The worker with the fewest alive tasks (accepted and not ended; the
     /// lowest index on a tie). Reads every worker's counters: a little more
     /// work per spawn than round-robin.
     LeastLoaded,
@@ -114,9 +115,37 @@ pub(crate) struct PoolShared {
     workers: Box<[Arc<WorkerShared>]>,
     cpus: Option<Vec<usize>>,
     placement: Placement,
+    name_prefix: String,
     next: AtomicUsize,
     closed: AtomicBool,
     shutdown_started: Notify,
+    /// Workers whose thread has not finished yet.
+    running: AtomicUsize,
+    all_stopped: Notify,
+}
+
+impl PoolShared {
+    pub(crate) fn workers(&self) -> &[Arc<WorkerShared>] {
+        &self.workers
+    }
+
+    /// Shutdown begins: intake stops on every worker, each drains what it
+    /// has, and the tasks waiting in `shutting_down` are woken. Idempotent.
+    fn begin_shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        for worker in self.workers.iter() {
+            worker.drain();
+        }
+        // After every inbox is closed: a task woken here finds spawns refused.
+        self.shutdown_started.notify_waiters();
+    }
+
+    /// The worker the calling thread is, if it is one of this runtime's.
+    fn own_worker(self: &Arc<Self>) -> Option<usize> {
+        worker::current()
+            .filter(|current| Arc::ptr_eq(&current.handle.shared, self))
+            .map(|current| current.worker.index)
+    }
 }
 
 /// A cheap, cloneable reference to a [`PerCoreRuntime`] for spawning from
@@ -213,6 +242,11 @@ impl Handle {
     /// so that a graceful [`shutdown`](PerCoreRuntime::shutdown) finishes
     /// before its deadline.
     ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only waits for a signal, and a new call
+    /// completes at once if shutdown began meanwhile.
+    ///
     /// # Examples
     ///
     /// ```
@@ -248,7 +282,80 @@ impl Handle {
         notified.await;
     }
 
+    /// Completes once every worker has stopped: its tasks ended, what tokio
+    /// held on it dropped, its `spawn_blocking` tasks waited for and
+    /// `on_worker_stop` run (at once if they all have).
+    ///
+    /// A shutdown started from a task on one of the workers
+    /// ([`shutdown_async`](PerCoreRuntime::shutdown_async)) reports before
+    /// the caller's own worker has drained; wait for this before the process
+    /// exits, so that the drain is not cut short.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: it only waits for a signal, and a new call
+    /// completes at once if the workers stopped meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_patterns_core::park_on;
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(2).build()?;
+    /// let handle = rt.handle().clone();
+    /// assert!(!handle.is_stopped());
+    /// let report = rt.shutdown(Duration::from_secs(1));
+    /// assert_eq!(report.completed(), 0);
+    /// // From a plain thread, wait with any executor (here core's `park_on`).
+    /// park_on(handle.stopped());
+    /// assert!(handle.is_stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn stopped(&self) {
+        let notified = self.shared.all_stopped.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the count is read: a stop in between is seen.
+        notified.as_mut().enable();
+        if self.is_stopped() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Whether every worker has stopped; see [`stopped`](Self::stopped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(1).build()?;
+    /// let handle = rt.handle().clone();
+    /// assert!(!handle.is_stopped());
+    /// drop(rt); // outside any runtime: waits for the workers
+    /// assert!(handle.is_stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_stopped(&self) -> bool {
+        self.shared.running.load(Ordering::Acquire) == 0
+    }
+
+    /// A worker's thread has finished (or never started).
+    pub(crate) fn worker_stopped(&self) {
+        if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.all_stopped.notify_waiters();
+        }
+    }
+
     /// Spawns a task on worker `worker`; see [`PerCoreRuntime::spawn_on`].
+    ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::NoSuchWorker`] if
+    /// `worker` is not below the number of workers,
+    /// [`SpawnErrorKind::ShutDown`] once shutdown has begun.
     ///
     /// # Examples
     ///
@@ -290,6 +397,11 @@ impl Handle {
     /// Spawns a task on the worker chosen by the runtime's default
     /// [`Placement`]; see [`PerCoreRuntime::spawn`].
     ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::ShutDown`] once
+    /// shutdown has begun.
+    ///
     /// # Examples
     ///
     /// ```
@@ -312,6 +424,11 @@ impl Handle {
 
     /// Spawns a task on the worker chosen by `placement`; see
     /// [`PerCoreRuntime::spawn_with`].
+    ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::ShutDown`] once
+    /// shutdown has begun.
     ///
     /// # Examples
     ///
@@ -345,7 +462,7 @@ impl Handle {
             Placement::LeastLoaded => workers
                 .iter()
                 .enumerate()
-                .min_by_key(|(i, w)| (w.live_tasks(), *i))
+                .min_by_key(|(i, w)| (w.alive_tasks(), *i))
                 .map_or(0, |(i, _)| i),
             // The remainder is below `n`, so it fits in a `usize`.
             Placement::ByKey(key) => (key % n as u64) as usize,
@@ -354,6 +471,13 @@ impl Handle {
 
     /// Spawns one task per worker, each built by `f` on its worker with that
     /// worker's id; see [`PerCoreRuntime::spawn_on_all`].
+    ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f` ([`SpawnErrorKind::ShutDown`]) if shutdown
+    /// had begun before the call; if it begins while the tasks are being
+    /// spawned, the handles of the tasks it refused report
+    /// [`JoinError::is_cancelled`](crate::JoinError::is_cancelled) instead.
     ///
     /// # Examples
     ///
@@ -395,6 +519,14 @@ impl Handle {
     /// Runs a task on worker `worker` and blocks the calling thread until it
     /// ends; see [`PerCoreRuntime::block_on`].
     ///
+    /// # Errors
+    ///
+    /// - [`BlockOnWorkerError::WouldDeadlock`] with `f`, unrun, on a thread that
+    ///   drives a current-thread runtime (this runtime's workers included).
+    /// - [`BlockOnWorkerError::Spawn`] with `f`, unrun, for a bad index or a
+    ///   runtime that is shutting down.
+    /// - [`BlockOnWorkerError::Task`] if the task panicked or was cancelled.
+    ///
     /// # Examples
     ///
     /// ```
@@ -404,20 +536,27 @@ impl Handle {
     /// assert_eq!(rt.handle().block_on(0, || async { 3 })?, 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn block_on<F, Fut>(&self, worker: usize, f: F) -> Result<Fut::Output, BlockOnError<F>>
+    pub fn block_on<F, Fut>(
+        &self,
+        worker: usize,
+        f: F,
+    ) -> Result<Fut::Output, BlockOnWorkerError<F>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future + 'static,
         Fut::Output: Send + 'static,
     {
         if !RuntimeContext::current().can_block() {
-            return Err(BlockOnError::WouldDeadlock(f));
+            return Err(BlockOnWorkerError::WouldDeadlock(f));
         }
-        let handle = self.spawn_on(worker, f).map_err(BlockOnError::Spawn)?;
-        handle.join().map_err(BlockOnError::Task)
+        let mut handle = self
+            .spawn_on(worker, f)
+            .map_err(BlockOnWorkerError::Spawn)?;
+        handle.wait().map_err(BlockOnWorkerError::Task)
     }
 
-    /// A snapshot of each worker's counters; see [`PerCoreRuntime::metrics`].
+    /// A snapshot of the runtime's counters, per worker and summed; see
+    /// [`PerCoreRuntime::metrics`].
     ///
     /// # Examples
     ///
@@ -426,12 +565,14 @@ impl Handle {
     ///
     /// let rt = PerCoreRuntime::builder().workers(2).build()?;
     /// rt.block_on(1, || async {})?;
-    /// let spawned: Vec<u64> = rt.handle().metrics().iter().map(|m| m.spawned).collect();
+    /// let metrics = rt.handle().metrics();
+    /// let spawned: Vec<u64> = metrics.workers.iter().map(|m| m.spawned).collect();
     /// assert_eq!(spawned, [0, 1]);
+    /// assert_eq!(metrics.spawned, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn metrics(&self) -> Vec<WorkerMetrics> {
-        self.shared.workers.iter().map(|w| w.metrics()).collect()
+    pub fn metrics(&self) -> RuntimeMetrics {
+        RuntimeMetrics::from_workers(self.shared.workers.iter().map(|w| w.metrics()).collect())
     }
 }
 
@@ -506,18 +647,18 @@ where
 /// ```
 pub struct PerCoreRuntime {
     handle: Handle,
-    threads: Vec<Option<thread::JoinHandle<()>>>,
-    exited: mpsc::Receiver<usize>,
-    stopped: bool,
+    /// `None` once a shutdown has taken them.
+    threads: Option<WorkerThreads>,
 }
 
-/// The validated settings `Builder::build` starts a runtime with.
+/// The validated settings `PerCoreRuntimeBuilder::build` starts a runtime with.
 pub(crate) struct StartConfig {
     pub(crate) workers: usize,
     pub(crate) cpus: Option<Vec<usize>>,
     pub(crate) name_prefix: String,
     pub(crate) stack_size: Option<usize>,
     pub(crate) placement: Placement,
+    pub(crate) spin: Duration,
     pub(crate) hooks: Hooks,
 }
 
@@ -534,11 +675,16 @@ impl PerCoreRuntime {
     /// assert_eq!(rt.workers(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn builder() -> Builder {
-        Builder::new()
+    pub fn builder() -> PerCoreRuntimeBuilder {
+        PerCoreRuntimeBuilder::new()
     }
 
     /// A runtime with the default settings: `PerCoreRuntime::builder().build()`.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`], as [`PerCoreRuntimeBuilder::build`] returns it (a
+    /// worker's thread or tokio runtime could not start).
     ///
     /// # Examples
     ///
@@ -550,7 +696,7 @@ impl PerCoreRuntime {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new() -> Result<PerCoreRuntime, BuildError> {
-        Builder::new().build()
+        PerCoreRuntimeBuilder::new().build()
     }
 
     pub(crate) fn start(config: StartConfig) -> Result<PerCoreRuntime, BuildError> {
@@ -565,41 +711,49 @@ impl PerCoreRuntime {
                     cpus
                 }),
                 placement: config.placement,
+                name_prefix: config.name_prefix.clone(),
                 next: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 shutdown_started: Notify::new(),
+                running: AtomicUsize::new(config.workers),
+                all_stopped: Notify::new(),
             }),
         };
         let (ready_tx, ready_rx) = mpsc::channel();
         let (exited_tx, exited) = mpsc::channel();
-        let mut runtime = PerCoreRuntime {
-            handle: handle.clone(),
-            threads: Vec::with_capacity(config.workers),
-            exited,
-            stopped: false,
-        };
+        let mut threads = WorkerThreads::new(exited, config.workers);
         for (index, shared) in handle.shared.workers.iter().enumerate() {
-            let start = WorkerStart {
-                shared: shared.clone(),
-                handle: handle.clone(),
-                cpu: handle.shared.cpus.as_ref().map(|cpus| cpus[index]),
-                hooks: config.hooks.clone(),
-                ready: ready_tx.clone(),
-                exited: exited_tx.clone(),
-            };
+            let start =
+                WorkerStart {
+                    shared: shared.clone(),
+                    handle: handle.clone(),
+                    cpu: handle.shared.cpus.as_ref().map(|cpus| cpus[index]),
+                    own_cpu: handle.shared.cpus.as_ref().is_some_and(|cpus| {
+                        cpus.iter().filter(|&&c| c == cpus[index]).count() == 1
+                    }),
+                    spin: config.spin,
+                    hooks: config.hooks.clone(),
+                    ready: ready_tx.clone(),
+                    exited: exited_tx.clone(),
+                };
             let mut builder =
                 thread::Builder::new().name(format!("{}-{index}", config.name_prefix));
             if let Some(bytes) = config.stack_size {
                 builder = builder.stack_size(bytes);
             }
             match builder.spawn(move || worker::main(start)) {
-                Ok(thread) => runtime.threads.push(Some(thread)),
+                Ok(thread) => threads.push(thread),
                 Err(source) => {
                     // Workers that never started must not be waited for.
                     for never in &handle.shared.workers[index..] {
                         never.inbox.exit();
+                        handle.worker_stopped();
                     }
-                    drop(runtime);
+                    // Dropping stops and joins the workers that did start.
+                    drop(PerCoreRuntime {
+                        handle,
+                        threads: Some(threads),
+                    });
                     return Err(BuildError::Thread {
                         worker: index,
                         source,
@@ -608,18 +762,35 @@ impl PerCoreRuntime {
             }
         }
         drop((ready_tx, exited_tx));
+        let runtime = PerCoreRuntime {
+            handle,
+            threads: Some(threads),
+        };
         let mut first_error = None;
+        let mut reported = vec![false; config.workers];
         for _ in 0..config.workers {
-            match ready_rx.recv() {
-                Ok((_, Ok(()))) => {}
-                Ok((index, Err(error))) => {
-                    if first_error.as_ref().is_none_or(|(i, _)| index < *i) {
-                        first_error = Some((index, error));
-                    }
+            let (index, result) = match ready_rx.recv() {
+                Ok(report) => report,
+                // A worker thread ended without reporting (a panic this
+                // crate did not catch): the build fails, naming it.
+                Err(mpsc::RecvError) => {
+                    let index = reported.iter().position(|r| !r).unwrap_or(0);
+                    let source =
+                        std::io::Error::other("the worker thread ended before it was ready");
+                    (
+                        index,
+                        Err(BuildError::Thread {
+                            worker: index,
+                            source,
+                        }),
+                    )
                 }
-                // Every worker reports before it can end: unreachable, but a
-                // lost report must not hang the build.
-                Err(mpsc::RecvError) => break,
+            };
+            reported[index] = true;
+            if let Err(error) = result
+                && first_error.as_ref().is_none_or(|(i, _)| index < *i)
+            {
+                first_error = Some((index, error));
             }
         }
         match first_error {
@@ -707,6 +878,12 @@ impl PerCoreRuntime {
     /// [`SpawnErrorKind::ShutDown`] once shutdown has begun, handing the
     /// future back.
     ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `future`, unpolled:
+    /// [`SpawnErrorKind::NotOnWorker`] outside the workers,
+    /// [`SpawnErrorKind::ShutDown`] once shutdown has begun.
+    ///
     /// # Examples
     ///
     /// ```
@@ -752,6 +929,12 @@ impl PerCoreRuntime {
     /// Fails, handing `f` back, if the index is out of range or the runtime
     /// is shutting down.
     ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::NoSuchWorker`] if
+    /// `worker` is not below the number of workers,
+    /// [`SpawnErrorKind::ShutDown`] once shutdown has begun.
+    ///
     /// # Examples
     ///
     /// ```
@@ -790,7 +973,12 @@ impl PerCoreRuntime {
     }
 
     /// Spawns a task on the worker chosen by the builder's
-    /// [`placement`](Builder::placement) (round-robin by default).
+    /// [`placement`](PerCoreRuntimeBuilder::placement) (round-robin by default).
+    ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::ShutDown`] once
+    /// shutdown has begun.
     ///
     /// # Examples
     ///
@@ -814,6 +1002,11 @@ impl PerCoreRuntime {
     }
 
     /// Spawns a task on the worker chosen by `placement`.
+    ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f`, unrun: [`SpawnErrorKind::ShutDown`] once
+    /// shutdown has begun.
     ///
     /// # Examples
     ///
@@ -846,6 +1039,13 @@ impl PerCoreRuntime {
     /// begins while the tasks are being spawned, the handles of the tasks it
     /// refused report [`JoinError::is_cancelled`](crate::JoinError::is_cancelled).
     ///
+    /// # Errors
+    ///
+    /// A [`SpawnError`] holding `f` ([`SpawnErrorKind::ShutDown`]) if shutdown
+    /// had begun before the call; if it begins while the tasks are being
+    /// spawned, the handles of the tasks it refused report
+    /// [`JoinError::is_cancelled`](crate::JoinError::is_cancelled) instead.
+    ///
     /// # Examples
     ///
     /// ```
@@ -874,16 +1074,24 @@ impl PerCoreRuntime {
     /// `spawn_blocking` closure). On a multi-thread tokio worker it blocks
     /// through `block_in_place`.
     ///
-    /// Fails with [`BlockOnError::WouldDeadlock`] on a thread that drives a
+    /// Fails with [`BlockOnWorkerError::WouldDeadlock`] on a thread that drives a
     /// current-thread runtime (this runtime's workers included), with
-    /// [`BlockOnError::Spawn`] for a bad index or a shut-down runtime (the
+    /// [`BlockOnWorkerError::Spawn`] for a bad index or a shut-down runtime (the
     /// closure handed back, unrun in both cases), and with
-    /// [`BlockOnError::Task`] if the task panicked or was cancelled.
+    /// [`BlockOnWorkerError::Task`] if the task panicked or was cancelled.
+    ///
+    /// # Errors
+    ///
+    /// - [`BlockOnWorkerError::WouldDeadlock`] with `f`, unrun, on a thread that
+    ///   drives a current-thread runtime (this runtime's workers included).
+    /// - [`BlockOnWorkerError::Spawn`] with `f`, unrun, for a bad index or a
+    ///   runtime that is shutting down.
+    /// - [`BlockOnWorkerError::Task`] if the task panicked or was cancelled.
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_per_core_runtime::{BlockOnError, PerCoreRuntime};
+    /// use async_patterns_per_core_runtime::{BlockOnWorkerError, PerCoreRuntime};
     ///
     /// let rt = PerCoreRuntime::builder().workers(2).build()?;
     /// assert_eq!(rt.block_on(0, || async { 40 + 2 })?, 42);
@@ -898,7 +1106,11 @@ impl PerCoreRuntime {
     /// );
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn block_on<F, Fut>(&self, worker: usize, f: F) -> Result<Fut::Output, BlockOnError<F>>
+    pub fn block_on<F, Fut>(
+        &self,
+        worker: usize,
+        f: F,
+    ) -> Result<Fut::Output, BlockOnWorkerError<F>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future + 'static,
@@ -907,8 +1119,9 @@ impl PerCoreRuntime {
         self.handle.block_on(worker, f)
     }
 
-    /// A snapshot of each worker's counters: live tasks, spawned, completed,
-    /// panicked, aborted, cancelled, busy time.
+    /// A snapshot of the runtime's counters: for each worker, and summed
+    /// over the workers, the tasks spawned, completed, panicked, aborted,
+    /// cancelled and alive, and each worker's busy time.
     ///
     /// # Examples
     ///
@@ -919,18 +1132,22 @@ impl PerCoreRuntime {
     /// let waiting = rt.spawn_on(0, || std::future::pending::<()>())?;
     /// rt.block_on(1, || async {})?;
     /// let m = rt.metrics();
-    /// assert_eq!((m[0].live_tasks, m[1].live_tasks, m[1].completed), (1, 0, 1));
+    /// assert_eq!((m.workers[0].alive_tasks, m.workers[1].alive_tasks, m.workers[1].completed), (1, 0, 1));
+    /// assert_eq!((m.spawned, m.alive_tasks), (2, 1));
     /// waiting.abort();
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn metrics(&self) -> Vec<WorkerMetrics> {
+    pub fn metrics(&self) -> RuntimeMetrics {
         self.handle.metrics()
     }
 
-    /// Shuts the runtime down gracefully and reports how every task ended.
+    /// Shuts the runtime down gracefully and reports how every task ended;
+    /// blocks the calling thread until every worker thread is joined. From
+    /// async code, use [`shutdown_async`](Self::shutdown_async).
     ///
     /// 1. Intake stops: every spawn fails with
-    ///    [`SpawnErrorKind::ShutDown`] from now on.
+    ///    [`SpawnErrorKind::ShutDown`] from now on, and
+    ///    [`Handle::shutting_down`] completes.
     /// 2. Tasks already accepted keep running; a worker stops as soon as all
     ///    its tasks have ended.
     /// 3. At `timeout`, the tasks still unfinished are cancelled: each future
@@ -940,10 +1157,18 @@ impl PerCoreRuntime {
     ///    tokio's `spawn` or `spawn_local`), waits for its `spawn_blocking`
     ///    tasks, runs `on_worker_stop`, and its thread is joined.
     ///
-    /// Called from a task on one of this runtime's own workers, it cannot
-    /// wait for that worker: the worker stops (cancelling its tasks) once
-    /// the calling task returns, and its counts in the report are those of
-    /// the moment.
+    /// On a multi-thread tokio worker it blocks through `block_in_place`.
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread drives a current-thread tokio runtime (one of
+    /// this runtime's workers, or the runtime of a
+    /// `#[tokio::main(flavor = "current_thread")]`): waiting there would
+    /// stall every task of that runtime for up to `timeout`, and on a worker
+    /// of this runtime it would wait for itself. `.await`
+    /// [`shutdown_async`](Self::shutdown_async) there instead. The panic
+    /// drops the runtime, which then cancels its tasks at once (see
+    /// [`Drop`](#impl-Drop-for-PerCoreRuntime)).
     ///
     /// # Examples
     ///
@@ -963,85 +1188,184 @@ impl PerCoreRuntime {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
-        self.stop(timeout)
+        if !RuntimeContext::current().can_block() {
+            panic!(
+                "PerCoreRuntime::shutdown: {}; `.await` `shutdown_async` instead",
+                async_patterns_core::WouldDeadlock
+            );
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        let shared = self.handle.shared.clone();
+        shared.begin_shutdown();
+        let mut threads = self
+            .threads
+            .take()
+            .expect("only a shutdown takes the threads");
+        let deadline_reached = RuntimeContext::run_blocking(|| threads.stop(&shared, deadline))
+            .unwrap_or_else(|_| unreachable!("checked above: this thread may block"));
+        ShutdownReport::new(&shared, deadline_reached)
     }
 
-    fn stop(&mut self, timeout: Duration) -> ShutdownReport {
-        let shared = self.handle.shared.clone();
+    /// The same shutdown as [`shutdown`](Self::shutdown), for async code:
+    /// it never blocks the calling thread, on any runtime or executor. The
+    /// waiting (for the workers to drain, until the deadline, and for their
+    /// threads to end) happens on a thread of its own, named
+    /// `{thread_name_prefix}-shutdown`, which joins every worker thread.
+    ///
+    /// The shutdown **starts when `shutdown_async` is called**, not when the
+    /// future is first polled: intake stops at once, and the deadline counts
+    /// from the call.
+    ///
+    /// Called from a task on one of this runtime's own workers (a "shut
+    /// down" request handled by the runtime itself), the future completes as
+    /// soon as the *other* workers have stopped: the calling task keeps its
+    /// own worker alive while it waits, so that worker's counts in the
+    /// report are those of the moment (the calling task among its
+    /// `alive_tasks`). That worker then goes on draining until the same
+    /// deadline; past it, its remaining tasks — the calling task included,
+    /// at its next `.await` — are cancelled. [`Handle::stopped`] completes
+    /// when that worker, too, has stopped: wait for it before the process
+    /// exits. Call it from a task spawned through this crate: a task started
+    /// with tokio's own `spawn` on a worker is dropped when that worker's
+    /// last counted task ends.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future does not stop the shutdown, which was already
+    /// under way: it completes in the background — tasks drain until the
+    /// deadline, the rest are cancelled, every thread is joined — and only
+    /// the report is lost.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system refuses to start the shutdown thread (as
+    /// [`std::thread::spawn`] would); every task is then cancelled at once,
+    /// so that nothing is left draining without a deadline.
+    ///
+    /// # Examples
+    ///
+    /// From async code outside the runtime:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let rt = PerCoreRuntime::builder().workers(2).build()?;
+    /// let task = rt.spawn_on(1, || async {
+    ///     tokio::time::sleep(Duration::from_millis(10)).await;
+    ///     "done"
+    /// })?;
+    /// // On a current-thread runtime: the sync `shutdown` would panic here.
+    /// let report = rt.shutdown_async(Duration::from_secs(5)).await;
+    /// assert_eq!((report.completed(), report.deadline_reached), (1, false));
+    /// assert_eq!(task.await?, "done");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// From a task on the runtime's own worker, with the process waiting
+    /// until that worker has drained too:
+    ///
+    /// ```
+    /// # // Under miri the shutdown thread, detached, outlives `main`.
+    /// # if cfg!(miri) { return Ok(()); }
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use async_patterns_per_core_runtime::PerCoreRuntime;
+    ///
+    /// let rt = PerCoreRuntime::builder().workers(2).build()?;
+    /// let handle = rt.handle().clone();
+    /// let owner = Arc::new(Mutex::new(Some(rt)));
+    /// let admin = {
+    ///     let owner = owner.clone();
+    ///     handle.spawn_on(0, move || async move {
+    ///         let rt = owner.lock().unwrap().take().unwrap();
+    ///         let report = rt.shutdown_async(Duration::from_secs(5)).await;
+    ///         // This task is still alive on worker 0.
+    ///         (report.workers[0].alive_tasks, report.deadline_reached)
+    ///     })?
+    /// };
+    /// assert_eq!(admin.join()?, (1, false));
+    /// assert!(handle.is_shutting_down());
+    /// async_patterns_core::park_on(handle.stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shutdown_async(
+        mut self,
+        timeout: Duration,
+    ) -> impl Future<Output = ShutdownReport> + Send + 'static {
         let deadline = Instant::now().checked_add(timeout);
-        self.stopped = true;
-        shared.closed.store(true, Ordering::Release);
-        for worker in shared.workers.iter() {
-            worker.drain();
-        }
-        // After every inbox is closed: a task woken here finds spawns refused.
-        shared.shutdown_started.notify_waiters();
-        // A worker cannot wait for itself.
-        let own = worker::current()
-            .filter(|current| Arc::ptr_eq(&current.handle.shared, &shared))
-            .map(|current| current.worker.index);
-        let mut running: Vec<bool> = self
+        let shared = self.handle.shared.clone();
+        shared.begin_shutdown();
+        let own = shared.own_worker();
+        let threads = self
             .threads
-            .iter()
-            .enumerate()
-            .map(|(i, thread)| thread.is_some() && Some(i) != own)
-            .collect();
-        let mut deadline_reached = false;
-        while running.iter().any(|&r| r) {
-            let next = match deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    self.exited.recv_timeout(left)
-                }
-                None => self
-                    .exited
-                    .recv()
-                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            };
-            match next {
-                Ok(index) => running[index] = false,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    deadline_reached = true;
-                    break;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        if deadline_reached || own.is_some() {
-            for (worker, still) in shared.workers.iter().zip(&running) {
-                if *still || Some(worker.index) == own {
-                    worker.cancel_all();
-                }
-            }
-        }
-        while running.iter().any(|&r| r) {
-            match self.exited.recv() {
-                Ok(index) => running[index] = false,
-                Err(mpsc::RecvError) => break,
-            }
-        }
-        for (i, thread) in self.threads.iter_mut().enumerate() {
-            if Some(i) == own {
-                continue;
-            }
-            if let Some(thread) = thread.take() {
-                // The worker caught every panic of its tasks and hooks; a
-                // panic here would be a bug of this crate, and its tasks were
-                // cancelled by the loop's `Drop` anyway.
-                let _ = thread.join();
-            }
-        }
-        ShutdownReport {
-            workers: shared.workers.iter().map(|w| w.metrics()).collect(),
-            deadline_reached,
-        }
+            .take()
+            .expect("only a shutdown takes the threads");
+        let name = format!("{}-shutdown", shared.name_prefix);
+        let receiver = shutdown::in_background(threads, shared, deadline, own, name)
+            .unwrap_or_else(|error| {
+                panic!("PerCoreRuntime::shutdown_async: cannot start the shutdown thread: {error}")
+            });
+        receiver.receive()
     }
 }
 
+/// Dropping the runtime shuts it down with no grace period: intake stops and
+/// every task still running is cancelled at once, each future dropped on its
+/// own worker (its `Drop`s run there), its handle reporting
+/// [`JoinError::is_cancelled`](crate::JoinError::is_cancelled).
+///
+/// Where the thread may block — outside any runtime, or on a blocking-pool
+/// thread — the drop waits for the workers to stop and joins their threads.
+/// Anywhere else (inside a task: on this runtime's own worker, on another
+/// current-thread or multi-thread runtime) it **never blocks**: it returns
+/// at once, each worker stops after its current poll, and its thread ends
+/// on its own right after, unjoined. To wait for the workers from async
+/// code, `.await` [`PerCoreRuntime::shutdown_async`] instead.
+///
+/// Do not drop (or shut down) the runtime on a `spawn_blocking` thread of
+/// one of its own workers: that worker waits for its blocking tasks before
+/// it stops.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use async_patterns_per_core_runtime::PerCoreRuntime;
+///
+/// let rt = PerCoreRuntime::builder().workers(2).build()?;
+/// let handle = rt.handle().clone();
+/// let stuck = rt.spawn_on(1, || std::future::pending::<()>())?;
+/// // Dropped inside one of its own tasks: returns at once, never blocks worker 0.
+/// let dropper = handle.spawn_on(0, move || async move {
+///     drop(rt);
+///     "dropped"
+/// })?;
+/// assert_eq!(dropper.join()?, "dropped");
+/// assert!(stuck.join().unwrap_err().is_cancelled());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 impl Drop for PerCoreRuntime {
     fn drop(&mut self) {
-        if !self.stopped {
-            self.stop(Duration::ZERO);
+        let Some(mut threads) = self.threads.take() else {
+            return;
+        };
+        let shared = self.handle.shared.clone();
+        shared.begin_shutdown();
+        match RuntimeContext::current() {
+            RuntimeContext::NoRuntime | RuntimeContext::BlockingThread => {
+                threads.stop(&shared, Some(Instant::now()));
+            }
+            // Inside a runtime: never wait. The threads detach and end on
+            // their own once their workers have cancelled everything.
+            _ => {
+                for worker in shared.workers.iter() {
+                    worker.cancel_all();
+                }
+            }
         }
     }
 }

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use async_patterns_core::RuntimeContext;
 use async_patterns_per_core_runtime::{
-    BlockOnError, Handle, JoinHandle, PerCoreRuntime, Placement, SpawnErrorKind, WorkerId,
+    BlockOnWorkerError, Handle, JoinBlockingError, JoinHandle, PerCoreRuntime, Placement,
+    SpawnErrorKind, WorkerId,
 };
 use tokio::sync::oneshot;
 
 /// Fails a test that would otherwise hang.
-const LIMIT: Duration = Duration::from_secs(30);
+const LIMIT: Duration = Duration::from_secs(if cfg!(miri) { 600 } else { 30 });
 
 fn runtime(workers: usize) -> PerCoreRuntime {
     PerCoreRuntime::builder()
@@ -31,7 +32,11 @@ fn join_within<T: Send + 'static>(
     std::thread::spawn(move || {
         let _ = tx.send(handle.join());
     });
-    rx.recv_timeout(LIMIT).expect("task did not end in time")
+    match rx.recv_timeout(LIMIT).expect("task did not end in time") {
+        Ok(value) => Ok(value),
+        Err(JoinBlockingError::Task(err)) => Err(err),
+        Err(other) => panic!("joined from a plain thread: {other}"),
+    }
 }
 
 #[test]
@@ -145,7 +150,7 @@ fn a_panic_while_building_the_future_is_reported_too() {
         .unwrap();
     let err = join_within(handle).unwrap_err();
     assert_eq!(err.to_string(), "task panicked: closure failed");
-    assert_eq!(rt.metrics()[0].panicked, 1);
+    assert_eq!(rt.metrics().workers[0].panicked, 1);
 }
 
 #[test]
@@ -163,8 +168,8 @@ fn a_panicking_task_does_not_take_its_worker_down() {
     }
     assert_eq!(join_within(survivor).unwrap(), "survived");
     assert_eq!(rt.block_on(0, || async { 1 }).unwrap(), 1);
-    let m = &rt.metrics()[0];
-    assert_eq!((m.panicked, m.completed, m.live_tasks), (10, 2, 0));
+    let m = &rt.metrics().workers[0];
+    assert_eq!((m.panicked, m.completed, m.alive_tasks), (10, 2, 0));
 }
 
 #[test]
@@ -239,7 +244,7 @@ fn abort_before_start_never_runs_the_task() {
     assert_eq!(err.to_string(), "task was aborted");
     join_within(blocker).unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 0);
-    assert_eq!(rt.metrics()[0].aborted, 1);
+    assert_eq!(rt.metrics().workers[0].aborted, 1);
 }
 
 struct Flag(Arc<AtomicUsize>);
@@ -287,7 +292,7 @@ fn abort_after_completion_keeps_the_result() {
     assert!(handle.is_finished());
     handle.abort();
     assert_eq!(join_within(handle).unwrap(), 3);
-    assert_eq!(rt.metrics()[0].aborted, 0);
+    assert_eq!(rt.metrics().workers[0].aborted, 0);
 }
 
 struct SendOnDrop(std::sync::mpsc::Sender<()>);
@@ -317,8 +322,8 @@ fn a_task_may_abort_itself() {
     dropped_rx.recv_timeout(LIMIT).unwrap();
     // The worker finishes the abort before it polls the next task.
     rt.block_on(0, || async {}).unwrap();
-    let m = &rt.metrics()[0];
-    assert_eq!((m.aborted, m.completed, m.live_tasks), (1, 1, 0));
+    let m = &rt.metrics().workers[0];
+    assert_eq!((m.aborted, m.completed, m.alive_tasks), (1, 1, 0));
 }
 
 #[test]
@@ -336,12 +341,15 @@ fn out_of_range_worker_is_an_error_that_hands_the_closure_back() {
     assert_eq!(rt.block_on(1, err.into_inner()).unwrap(), 9);
 
     match rt.block_on(usize::MAX, || async {}) {
-        Err(BlockOnError::Spawn(err)) => {
+        Err(BlockOnWorkerError::Spawn(err)) => {
             assert!(matches!(err.kind(), SpawnErrorKind::NoSuchWorker { .. }))
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(rt.metrics().iter().map(|m| m.spawned).sum::<u64>(), 1);
+    assert_eq!(
+        rt.metrics().workers.iter().map(|m| m.spawned).sum::<u64>(),
+        1
+    );
 }
 
 #[test]
@@ -351,7 +359,7 @@ fn block_on_from_a_worker_is_refused_not_deadlocked() {
     let refused = rt
         .block_on(0, move || async move {
             match handle.block_on(0, || async { 1 }) {
-                Err(BlockOnError::WouldDeadlock(f)) => Some(f),
+                Err(BlockOnWorkerError::WouldDeadlock(f)) => Some(f),
                 _ => None,
             }
         })
@@ -361,17 +369,44 @@ fn block_on_from_a_worker_is_refused_not_deadlocked() {
 }
 
 #[test]
-fn join_from_a_worker_panics_instead_of_deadlocking() {
+fn join_from_a_worker_is_refused_and_hands_the_handle_back() {
     let rt = runtime(2);
     let handle = rt.handle().clone();
-    let outcome = rt
+    let (refused, ran) = rt
         .block_on(0, move || async move {
-            let other = handle.spawn_on(1, || async {}).unwrap();
+            let other = handle.spawn_on(1, || async { 7 }).unwrap();
             assert_eq!(RuntimeContext::current(), RuntimeContext::CurrentThread);
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| other.join())).is_err()
+            match other.join() {
+                Err(refused @ JoinBlockingError::WouldDeadlock(_)) => {
+                    let message = refused.to_string();
+                    let other = refused.into_inner().expect("the handle comes back");
+                    (message, other.await.unwrap())
+                }
+                Ok(_) => panic!("joined on a worker thread"),
+                Err(err) => panic!("unexpected {err:?}"),
+            }
         })
         .unwrap();
-    assert!(outcome);
+    assert_eq!(ran, 7);
+    assert_eq!(
+        refused,
+        "blocking here would deadlock: this thread drives a current-thread tokio runtime"
+    );
+}
+
+#[test]
+fn join_of_a_finished_task_is_refused_too_on_a_current_thread_runtime() {
+    let rt = runtime(1);
+    let done = rt.spawn_on(0, || async { "early" }).unwrap();
+    rt.block_on(0, || async {}).unwrap();
+    assert!(done.is_finished());
+    let client = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let handed_back = client.block_on(async move { done.join().unwrap_err().into_inner() });
+    // Refused every time, not only when it would have had to wait; the
+    // result is still there for a thread that may block.
+    assert_eq!(handed_back.expect("the handle").join().unwrap(), "early");
 }
 
 #[test]
@@ -423,7 +458,7 @@ fn least_loaded_picks_the_worker_with_fewest_live_tasks() {
     );
     drop(first);
     drop(waiting);
-    let live: Vec<u64> = rt.metrics().iter().map(|m| m.live_tasks).collect();
+    let live: Vec<u64> = rt.metrics().workers.iter().map(|m| m.alive_tasks).collect();
     assert_eq!(live, [2, 2, 1]);
 }
 
@@ -487,12 +522,12 @@ fn metrics_count_spawned_completed_live_and_busy_time() {
     // A task submitted after the spin ends runs in a later tick, after the
     // spin's busy time was added.
     rt.block_on(1, || async {}).unwrap();
-    let m = rt.metrics();
+    let m = rt.metrics().workers;
     assert_eq!(m[0].spawned, 0);
     assert_eq!(m[1].worker.index(), 1);
     assert_eq!(m[1].spawned, 8);
     assert_eq!(m[1].completed, 7);
-    assert_eq!(m[1].live_tasks, 1);
+    assert_eq!(m[1].alive_tasks, 1);
     assert!(
         m[1].busy_time >= Duration::from_millis(20),
         "{:?}",
@@ -528,18 +563,19 @@ fn a_join_handle_dropped_in_select_detaches_the_task_which_still_runs() {
     go_tx.send(()).unwrap();
     done_rx.recv_timeout(LIMIT).unwrap();
     rt.block_on(0, || async {}).unwrap();
-    let m = &rt.metrics()[0];
-    assert_eq!((m.completed, m.live_tasks), (2, 0));
+    let m = &rt.metrics().workers[0];
+    assert_eq!((m.completed, m.alive_tasks), (2, 0));
 }
 
 #[test]
 fn a_not_send_task_that_yields_many_times_keeps_its_state() {
+    const YIELDS: u32 = if cfg!(miri) { 50 } else { 1000 };
     let rt = runtime(1);
     let handle = rt
         .spawn_on(0, || {
             let counter = Rc::new(Cell::new(0_u32));
             async move {
-                for _ in 0..1000 {
+                for _ in 0..YIELDS {
                     counter.set(counter.get() + 1);
                     tokio::task::yield_now().await;
                 }
@@ -547,5 +583,5 @@ fn a_not_send_task_that_yields_many_times_keeps_its_state() {
             }
         })
         .unwrap();
-    assert_eq!(join_within(handle).unwrap(), 1000);
+    assert_eq!(join_within(handle).unwrap(), YIELDS);
 }

@@ -8,10 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_patterns_per_core_runtime::{
-    JoinError, JoinHandle, PerCoreRuntime, ShutdownReport, SpawnErrorKind, WorkerId,
+    JoinBlockingError, JoinError, JoinHandle, PerCoreRuntime, ShutdownReport, SpawnErrorKind,
+    WorkerId,
 };
 
-const LIMIT: Duration = Duration::from_secs(30);
+const LIMIT: Duration = Duration::from_secs(if cfg!(miri) { 600 } else { 30 });
+
+/// A shutdown deadline that tasks which end on their own meet even on a
+/// loaded machine (or under miri), while a stuck task holds the shutdown
+/// until it passes.
+const GRACE: Duration = Duration::from_secs(if cfg!(miri) { 30 } else { 2 });
 
 /// Counts its drops and records the worker it was dropped on.
 #[derive(Clone)]
@@ -81,7 +87,11 @@ fn join_within<T: Send + 'static>(handle: JoinHandle<T>) -> Result<T, JoinError>
     std::thread::spawn(move || {
         let _ = tx.send(handle.join());
     });
-    rx.recv_timeout(LIMIT).expect("task did not end in time")
+    match rx.recv_timeout(LIMIT).expect("task did not end in time") {
+        Ok(value) => Ok(value),
+        Err(JoinBlockingError::Task(err)) => Err(err),
+        Err(other) => panic!("joined from a plain thread: {other}"),
+    }
 }
 
 #[test]
@@ -137,7 +147,7 @@ fn shutdown_lets_running_sleeping_and_panicking_tasks_end_and_cancels_the_rest()
 
     // Generous: the finishing tasks need only a few polls, but the machine
     // may be loaded; the stuck task holds the shutdown until the deadline.
-    let report = shutdown_within(rt, Duration::from_secs(2));
+    let report = shutdown_within(rt, GRACE);
 
     assert!(report.deadline_reached);
     assert_eq!(report.completed(), 2);
@@ -152,7 +162,7 @@ fn shutdown_lets_running_sleeping_and_panicking_tasks_end_and_cancels_the_rest()
         (report.workers[1].completed, report.workers[1].panicked),
         (1, 1)
     );
-    assert!(report.workers.iter().all(|w| w.live_tasks == 0));
+    assert!(report.workers.iter().all(|w| w.alive_tasks == 0));
 
     assert_eq!(join_within(sleeping).unwrap(), "slept");
     assert_eq!(join_within(running).unwrap(), "ran");
@@ -346,7 +356,7 @@ fn intake_stops_at_shutdown_and_refused_closures_come_back() {
     let refused = handle.block_on(1, || async { 2 }).unwrap_err();
     assert_eq!(refused.to_string(), "the runtime is shut down");
     assert!(refused.into_inner().is_some());
-    assert!(handle.metrics().iter().all(|m| m.spawned == 0));
+    assert!(handle.metrics().workers.iter().all(|m| m.spawned == 0));
 }
 
 #[test]
@@ -414,10 +424,72 @@ fn tokio_tasks_started_on_a_worker_are_dropped_when_it_stops() {
     assert_eq!(report.cancelled(), 0);
 }
 
+/// A current-thread tokio runtime, like `#[tokio::main(flavor = "current_thread")]`.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
-fn shutdown_from_a_task_on_its_own_worker_does_not_hang() {
+fn shutdown_async_from_another_runtime_drains_cancels_and_reports() {
     let rt = paused_runtime(2);
     let drops = Drops::new();
+    let handle = rt.handle().clone();
+    let finishing = {
+        let handle = handle.clone();
+        rt.spawn_on(0, move || async move {
+            handle.shutting_down().await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "finished"
+        })
+        .unwrap()
+    };
+    let stuck = {
+        let guard = drops.guard();
+        rt.spawn_on(1, move || async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        })
+        .unwrap()
+    };
+    let report = current_thread().block_on(async move {
+        let shutdown = rt.shutdown_async(GRACE);
+        // Intake stopped when `shutdown_async` was called, before any poll.
+        assert!(handle.is_shutting_down());
+        tokio::time::timeout(LIMIT, shutdown)
+            .await
+            .expect("in time")
+    });
+    assert!(report.deadline_reached);
+    assert_eq!((report.completed(), report.cancelled()), (1, 1));
+    assert_eq!(
+        (report.workers[0].completed, report.workers[1].cancelled),
+        (1, 1)
+    );
+    assert_eq!(join_within(finishing).unwrap(), "finished");
+    assert!(join_within(stuck).unwrap_err().is_cancelled());
+    // Dropped on worker 1, its own.
+    assert_eq!(drops.workers(), [Some(report.workers[1].worker)]);
+}
+
+#[test]
+fn shutdown_async_from_a_task_on_its_own_worker_reports_and_lets_that_worker_drain() {
+    let rt = paused_runtime(2);
+    let drops = Drops::new();
+    let handle = rt.handle().clone();
+    // Still draining on worker 0 after the report: it ends on its own.
+    let draining = {
+        let handle = handle.clone();
+        rt.spawn_on(0, move || async move {
+            handle.shutting_down().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "own worker drained"
+        })
+        .unwrap()
+    };
+    // Never ends: cancelled at the deadline.
     let stuck = {
         let guard = drops.guard();
         rt.spawn_on(0, move || async move {
@@ -434,18 +506,140 @@ fn shutdown_from_a_task_on_its_own_worker_does_not_hang() {
         .unwrap();
     let slot = Arc::new(Mutex::new(Some(rt)));
     let inside = slot.clone();
-    let handle = slot.lock().unwrap().as_ref().unwrap().handle().clone();
     let shutter = handle
         .spawn_on(0, move || async move {
             let rt = inside.lock().unwrap().take().unwrap();
-            let report = rt.shutdown(Duration::from_secs(20));
-            (report.deadline_reached, report.workers[1].completed)
+            let report = rt.shutdown_async(GRACE).await;
+            (
+                report.deadline_reached,
+                report.workers[1].completed,
+                report.workers[0].alive_tasks >= 2,
+            )
         })
         .unwrap();
-    assert_eq!(join_within(shutter).unwrap(), (false, 1));
+    assert_eq!(join_within(shutter).unwrap(), (false, 1, true));
     assert_eq!(join_within(other).unwrap(), "other worker drained");
+    assert_eq!(join_within(draining).unwrap(), "own worker drained");
     assert!(join_within(stuck).unwrap_err().is_cancelled());
     assert_eq!(drops.count(), 1);
+    assert!(handle.spawn(|| async {}).is_err());
+}
+
+#[test]
+fn shutdown_async_on_its_own_worker_past_the_deadline_still_delivers_the_report() {
+    let rt = PerCoreRuntime::builder().workers(2).build().unwrap();
+    let handle = rt.handle().clone();
+    let stuck = rt.spawn_on(1, std::future::pending::<()>).unwrap();
+    let slot = Arc::new(Mutex::new(Some(rt)));
+    let shutter = handle
+        .spawn_on(0, move || async move {
+            let rt = slot.lock().unwrap().take().unwrap();
+            let report = rt.shutdown_async(Duration::ZERO).await;
+            (report.deadline_reached, report.workers[1].cancelled)
+        })
+        .unwrap();
+    assert_eq!(join_within(shutter).unwrap(), (true, 1));
+    assert!(join_within(stuck).unwrap_err().is_cancelled());
+}
+
+#[test]
+fn a_dropped_shutdown_async_future_still_completes_the_shutdown() {
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let counter = stopped.clone();
+    let rt = PerCoreRuntime::builder()
+        .workers(2)
+        .on_worker_stop(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    let finishing = {
+        let handle = handle.clone();
+        rt.spawn_on(0, move || async move {
+            handle.shutting_down().await;
+            "finished"
+        })
+        .unwrap()
+    };
+    let stuck = rt.spawn_on(1, std::future::pending::<()>).unwrap();
+    drop(rt.shutdown_async(Duration::from_millis(100)));
+    assert_eq!(join_within(finishing).unwrap(), "finished");
+    assert!(join_within(stuck).unwrap_err().is_cancelled());
+    let deadline = std::time::Instant::now() + LIMIT;
+    while stopped.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "workers did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let m = handle.metrics();
+    assert_eq!((m.completed, m.cancelled, m.alive_tasks), (1, 1, 0));
+}
+
+#[test]
+fn sync_shutdown_on_its_own_worker_panics_and_the_runtime_still_stops() {
+    let rt = PerCoreRuntime::builder().workers(2).build().unwrap();
+    let handle = rt.handle().clone();
+    let stuck = rt.spawn_on(1, std::future::pending::<()>).unwrap();
+    let slot = Arc::new(Mutex::new(Some(rt)));
+    let shutter = handle
+        .spawn_on(0, move || async move {
+            let rt = slot.lock().unwrap().take().unwrap();
+            rt.shutdown(Duration::from_secs(3600));
+        })
+        .unwrap();
+    let err = join_within(shutter).unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(
+        err.to_string(),
+        "task panicked: PerCoreRuntime::shutdown: blocking here would deadlock: this thread drives a current-thread tokio runtime; `.await` `shutdown_async` instead"
+    );
+    // The runtime, dropped by the panic, cancelled its tasks without waiting.
+    assert!(join_within(stuck).unwrap_err().is_cancelled());
+    assert!(handle.is_shutting_down());
+}
+
+#[test]
+fn sync_shutdown_on_a_current_thread_runtime_panics_instead_of_stalling_it() {
+    let rt = PerCoreRuntime::builder().workers(1).build().unwrap();
+    let handle = rt.handle().clone();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        current_thread().block_on(async move { rt.shutdown(Duration::from_secs(3600)) })
+    }));
+    assert!(panicked.is_err());
+    assert!(handle.is_shutting_down());
+}
+
+#[test]
+fn dropping_the_runtime_on_a_current_thread_runtime_never_blocks_it() {
+    let rt = PerCoreRuntime::builder().workers(1).build().unwrap();
+    // Worker 0 is stuck in a blocking call (what a task must not do) until
+    // the dropping thread, after the drop, releases it: a drop that waited
+    // for the worker would never return.
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (blocked_tx, blocked_rx) = mpsc::channel::<()>();
+    let blocker = rt
+        .spawn_on(0, move || async move {
+            blocked_tx.send(()).unwrap();
+            release_rx.recv_timeout(LIMIT).unwrap();
+            "released"
+        })
+        .unwrap();
+    blocked_rx.recv_timeout(LIMIT).unwrap();
+    let queued = rt.spawn_on(0, || async {}).unwrap();
+    let (dropped_tx, dropped_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        current_thread().block_on(async move {
+            drop(rt);
+            let _ = dropped_tx.send(());
+            release_tx.send(()).unwrap();
+        })
+    });
+    dropped_rx
+        .recv_timeout(LIMIT)
+        .expect("the drop blocked the runtime thread");
+    assert_eq!(join_within(blocker).unwrap(), "released");
+    // Cancelled by the drop: it never started.
+    assert!(join_within(queued).unwrap_err().is_cancelled());
 }
 
 #[test]
@@ -473,7 +667,7 @@ fn on_worker_stop_runs_after_the_workers_tasks_have_ended() {
         .workers(2)
         .on_worker_stop(move |id| {
             let live = async_patterns_per_core_runtime::Handle::current()
-                .map(|h| h.metrics()[id.index()].live_tasks);
+                .map(|h| h.metrics().workers[id.index()].alive_tasks);
             record.lock().unwrap().push((id.index(), live));
         })
         .build()
@@ -500,4 +694,49 @@ fn a_handle_awaited_on_another_runtime_wakes_when_shutdown_cancels_its_task() {
     shutdown_within(rt, Duration::ZERO);
     let result = waiter.join().unwrap().expect("woken before the limit");
     assert!(result.unwrap_err().is_cancelled());
+}
+
+#[test]
+fn stopped_completes_once_every_worker_has_stopped_even_after_an_early_report() {
+    let stopped_hooks = Arc::new(AtomicUsize::new(0));
+    let counter = stopped_hooks.clone();
+    let rt = PerCoreRuntime::builder()
+        .workers(2)
+        .on_worker_stop(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    assert!(!handle.is_stopped());
+    // Worker 0 keeps draining after the report: this task ends only when
+    // the report has been handed to the caller.
+    let (reported_tx, reported_rx) = tokio::sync::oneshot::channel::<()>();
+    let draining = rt
+        .spawn_on(0, move || async move {
+            let _ = reported_rx.await;
+            "drained after the report"
+        })
+        .unwrap();
+    let slot = Arc::new(Mutex::new(Some(rt)));
+    let admin = handle
+        .spawn_on(0, move || async move {
+            let rt = slot.lock().unwrap().take().unwrap();
+            let report = rt.shutdown_async(LIMIT).await;
+            let _ = reported_tx.send(());
+            report.workers[0].alive_tasks
+        })
+        .unwrap();
+    // The caller and the draining task were both alive at the report.
+    assert_eq!(join_within(admin).unwrap(), 2);
+    let (tx, rx) = mpsc::channel();
+    let waiter = handle.clone();
+    std::thread::spawn(move || {
+        async_patterns_core::park_on(waiter.stopped());
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(LIMIT).expect("the workers stopped");
+    assert!(handle.is_stopped());
+    assert_eq!(stopped_hooks.load(Ordering::SeqCst), 2);
+    assert_eq!(join_within(draining).unwrap(), "drained after the report");
 }

@@ -2,7 +2,8 @@
 //! tokio runtimes start (for `spawn_blocking`) are all joined, whether the
 //! runtime is shut down, dropped, or fails to build. This file holds one
 //! test so that no other test's threads come and go while it counts.
-#![cfg(target_os = "linux")]
+// Not under miri: it counts threads in `/proc`.
+#![cfg(all(target_os = "linux", not(miri)))]
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,19 @@ fn no_thread_outlives_its_runtime() {
     assert_eq!(report.cancelled(), 3);
     drop(handles);
     assert_eq!(settled_threads(before), before, "after shutdown");
+
+    // Shut down from async code: the shutdown thread ends too.
+    let rt = PerCoreRuntime::builder().workers(2).build().unwrap();
+    let waiting = rt
+        .spawn_on(1, || tokio::time::sleep(Duration::from_secs(3600)))
+        .unwrap();
+    let report = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(rt.shutdown_async(Duration::from_millis(50)));
+    assert_eq!(report.cancelled(), 1);
+    drop(waiting);
+    assert_eq!(settled_threads(before), before, "after shutdown_async");
 
     // Dropped without shutdown, pinned.
     let rt = PerCoreRuntime::builder()

@@ -9,9 +9,22 @@
 //! reaches the consumer twice only if an attempt yielded it and did not
 //! confirm it. In plain mode ([`ReusableReceiver::new`]) delivery is *at
 //! most once*: items a failed attempt pulled are gone, and
-//! [`ReceiverStats::lost`] counts the ones it did not confirm. In both
+//! [`ReceiverMetrics::lost`] counts the ones it did not confirm. In both
 //! modes, items not yet yielded stay in the channel for the next attempt,
 //! and a stream revoked or dropped loses nothing it has not yielded.
+//!
+//! **Nothing held is lost.** Every item taken out of the channel — into the
+//! replay buffer, set aside because it did not fit the weight bound, or
+//! taken in a batch and not yet yielded — is yielded or handed back: a
+//! stream ends only when nothing is held anywhere (or when its lease is
+//! revoked, or [`WhenFull::EndStream`] ends an attempt with the buffer
+//! full). [`ReusableReceiver::take_unacked`],
+//! [`into_unacked`](ReusableReceiver::into_unacked) and
+//! [`into_inner`](ReusableReceiver::into_inner) hand items back; dropping a
+//! `ReusableReceiver` that still holds items is never silent: once nothing
+//! can deliver them any more, they are dropped and counted in
+//! [`ReceiverMetrics::dropped`] (the exact rules are under
+//! [Dropping](ReusableReceiver#dropping)).
 //!
 //! # The problem
 //!
@@ -125,7 +138,7 @@
 //! let summary = Retry::new(policy)
 //!     // With the `tonic` feature: `.classify(async_patterns_reusable_receiver::tonic::is_retryable)`
 //!     .classify(|status: &tonic::Status| status.code() == tonic::Code::Unavailable)
-//!     .on_attempt(|a| println!("attempt {}: {:?}, {:?}", a.number(), a.stats(), a.next()))
+//!     .on_attempt(|a| println!("attempt {}: {:?}, {:?}", a.number(), a.metrics(), a.next()))
 //!     .run(&mut reusable, |stream| {
 //!         let mut client = client.clone();
 //!         async move { client.upload(stream).await }
@@ -148,17 +161,21 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod barrier;
 mod error;
 mod loom;
+mod metrics;
 mod receiver;
 mod replay;
 mod retry;
+mod state;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
 pub use error::AckError;
-pub use receiver::{Lease, LeaseStats, ReceiverStats, ReusableReceiver, ReusableStream};
+pub use metrics::{LeaseMetrics, ReceiverMetrics};
+pub use receiver::{Lease, ReusableReceiver, ReusableStream};
 pub use replay::{ReplayConfig, ReplayConfigBuilder, WhenFull};
 pub use retry::{Attempt, GiveUp, NextStep, Retry, RetryError, retry};
 

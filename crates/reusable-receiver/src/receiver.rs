@@ -1,32 +1,27 @@
 //! [`ReusableReceiver`], its [`ReusableStream`]s and their [`Lease`]s: the
-//! state they share, and the hand-over from one stream to the next.
-//!
-//! The receiver never moves. It lives in state shared by the
-//! `ReusableReceiver` and every stream it made, behind one mutex; each
-//! stream carries the generation of its lease, and only the stream of the
-//! lease in force may take items. A new stream, or a revocation, retires the
-//! old lease under the same lock that every `poll_next` takes, so a stale
-//! stream — however late it is polled or dropped — finds its generation
-//! retired and ends, without having touched the receiver.
+//! public handles on the shared state of [`crate::state`], where the
+//! hand-over from one stream to the next happens.
 
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use futures_core::{FusedStream, Stream};
 use tokio::sync::mpsc::Receiver;
 
 use crate::error::AckError;
-use crate::loom::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, lock};
-use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
+use crate::loom::{Arc, Ordering, lock};
+use crate::metrics::{LeaseMetrics, ReceiverMetrics};
+use crate::replay::{ReplayBuffer, ReplayConfig};
+use crate::state::{Fill, LeaseCell, Shared, State};
 
 /// Owns an mpsc [`Receiver`] and hands out `'static` streams over it, one
 /// attempt at a time, so that a consumer which takes its stream by value (a
 /// tonic client-streaming call) can be retried with the same receiver.
 ///
 /// - [`new`](Self::new) — *plain mode*, at most once: an item yielded to an
-///   attempt that fails is gone; [`stats`](Self::stats) counts such items
-///   as [`lost`](ReceiverStats::lost) unless the consumer confirmed them.
+///   attempt that fails is gone; [`metrics`](Self::metrics) counts such items
+///   as [`lost`](ReceiverMetrics::lost) unless the consumer confirmed them.
 /// - [`with_replay`](Self::with_replay) — *replay mode*, at least once:
 ///   items yielded to an attempt are kept until acknowledged and replayed,
 ///   in order, to the next attempt.
@@ -37,11 +32,50 @@ use crate::replay::{Next, ReplayBuffer, ReplayConfig, WhenFull};
 /// live leases, and a stream dropped late — after the next attempt started
 /// — can neither take items nor delay anything.
 ///
-/// Items leave the channel in batches of at most 32 — in replay mode never
-/// more than the replay buffer has room for — which makes a stream cheaper
-/// per item than a `ReceiverStream`. Items taken and not yet yielded stay
-/// here, in order, for the next stream (or [`into_inner`](Self::into_inner));
-/// the channel meanwhile has room for as many more sends.
+/// A stream takes items a chunk at a time — up to 64 (fewer for items
+/// larger than 64 bytes, so that a chunk stays within about 4 KiB), in
+/// replay mode never more than the replay buffer has room for — out of the
+/// channel with one `poll_recv_many` under the shared lock, and yields them
+/// one by one without the lock: a store, a load and a compiler fence per
+/// item (see the crate's source, `state.rs`, for the hand-over protocol).
+/// That makes it as cheap per item as a hand-written `recv_many` loop. The
+/// price is paid when a lease ends while its stream still holds unclaimed
+/// items of its chunk: on Linux, one `membarrier(2)` system call, which
+/// interrupts each CPU running a thread of the process for a moment (about
+/// 0.2 µs in all on a 2-core machine); elsewhere, a fence.
+/// Items taken and not yet yielded — by a stream revoked or dropped
+/// mid-chunk — come back here, in order, for the next stream (or
+/// [`into_inner`](Self::into_inner)); the channel meanwhile has room for
+/// as many more sends.
+///
+/// # Dropping
+///
+/// Every item taken out of the channel is yielded or handed back; a stream
+/// ends only when nothing is held anywhere (or its lease is revoked, or
+/// [`WhenFull::EndStream`](crate::WhenFull::EndStream) ends it with the buffer full). What a
+/// `ReusableReceiver` holds at a given moment — items yielded and not
+/// acknowledged (replay mode), an item set aside by the weight bound, items
+/// taken from the channel in a batch and not yet yielded — is handed back
+/// by:
+///
+/// - [`take_unacked`](Self::take_unacked): the unacknowledged items; the
+///   receiver goes on (what the retry driver returns when it gives up);
+/// - [`into_unacked`](Self::into_unacked): everything not acknowledged,
+///   the channel's queue included, closing the channel;
+/// - [`into_inner`](Self::into_inner): everything held, and the receiver
+///   with what is still queued in it.
+///
+/// Dropping the `ReusableReceiver` instead is never silent. Its state is
+/// shared with its streams and leases, so a stream whose lease is in force
+/// keeps working (a stream can be made and given away in one expression).
+/// As soon as nothing can deliver the held items any more — at the drop if
+/// no lease is in force, otherwise when that lease ends (revoked, or ended
+/// by the retry driver) — the channel is closed, so that senders fail
+/// instead of waiting for room, and everything held or still queued is
+/// dropped and counted in [`ReceiverMetrics::dropped`], which
+/// [`Lease::receiver_metrics`] shows after the drop. If the last stream and
+/// lease go while that lease is still in force, what is held goes with
+/// them. Dropping a stream or a lease never drops an item.
 ///
 /// # Examples
 ///
@@ -75,8 +109,21 @@ pub struct ReusableReceiver<T> {
 /// It yields items while its lease is in force and ends — returns `None`,
 /// then keeps returning `None` — when the channel is closed and drained, when
 /// its lease is revoked (a newer stream was made, or the attempt ended), or,
-/// in replay mode with [`WhenFull::EndStream`], when the replay buffer is
+/// in replay mode with [`WhenFull::EndStream`](crate::WhenFull::EndStream), when the replay buffer is
 /// full. Dropping it, at any time, loses nothing that it has not yielded.
+///
+/// # Cancel safety
+///
+/// `poll_next` (and so `StreamExt::next`) is cancel safe: an item leaves the
+/// shared state only in the poll that returns it, so a `next()` future
+/// dropped in a `select!` takes nothing with it.
+///
+/// # Panics
+///
+/// In replay mode a poll runs `T::clone` (and the weigher, for an item
+/// that comes from the channel); if either panics, the panic propagates out
+/// of the poll and the item stays next in line, for this stream's next poll
+/// or the next lease.
 ///
 /// # Examples
 ///
@@ -100,8 +147,16 @@ pub struct ReusableReceiver<T> {
 /// ```
 pub struct ReusableStream<T> {
     shared: Arc<Shared<T>>,
-    cell: Arc<LeaseCell>,
+    cell: Arc<LeaseCell<T>>,
     generation: u64,
+    /// The next index of the chunk to claim, and the chunk's length: while
+    /// `next < len`, items are claimed without the lock.
+    next: usize,
+    len: usize,
+    /// A fill is under way: set while the lock is held for one, so that if
+    /// it panics (a `clone`, a weigher) the drop knows the chunk may hold
+    /// items this stream does not know of.
+    filling: bool,
     done: bool,
 }
 
@@ -112,7 +167,7 @@ pub struct ReusableStream<T> {
 /// Acknowledgements are cumulative and count from the start of the lease:
 /// `ack(n)` says "the first `n` items this stream yielded are confirmed".
 /// In replay mode confirmed items leave the replay buffer; in plain mode
-/// they only count, so that [`ReceiverStats::lost`] is exact.
+/// they only count, so that [`ReceiverMetrics::lost`] is exact.
 ///
 /// # Examples
 ///
@@ -143,405 +198,7 @@ pub struct ReusableStream<T> {
 /// ```
 pub struct Lease<T> {
     shared: Arc<Shared<T>>,
-    cell: Arc<LeaseCell>,
-}
-
-/// The counts of one lease.
-///
-/// # Examples
-///
-/// ```
-/// use async_patterns_reusable_receiver::ReusableReceiver;
-/// use futures::StreamExt;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let (tx, rx) = tokio::sync::mpsc::channel(4);
-/// tx.send(7).await.unwrap();
-/// let mut reusable = ReusableReceiver::new(rx);
-/// let mut stream = reusable.stream();
-/// stream.next().await;
-/// let stats = stream.lease().revoke();
-/// assert_eq!((stats.yielded, stats.acknowledged, stats.unconfirmed()), (1, 0, 1));
-/// assert!(!stats.released); // `stream` is still alive
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct LeaseStats {
-    /// The lease's generation: 1 for the first stream, one more for each.
-    pub generation: u64,
-    /// Items the lease's stream yielded (replays included).
-    pub yielded: u64,
-    /// Of those, how many were acknowledged.
-    pub acknowledged: u64,
-    /// Whether the stream had been dropped when these counts were taken.
-    pub released: bool,
-}
-
-impl LeaseStats {
-    /// Items yielded and not acknowledged: replayed to the next lease in
-    /// replay mode, possibly lost in plain mode.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_reusable_receiver::ReusableReceiver;
-    ///
-    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
-    /// let mut reusable = ReusableReceiver::new(rx);
-    /// let stats = reusable.stream().lease().stats();
-    /// assert_eq!(stats.unconfirmed(), 0);
-    /// ```
-    pub fn unconfirmed(&self) -> u64 {
-        self.yielded - self.acknowledged
-    }
-}
-
-/// Totals over every lease of a [`ReusableReceiver`].
-///
-/// # Examples
-///
-/// ```
-/// use async_patterns_reusable_receiver::ReusableReceiver;
-/// use futures::StreamExt;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let (tx, rx) = tokio::sync::mpsc::channel(4);
-/// tx.send(1).await.unwrap();
-/// tx.send(2).await.unwrap();
-/// let mut reusable = ReusableReceiver::new(rx);
-/// reusable.stream().next().await; // yielded, never confirmed...
-/// reusable.revoke();              // ...and the attempt is over
-/// let stats = reusable.stats();
-/// assert_eq!((stats.leases, stats.yielded, stats.lost), (1, 1, 1));
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub struct ReceiverStats {
-    /// Leases started (streams made).
-    pub leases: u64,
-    /// Items yielded, over all leases, replays included.
-    pub yielded: u64,
-    /// Items acknowledged, over all leases.
-    pub acknowledged: u64,
-    /// Replay mode: items yielded again to a later lease.
-    pub replayed: u64,
-    /// Plain mode: items yielded to a lease that ended without
-    /// acknowledging them. They are gone from the channel; whether the
-    /// consumer processed them is unknown. Always 0 in replay mode, where
-    /// such items are kept and replayed.
-    pub lost: u64,
-}
-
-struct Shared<T> {
-    state: Mutex<State<T>>,
-}
-
-struct State<T> {
-    /// `None` only after [`ReusableReceiver::into_inner`].
-    source: Option<Source<T>>,
-    /// `Some` in replay mode.
-    replay: Option<ReplayBuffer<T>>,
-    /// The lease in force, if any.
-    current: Option<Current>,
-    next_generation: u64,
-    /// The waker of the current lease's stream, when it last waited: woken
-    /// when the lease is revoked, or when an acknowledgement makes room.
-    waker: Option<Waker>,
-    totals: ReceiverStats,
-}
-
-/// The lease in force; its counts move under the state's lock.
-struct Current {
-    generation: u64,
-    yielded: u64,
-    acknowledged: u64,
-    cell: Arc<LeaseCell>,
-}
-
-impl Current {
-    fn stats(&self) -> LeaseStats {
-        LeaseStats {
-            generation: self.generation,
-            yielded: self.yielded,
-            acknowledged: self.acknowledged,
-            released: self.cell.released.load(Ordering::Acquire),
-        }
-    }
-}
-
-/// What one lease's stream and handles share: whether the stream was
-/// dropped (set by its `Drop` without taking the state's lock), and the
-/// lease's final counts, written under the state's lock when it ends and
-/// read under it.
-struct LeaseCell {
-    generation: u64,
-    released: AtomicBool,
-    ended: AtomicBool,
-    yielded: AtomicU64,
-    acknowledged: AtomicU64,
-}
-
-impl LeaseCell {
-    fn final_stats(&self) -> LeaseStats {
-        LeaseStats {
-            generation: self.generation,
-            yielded: self.yielded.load(Ordering::Relaxed),
-            acknowledged: self.acknowledged.load(Ordering::Relaxed),
-            released: self.released.load(Ordering::Acquire),
-        }
-    }
-}
-
-/// How many items move from the channel into [`Source::staged`] at most at
-/// a time.
-const STAGE: usize = 32;
-
-/// The channel, and the items taken from it in one batch but not yet
-/// yielded. Taking a batch with `poll_recv_many` returns the senders' permits
-/// once per batch rather than once per item, which is where a
-/// `ReceiverStream` spends much of its time; the staged items stay in the
-/// shared state, in order, for whichever lease comes next.
-struct Source<T> {
-    rx: Receiver<T>,
-    /// Reversed: the next item is last, so taking it is a `pop`.
-    staged: Vec<T>,
-}
-
-impl<T> Source<T> {
-    /// The next item, taking a batch of at most `limit` from the channel
-    /// when none is staged.
-    fn poll_next(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<Option<T>> {
-        // `poll_recv_many` reads a limit of 0 as "closed".
-        debug_assert!(limit > 0);
-        if let Some(item) = self.staged.pop() {
-            return Poll::Ready(Some(item));
-        }
-        match self.rx.poll_recv_many(cx, &mut self.staged, limit) {
-            Poll::Ready(0) => Poll::Ready(None),
-            Poll::Ready(_) => {
-                self.staged.reverse();
-                Poll::Ready(self.staged.pop())
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// The channel is closed and nothing is left, staged or sent.
-    fn is_done(&self) -> bool {
-        self.staged.is_empty() && self.rx.is_closed() && self.rx.is_empty()
-    }
-
-    /// The staged items, oldest first, and the receiver.
-    fn into_parts(mut self) -> (Receiver<T>, impl Iterator<Item = T>) {
-        self.staged.reverse();
-        (self.rx, self.staged.into_iter())
-    }
-}
-
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-        *slot = Some(cx.waker().clone());
-    }
-}
-
-impl<T> State<T> {
-    fn poll_item(&mut self, generation: u64, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let State {
-            source,
-            replay,
-            current,
-            waker,
-            totals,
-            ..
-        } = self;
-        let Some(current) = current.as_mut().filter(|c| c.generation == generation) else {
-            return Poll::Ready(None); // revoked
-        };
-        let Some(source) = source.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let item = match replay {
-            None => match source.poll_next(cx, STAGE) {
-                Poll::Ready(Some(item)) => item,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => {
-                    register(waker, cx);
-                    return Poll::Pending;
-                }
-            },
-            Some(replay) => {
-                let (next, replayed) = replay.next();
-                let next = match next {
-                    // Never more than the buffer can take: the rest stays
-                    // in the channel, where senders feel the backpressure.
-                    Next::Pull => match source.poll_next(cx, replay.room().min(STAGE)) {
-                        Poll::Ready(Some(item)) => replay.admit(item),
-                        Poll::Ready(None) => return Poll::Ready(None),
-                        Poll::Pending => {
-                            register(waker, cx);
-                            return Poll::Pending;
-                        }
-                    },
-                    next => next,
-                };
-                match next {
-                    Next::Yield(item) => {
-                        totals.replayed += u64::from(replayed);
-                        item
-                    }
-                    // Full, but the channel is closed and drained: there is
-                    // nothing left to wait for room for, so the stream ends
-                    // (a consumer that acknowledges only at the end, such as
-                    // a client-streaming call, would otherwise wait forever).
-                    Next::Full | Next::Pull if source.is_done() => return Poll::Ready(None),
-                    Next::Full | Next::Pull => match replay.when_full() {
-                        WhenFull::Wait => {
-                            register(waker, cx);
-                            return Poll::Pending;
-                        }
-                        WhenFull::EndStream => return Poll::Ready(None),
-                    },
-                }
-            }
-        };
-        current.yielded += 1;
-        totals.yielded += 1;
-        Poll::Ready(Some(item))
-    }
-
-    /// Starts a new lease, retiring the one in force; returns its cell and
-    /// the old stream's waker, to wake once unlocked.
-    fn new_lease(&mut self) -> (Arc<LeaseCell>, Option<Waker>) {
-        let (_, waker) = self.retire();
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let cell = Arc::new(LeaseCell {
-            generation,
-            released: AtomicBool::new(false),
-            ended: AtomicBool::new(false),
-            yielded: AtomicU64::new(0),
-            acknowledged: AtomicU64::new(0),
-        });
-        self.current = Some(Current {
-            generation,
-            yielded: 0,
-            acknowledged: 0,
-            cell: Arc::clone(&cell),
-        });
-        self.totals.leases += 1;
-        (cell, waker)
-    }
-
-    /// Ends the lease in force: its unconfirmed items are rewound for
-    /// replay, or counted as lost.
-    fn retire(&mut self) -> (Option<LeaseStats>, Option<Waker>) {
-        let Some(current) = self.current.take() else {
-            return (None, None);
-        };
-        match &mut self.replay {
-            Some(replay) => replay.rewind(),
-            None => self.totals.lost += current.yielded - current.acknowledged,
-        }
-        let cell = &current.cell;
-        cell.yielded.store(current.yielded, Ordering::Relaxed);
-        cell.acknowledged
-            .store(current.acknowledged, Ordering::Relaxed);
-        cell.ended.store(true, Ordering::Relaxed);
-        (Some(current.stats()), self.waker.take())
-    }
-
-    fn current(&self, generation: u64) -> Option<&Current> {
-        self.current.as_ref().filter(|c| c.generation == generation)
-    }
-
-    /// Acknowledges the first `n` items (all, for `None`) of lease
-    /// `generation`; returns how many were newly acknowledged, and the
-    /// stream's waker if that made room in a full replay buffer.
-    fn ack(&mut self, generation: u64, n: Option<u64>) -> (Result<u64, AckError>, Option<Waker>) {
-        let Some(current) = self.current.as_mut().filter(|c| c.generation == generation) else {
-            return (Err(AckError::Revoked { generation }), None);
-        };
-        let n = n.unwrap_or(current.yielded);
-        if n > current.yielded {
-            let err = AckError::NotYielded {
-                requested: n,
-                yielded: current.yielded,
-            };
-            return (Err(err), None);
-        }
-        let Some(newly) = n.checked_sub(current.acknowledged).filter(|k| *k > 0) else {
-            return (Ok(0), None);
-        };
-        current.acknowledged = n;
-        self.totals.acknowledged += newly;
-        let mut waker = None;
-        if let Some(replay) = &mut self.replay {
-            let was_full = replay.is_full();
-            // `newly <= yielded - acknowledged`, all of it in the buffer.
-            replay.acknowledge(newly as usize);
-            if was_full {
-                waker = self.waker.take();
-            }
-        }
-        (Ok(newly), waker)
-    }
-}
-
-impl<T> Shared<T> {
-    fn new(rx: Receiver<T>, replay: Option<ReplayBuffer<T>>) -> Arc<Self> {
-        Arc::new(Shared {
-            state: Mutex::new(State {
-                source: Some(Source {
-                    rx,
-                    staged: Vec::new(),
-                }),
-                replay,
-                current: None,
-                next_generation: 1,
-                waker: None,
-                totals: ReceiverStats::default(),
-            }),
-        })
-    }
-
-    /// Ends the lease of `cell` if it is still in force, first
-    /// acknowledging everything it yielded if `ack_all`; returns its final
-    /// counts (also when it had ended before).
-    fn end_lease(&self, cell: &LeaseCell, ack_all: bool) -> LeaseStats {
-        let (stats, waker) = {
-            let mut state = lock(&self.state);
-            if state.current(cell.generation).is_some() {
-                // The acknowledgement cannot fail (the lease is in force and
-                // `None` means "all"); if it takes the waiting stream's waker,
-                // that waker must still be woken for the revocation.
-                let (_, acked_waker) = if ack_all {
-                    state.ack(cell.generation, None)
-                } else {
-                    (Ok(0), None)
-                };
-                let (stats, waker) = state.retire();
-                (stats, waker.or(acked_waker))
-            } else {
-                (Some(cell.final_stats()), None)
-            }
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        stats.unwrap_or_else(|| cell.final_stats())
-    }
-
-    fn stats(&self, cell: &LeaseCell) -> LeaseStats {
-        let state = lock(&self.state);
-        match state.current(cell.generation) {
-            Some(current) => current.stats(),
-            None => cell.final_stats(),
-        }
-    }
+    cell: Arc<LeaseCell<T>>,
 }
 
 impl<T> ReusableReceiver<T> {
@@ -593,7 +250,7 @@ impl<T> ReusableReceiver<T> {
     /// let lease = stream.lease();
     /// assert_eq!((&mut stream).collect::<Vec<_>>().await, ["a", "b"]);
     /// lease.ack_all()?;
-    /// assert_eq!(reusable.unacked_len(), 0);
+    /// assert_eq!(reusable.metrics().unacked, 0);
     /// # Ok(())
     /// # }
     /// ```
@@ -626,7 +283,9 @@ impl<T> ReusableReceiver<T> {
     /// assert_eq!(second.generation(), first.generation() + 1);
     /// ```
     pub fn stream(&mut self) -> ReusableStream<T> {
-        let (cell, waker) = lock(&self.shared.state).new_lease();
+        let (cell, waker, to_drop) = lock(&self.shared.state).new_lease();
+        // Unlocked: a waker and an item's `Drop` are user code.
+        drop(to_drop);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -634,6 +293,9 @@ impl<T> ReusableReceiver<T> {
             shared: Arc::clone(&self.shared),
             generation: cell.generation,
             cell,
+            next: 0,
+            len: 0,
+            filling: false,
             done: false,
         }
     }
@@ -652,7 +314,7 @@ impl<T> ReusableReceiver<T> {
     /// assert_eq!(reusable.lease().unwrap().generation(), stream.generation());
     /// ```
     pub fn lease(&self) -> Option<Lease<T>> {
-        let cell = Arc::clone(&lock(&self.shared.state).current.as_ref()?.cell);
+        let cell = Arc::clone(lock(&self.shared.state).current_cell()?);
         Some(Lease {
             shared: Arc::clone(&self.shared),
             cell,
@@ -661,7 +323,7 @@ impl<T> ReusableReceiver<T> {
 
     /// Revokes the lease in force, if any, and returns its final counts:
     /// its stream ends, its unconfirmed items are replayed to the next
-    /// stream (replay mode) or counted as [`lost`](ReceiverStats::lost).
+    /// stream (replay mode) or counted as [`lost`](ReceiverMetrics::lost).
     ///
     /// # Examples
     ///
@@ -675,17 +337,18 @@ impl<T> ReusableReceiver<T> {
     /// tx.send(1).await.unwrap();
     /// let mut reusable = ReusableReceiver::new(rx);
     /// let mut stream = reusable.stream();
-    /// assert!(reusable.revoke().is_some());
+    /// assert_eq!(reusable.revoke().map(|m| m.generation), Some(1));
     /// assert_eq!(stream.next().await, None); // the item stays in the channel
     /// assert_eq!(reusable.revoke(), None);
     /// # }
     /// ```
-    pub fn revoke(&mut self) -> Option<LeaseStats> {
-        let (stats, waker) = lock(&self.shared.state).retire();
+    pub fn revoke(&mut self) -> Option<LeaseMetrics> {
+        let (metrics, waker, to_drop) = lock(&self.shared.state).retire();
+        drop(to_drop);
         if let Some(waker) = waker {
             waker.wake();
         }
-        stats
+        metrics
     }
 
     /// Whether this receiver replays unacknowledged items
@@ -705,35 +368,13 @@ impl<T> ReusableReceiver<T> {
         lock(&self.shared.state).replay.is_some()
     }
 
-    /// Items yielded and not yet acknowledged, held for replay (0 in plain
-    /// mode).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
-    /// use futures::StreamExt;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
-    /// tx.send(1).await?;
-    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
-    /// reusable.stream().next().await;
-    /// assert_eq!(reusable.unacked_len(), 1);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn unacked_len(&self) -> usize {
-        lock(&self.shared.state)
-            .replay
-            .as_ref()
-            .map_or(0, ReplayBuffer::len)
-    }
-
-    /// Revokes the lease in force and hands back every unacknowledged item,
-    /// oldest first (none in plain mode): what to send elsewhere, or to
-    /// log, when giving up.
+    /// Revokes the lease in force and hands back every unacknowledged item
+    /// — yielded to some lease and not acknowledged — oldest first (none in
+    /// plain mode, where such items went with their lease): what to send
+    /// elsewhere, or to log, when giving up. The receiver goes on: items
+    /// taken from the channel and not yet yielded (set aside or staged) stay
+    /// for the next stream, ahead of the channel. Counted in
+    /// [`handed_back`](ReceiverMetrics::handed_back).
     ///
     /// # Examples
     ///
@@ -751,39 +392,97 @@ impl<T> ReusableReceiver<T> {
     /// stream.next().await;
     /// assert_eq!(reusable.take_unacked(), ['x']);
     /// assert_eq!(stream.next().await, None); // revoked
+    /// assert_eq!(reusable.stream().next().await, Some('y'));
     /// # Ok(())
     /// # }
     /// ```
     pub fn take_unacked(&mut self) -> Vec<T> {
-        let (items, waker) = {
+        let (items, waker, to_drop) = {
             let mut state = lock(&self.shared.state);
-            let (_, waker) = state.retire();
-            let items = state
-                .replay
-                .as_mut()
-                .map_or_else(Vec::new, ReplayBuffer::take_all);
-            (items, waker)
+            let (_, waker, to_drop) = state.retire();
+            (state.take_unacked(), waker, to_drop)
         };
+        drop(to_drop);
         if let Some(waker) = waker {
             waker.wake();
         }
         items
     }
 
-    /// Totals over every lease so far.
+    /// Ends the receiver and hands back every item sent and not
+    /// acknowledged, oldest first: the unacknowledged ones (replay mode),
+    /// then those taken from the channel and not yet yielded (set aside or
+    /// staged), then what is still queued in the channel, which is closed
+    /// first — senders fail from now on and keep their values. Every stream
+    /// still alive ends. Counted in [`handed_back`](ReceiverMetrics::handed_back).
+    ///
+    /// This is what to call instead of dropping a receiver that may still
+    /// hold items (see [Dropping](ReusableReceiver#dropping)). To keep the
+    /// channel open, use [`into_inner`](Self::into_inner).
     ///
     /// # Examples
     ///
     /// ```
-    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    /// use futures::StreamExt;
     ///
-    /// let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
-    /// let mut reusable = ReusableReceiver::new(rx);
-    /// reusable.stream();
-    /// assert_eq!(reusable.stats().leases, 1);
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(8);
+    /// for i in 0..4 {
+    ///     tx.send(i).await?;
+    /// }
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let mut stream = reusable.stream();
+    /// let lease = stream.lease();
+    /// stream.next().await;
+    /// stream.next().await;
+    /// lease.ack(1)?; // 0 is done; 1 was yielded, never confirmed
+    /// assert_eq!(reusable.into_unacked(), [1, 2, 3]);
+    /// assert!(tx.send(4).await.is_err(), "the channel is closed");
+    /// assert_eq!(stream.next().await, None);
+    /// # Ok(())
+    /// # }
     /// ```
-    pub fn stats(&self) -> ReceiverStats {
-        lock(&self.shared.state).totals
+    pub fn into_unacked(self) -> Vec<T> {
+        let (items, waker, to_drop) = {
+            let mut state = lock(&self.shared.state);
+            let (_, waker, to_drop) = state.retire();
+            let items = state.take_everything(true);
+            state.totals.handed_back += items.len() as u64;
+            (items, waker, to_drop)
+        };
+        drop(to_drop);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        items
+    }
+
+    /// A snapshot of the receiver's counters and gauges; see
+    /// [`ReceiverMetrics`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await?;
+    /// tx.send(2).await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// reusable.stream().next().await;
+    /// let metrics = reusable.metrics();
+    /// assert_eq!((metrics.leases, metrics.delivered, metrics.unacked), (1, 1, 1));
+    /// assert_eq!(metrics.queued, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> ReceiverMetrics {
+        lock(&self.shared.state).metrics()
     }
 
     /// Closes the channel: senders fail from now on, items already sent are
@@ -813,17 +512,42 @@ impl<T> ReusableReceiver<T> {
             if let Some(source) = state.source.as_mut() {
                 source.rx.close();
             }
-            state.waker.take()
+            state.take_waker()
         };
         if let Some(waker) = waker {
             waker.wake();
         }
     }
 
+    /// Whether the channel is closed: every sender was dropped, or
+    /// [`close`](Self::close) was called. Items already sent may still be
+    /// waiting to be yielded; [`is_drained`](Self::is_drained) says when
+    /// nothing is left.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (tx, rx) = tokio::sync::mpsc::channel(1);
+    /// tx.try_send(1).unwrap();
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// assert!(!reusable.is_closed());
+    /// reusable.close();
+    /// assert!(reusable.is_closed());
+    /// assert!(!reusable.is_drained());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.state)
+            .source
+            .as_ref()
+            .is_none_or(|s| s.rx.is_closed())
+    }
+
     /// Whether everything is done: the channel is closed (every sender
-    /// dropped, or [`close`](Self::close)) and empty, and no item awaits
-    /// acknowledgement. A retry loop that uploads until the channel ends
-    /// stops here.
+    /// dropped, or [`close`](Self::close)) and empty, nothing taken from it
+    /// is waiting to be yielded, and no item awaits acknowledgement. A retry
+    /// loop that uploads until the channel ends stops here.
     ///
     /// # Examples
     ///
@@ -837,16 +561,15 @@ impl<T> ReusableReceiver<T> {
     /// assert!(reusable.is_drained());
     /// ```
     pub fn is_drained(&self) -> bool {
-        let state = lock(&self.shared.state);
-        let channel_done = state.source.as_ref().is_none_or(Source::is_done);
-        let buffer_empty = state.replay.as_ref().is_none_or(|r| r.len() == 0);
-        channel_done && buffer_empty
+        lock(&self.shared.state).is_drained()
     }
 
     /// Takes the receiver back, with the items already out of the channel —
-    /// the unacknowledged ones (replay mode), then those taken in a batch
-    /// and not yet yielded — oldest first: they come before anything still
-    /// in the channel. Every stream still alive ends.
+    /// the unacknowledged ones (replay mode), then those taken and not yet
+    /// yielded (set aside or staged) — oldest first: they come before
+    /// anything still in the channel, which stays open. Every stream still
+    /// alive ends. The returned items are counted in
+    /// [`handed_back`](ReceiverMetrics::handed_back).
     ///
     /// # Examples
     ///
@@ -870,15 +593,34 @@ impl<T> ReusableReceiver<T> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn into_inner(mut self) -> (Receiver<T>, Vec<T>) {
-        let mut taken = self.take_unacked();
-        let source = lock(&self.shared.state)
-            .source
-            .take()
-            .expect("only `into_inner` takes the source, and it consumes the `ReusableReceiver`");
-        let (rx, staged) = source.into_parts();
-        taken.extend(staged);
-        (rx, taken)
+    pub fn into_inner(self) -> (Receiver<T>, Vec<T>) {
+        let (source, taken, waker, to_drop) = {
+            let mut state = lock(&self.shared.state);
+            let (_, waker, to_drop) = state.retire();
+            let taken = state.take_everything(false);
+            state.totals.handed_back += taken.len() as u64;
+            let source = state.source.take().expect(
+                "only `into_inner` takes the source, and it consumes the `ReusableReceiver`",
+            );
+            (source, taken, waker, to_drop)
+        };
+        drop(to_drop);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        (source.rx, taken)
+    }
+}
+
+impl<T> Drop for ReusableReceiver<T> {
+    fn drop(&mut self) {
+        let discarded = {
+            let mut state = lock(&self.shared.state);
+            state.orphaned = true;
+            state.discard_if_orphaned()
+        };
+        // Dropped unlocked: an item's `Drop` is user code.
+        drop(discarded);
     }
 }
 
@@ -887,8 +629,8 @@ impl<T> fmt::Debug for ReusableReceiver<T> {
         let state = lock(&self.shared.state);
         f.debug_struct("ReusableReceiver")
             .field("replay", &state.replay.is_some())
-            .field("lease", &state.current.as_ref().map(|c| c.generation))
-            .field("stats", &state.totals)
+            .field("lease", &state.current_generation())
+            .field("metrics", &state.metrics())
             .finish_non_exhaustive()
     }
 }
@@ -908,7 +650,7 @@ impl<T> ReusableStream<T> {
     /// let lease = stream.lease();
     /// drop(stream); // given to a call that dropped it
     /// assert!(lease.is_current());
-    /// assert!(lease.stats().released);
+    /// assert!(lease.metrics().released);
     /// ```
     pub fn lease(&self) -> Lease<T> {
         Lease {
@@ -938,15 +680,79 @@ impl<T> ReusableStream<T> {
 impl<T> Stream for ReusableStream<T> {
     type Item = T;
 
+    /// The next item while the lease is in force; `None` once the channel
+    /// is closed and nothing is held, the lease was revoked, or
+    /// [`WhenFull::EndStream`](crate::WhenFull::EndStream) found the buffer full.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is taken unless this poll returns it.
+    ///
+    /// # Panics
+    ///
+    /// When `T::clone` or the weigher panics (replay mode); the item stays
+    /// next in line.
+    #[inline]
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = &mut *self;
+        if this.next < this.len {
+            // The fast path: a store, a compiler fence, a load; no lock.
+            if let Some(item) = this.cell.claim(this.next) {
+                this.next += 1;
+                return Poll::Ready(Some(item));
+            }
+        }
+        this.poll_slow(cx)
+    }
+}
+
+impl<T> ReusableStream<T> {
+    /// Everything but a claim from the chunk: the end, a claim that met a
+    /// revocation, a new chunk. Kept out of line so that `poll_next`'s fast
+    /// path stays small enough to inline.
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         if self.done {
             return Poll::Ready(None);
         }
-        let poll = lock(&self.shared.state).poll_item(self.generation, cx);
-        if let Poll::Ready(None) = poll {
-            self.done = true;
+        let mut state = lock(&self.shared.state);
+        if self.next < self.len {
+            // The claim of item `next` met the end of the lease: the ender
+            // recorded whether it counted it as the stream's.
+            let settled = state.settle(&self.cell, self.next);
+            drop(state);
+            return match settled {
+                Some(item) => {
+                    self.next += 1;
+                    // Nothing more from this chunk: the next poll finds the
+                    // lease ended.
+                    self.len = self.next;
+                    Poll::Ready(Some(item))
+                }
+                None => self.end(),
+            };
         }
-        poll
+        self.filling = true;
+        let fill = state.fill(self.generation, cx);
+        self.filling = false;
+        drop(state);
+        match fill {
+            Fill::Item { item, len } => {
+                (self.next, self.len) = (1, len);
+                Poll::Ready(Some(item))
+            }
+            Fill::Resume { item, next, len } => {
+                (self.next, self.len) = (next, len);
+                Poll::Ready(Some(item))
+            }
+            Fill::End => self.end(),
+            Fill::Pending => Poll::Pending,
+        }
+    }
+
+    fn end(&mut self) -> Poll<Option<T>> {
+        (self.done, self.next, self.len) = (true, 0, 0);
+        Poll::Ready(None)
     }
 }
 
@@ -958,9 +764,16 @@ impl<T> FusedStream for ReusableStream<T> {
 
 impl<T> Drop for ReusableStream<T> {
     fn drop(&mut self) {
-        // Nothing to hand back and no lock to take: the receiver never left
-        // the shared state. Only the lease's handles learn of the drop.
         self.cell.released.store(true, Ordering::Release);
+        if self.done || (self.next >= self.len && !self.filling) {
+            // Nothing is left in its chunk: what it claimed is counted when
+            // the lease ends (or the next chunk is filled), without the lock.
+            return;
+        }
+        // What it took and did not yield goes back, under the lock (its
+        // lease stays in force, for its handles to acknowledge).
+        let to_drop = lock(&self.shared.state).release(self.generation);
+        drop(to_drop);
     }
 }
 
@@ -1005,9 +818,7 @@ impl<T> Lease<T> {
     /// assert!(!lease.is_current());
     /// ```
     pub fn is_current(&self) -> bool {
-        lock(&self.shared.state)
-            .current(self.cell.generation)
-            .is_some()
+        lock(&self.shared.state).is_current(self.cell.generation)
     }
 
     /// Confirms the first `n` items this lease's stream yielded (cumulative:
@@ -1103,14 +914,36 @@ impl<T> Lease<T> {
     /// stream.next().await;
     /// reusable.stream(); // revokes `lease`
     /// reusable.stream();
-    /// let stats = lease.stats();
-    /// assert_eq!((stats.yielded, stats.released), (1, false));
+    /// let metrics = lease.metrics();
+    /// assert_eq!((metrics.delivered, metrics.released), (1, false));
     /// drop(stream); // late
-    /// assert!(lease.stats().released);
+    /// assert!(lease.metrics().released);
     /// # }
     /// ```
-    pub fn stats(&self) -> LeaseStats {
-        self.shared.stats(&self.cell)
+    pub fn metrics(&self) -> LeaseMetrics {
+        lock(&self.shared.state).lease_metrics(&self.cell)
+    }
+
+    /// The totals of the receiver this lease belongs to — also once the
+    /// [`ReusableReceiver`] itself was dropped, to see what its drop
+    /// discarded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::ReusableReceiver;
+    ///
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.try_send(1).unwrap();
+    /// let mut reusable = ReusableReceiver::new(rx);
+    /// let lease = reusable.stream().lease();
+    /// lease.revoke();
+    /// drop(reusable); // nothing can take the queued item any more
+    /// assert_eq!(lease.receiver_metrics().dropped, 1);
+    /// assert!(tx.is_closed());
+    /// ```
+    pub fn receiver_metrics(&self) -> ReceiverMetrics {
+        lock(&self.shared.state).metrics()
     }
 
     /// Revokes this lease if it is still in force — its stream ends and is
@@ -1128,14 +961,36 @@ impl<T> Lease<T> {
     /// assert!(!lease.is_current());
     /// assert!(reusable.lease().is_none());
     /// ```
-    pub fn revoke(&self) -> LeaseStats {
+    pub fn revoke(&self) -> LeaseMetrics {
         self.end(false)
     }
 
     /// Ends the lease (first acknowledging everything, if `ack_all`) and
     /// returns its final counts.
-    pub(crate) fn end(&self, ack_all: bool) -> LeaseStats {
-        self.shared.end_lease(&self.cell, ack_all)
+    pub(crate) fn end(&self, ack_all: bool) -> LeaseMetrics {
+        let (metrics, waker, to_drop) = {
+            let mut state = lock(&self.shared.state);
+            if state.is_current(self.cell.generation) {
+                // The acknowledgement cannot fail (the lease is in force and
+                // `None` means "all"); if it takes the waiting stream's waker,
+                // that waker must still be woken for the revocation.
+                let (_, acked_waker) = if ack_all {
+                    state.ack(self.cell.generation, None)
+                } else {
+                    (Ok(0), None)
+                };
+                let (metrics, waker, mut to_drop) = state.retire();
+                to_drop.extend(state.discard_if_orphaned());
+                (metrics, waker.or(acked_waker), to_drop)
+            } else {
+                (None, None, Vec::new())
+            }
+        };
+        drop(to_drop);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        metrics.unwrap_or_else(|| State::final_metrics(&self.cell))
     }
 }
 

@@ -33,14 +33,21 @@ pub enum WhenFull {
     /// server confirms progress, a local consumer. A client-streaming call
     /// that only acknowledges when it returns would wait forever once it has
     /// yielded `max_items` of a channel that stays open: use
-    /// [`EndStream`](Self::EndStream) there. (A full buffer never holds back
-    /// the end of a channel that is closed and drained: the stream ends.)
+    /// [`EndStream`](Self::EndStream) there.
+    ///
+    /// A full buffer never hides the end of the channel: a waiting stream
+    /// watches the channel too (taking at most one item beyond the buffer
+    /// out of it to do so), and ends once the channel is closed and nothing
+    /// is held. An item that was taken out of the channel and not yet
+    /// yielded — set aside by the weight bound — keeps the stream waiting
+    /// for room, since it must be yielded before the stream may end.
     #[default]
     Wait,
     /// End the stream, so that the call can finish and acknowledge; the
     /// next stream carries on. Each attempt then carries at most one
     /// buffer's worth of items — a client-streaming call becomes a sequence
-    /// of bounded batches.
+    /// of bounded batches: run attempts until
+    /// [`is_drained`](crate::ReusableReceiver::is_drained).
     EndStream,
 }
 
@@ -72,7 +79,8 @@ pub struct ReplayConfig<T> {
 }
 
 impl<T> ReplayConfig<T> {
-    /// Starts a builder: 1,024 items, no weight bound, [`WhenFull::Wait`].
+    /// Starts a builder: 1,024 items, no weight bound, [`WhenFull::Wait`];
+    /// the same as [`ReplayConfigBuilder::new`].
     ///
     /// # Examples
     ///
@@ -84,13 +92,7 @@ impl<T> ReplayConfig<T> {
     /// # Ok::<(), async_patterns_core::ConfigError>(())
     /// ```
     pub fn builder() -> ReplayConfigBuilder<T> {
-        ReplayConfigBuilder {
-            config: ReplayConfig {
-                max_items: 1_024,
-                max_weight: None,
-                when_full: WhenFull::Wait,
-            },
-        }
+        ReplayConfigBuilder::new()
     }
 
     /// The most unacknowledged items the buffer holds.
@@ -177,6 +179,29 @@ pub struct ReplayConfigBuilder<T> {
 }
 
 impl<T> ReplayConfigBuilder<T> {
+    /// A builder with every option at its default: 1,024 items, no weight
+    /// bound, [`WhenFull::Wait`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_reusable_receiver::{ReplayConfigBuilder, WhenFull};
+    ///
+    /// let config = ReplayConfigBuilder::<u64>::new().build()?;
+    /// assert_eq!((config.max_items(), config.max_weight()), (1_024, None));
+    /// assert_eq!(config.when_full(), WhenFull::Wait);
+    /// # Ok::<(), async_patterns_core::ConfigError>(())
+    /// ```
+    pub fn new() -> Self {
+        ReplayConfigBuilder {
+            config: ReplayConfig {
+                max_items: 1_024,
+                max_weight: None,
+                when_full: WhenFull::Wait,
+            },
+        }
+    }
+
     /// The most unacknowledged items; at least 1.
     ///
     /// # Examples
@@ -196,6 +221,12 @@ impl<T> ReplayConfigBuilder<T> {
     /// weighed once by `weigher` when it is pulled from the channel;
     /// `max_weight` is at least 1. An item heavier than `max_weight` on its
     /// own is admitted when the buffer is empty, so it cannot block forever.
+    ///
+    /// An item is weighed after it was taken out of the channel: one that
+    /// does not fit is set aside, and comes next once an acknowledgement
+    /// makes room. It is never lost: the stream does not end while it is
+    /// set aside, and [`into_unacked`](crate::ReusableReceiver::into_unacked)
+    /// and [`into_inner`](crate::ReusableReceiver::into_inner) hand it back.
     ///
     /// # Examples
     ///
@@ -256,6 +287,12 @@ impl<T> ReplayConfigBuilder<T> {
     }
 }
 
+impl<T> Default for ReplayConfigBuilder<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T> fmt::Debug for ReplayConfigBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplayConfigBuilder")
@@ -264,18 +301,29 @@ impl<T> fmt::Debug for ReplayConfigBuilder<T> {
     }
 }
 
-/// The items yielded to attempts and not yet acknowledged, oldest first.
+/// The items handed to attempts and not yet acknowledged, oldest first,
+/// and the one item set aside because it did not fit the weight bound.
 ///
-/// `items[..cursor]` were yielded to the lease in force (or to none, between
+/// Items have absolute positions: `items[i]` is at `front + i`.
+/// `items[..cursor]` were handed to the lease in force (or to none, between
 /// leases: then `cursor` is 0); `items[cursor..]` wait to be replayed to it.
+/// Every position below `delivered` was yielded to some lease at least once:
+/// handing an item at a lower position again is a redelivery. A stream
+/// takes items a chunk at a time, ahead of yielding them, so `delivered` is
+/// advanced by the caller, once it knows how many a stream claimed
+/// ([`mark_delivered`](Self::mark_delivered)); an item handed over and never
+/// claimed (its stream was revoked or dropped first, or its `clone`
+/// panicked) stays undelivered.
 pub(crate) struct ReplayBuffer<T> {
     items: VecDeque<T>,
     /// The weight of each item of `items`, when a weigher is configured.
     weights: VecDeque<usize>,
     weight: usize,
+    front: u64,
     cursor: usize,
+    delivered: u64,
     /// An item taken from the channel that did not fit the weight bound; it
-    /// comes next, before anything still in the channel.
+    /// comes next, before anything staged or still in the channel.
     parked: Option<T>,
     clone: fn(&T) -> T,
     config: ReplayConfig<T>,
@@ -283,8 +331,10 @@ pub(crate) struct ReplayBuffer<T> {
 
 /// What the buffer wants from the channel next.
 pub(crate) enum Next<T> {
-    /// An item to yield, from the buffer (a replay, or the parked item).
-    Yield(T),
+    /// A copy of the item at the cursor, handed to the lease (a replay, the
+    /// parked item, or one just admitted); `redelivery` when an earlier
+    /// lease was given it already.
+    Yield { item: T, redelivery: bool },
     /// Pull the next item from the channel and [`admit`](ReplayBuffer::admit) it.
     Pull,
     /// The buffer is full.
@@ -297,7 +347,9 @@ impl<T> ReplayBuffer<T> {
             items: VecDeque::with_capacity(config.max_items.min(1_024)),
             weights: VecDeque::new(),
             weight: 0,
+            front: 0,
             cursor: 0,
+            delivered: 0,
             parked: None,
             clone,
             config,
@@ -308,28 +360,32 @@ impl<T> ReplayBuffer<T> {
         self.config.when_full
     }
 
+    /// The absolute position of the next item handed to the lease.
+    pub(crate) fn cursor_position(&self) -> u64 {
+        self.front + self.cursor as u64
+    }
+
     /// The next item for the lease in force, if the buffer decides it.
-    ///
-    /// `Yield` of a replayed item means `replayed`; the caller counts it.
-    pub(crate) fn next(&mut self) -> (Next<T>, bool) {
+    pub(crate) fn next(&mut self) -> Next<T> {
         if let Some(item) = self.items.get(self.cursor) {
             // Cloned before the cursor moves: a panicking `clone` changes nothing.
-            let copy = (self.clone)(item);
+            let item = (self.clone)(item);
+            let redelivery = self.cursor_position() < self.delivered;
             self.cursor += 1;
-            return (Next::Yield(copy), true);
+            return Next::Yield { item, redelivery };
         }
         if self.items.len() >= self.config.max_items {
-            return (Next::Full, false);
+            return Next::Full;
         }
         match self.parked.take() {
-            Some(item) => (self.admit(item), false),
-            None => (Next::Pull, false),
+            Some(item) => self.admit(item),
+            None => Next::Pull,
         }
     }
 
     /// Takes `item`, just pulled from the channel (or parked), into the
-    /// buffer and returns the copy to yield — or parks it if it does not fit
-    /// the weight bound.
+    /// buffer and returns the copy to hand over — or parks it if it does not
+    /// fit the weight bound.
     pub(crate) fn admit(&mut self, item: T) -> Next<T> {
         let mut weight = None;
         let item = match &self.config.max_weight {
@@ -351,10 +407,18 @@ impl<T> ReplayBuffer<T> {
             self.weight += w;
         }
         // The item is in the buffer before `clone` runs: if it panics, the
-        // item is simply next in line.
-        let copy = (self.clone)(self.items.back().expect("pushed above"));
+        // item is simply next in line, not yet delivered.
+        let item = (self.clone)(self.items.back().expect("pushed above"));
         self.cursor += 1;
-        Next::Yield(copy)
+        Next::Yield {
+            item,
+            redelivery: false,
+        }
+    }
+
+    /// Every position below `end` was yielded to a lease.
+    pub(crate) fn mark_delivered(&mut self, end: u64) {
+        self.delivered = self.delivered.max(end);
     }
 
     /// Removes the `n` oldest items, which the lease in force yielded and
@@ -365,12 +429,20 @@ impl<T> ReplayBuffer<T> {
         if !self.weights.is_empty() {
             self.weight -= self.weights.drain(..n).sum::<usize>();
         }
+        self.front += n as u64;
         self.cursor -= n;
     }
 
     /// The lease ended: everything unacknowledged is replayed to the next.
     pub(crate) fn rewind(&mut self) {
         self.cursor = 0;
+    }
+
+    /// Takes `n` items handed to the lease in force back (its stream was
+    /// dropped before yielding them): they are next in line again.
+    pub(crate) fn unhand(&mut self, n: usize) {
+        debug_assert!(n <= self.cursor);
+        self.cursor -= n;
     }
 
     /// How many more items the buffer can take, by count.
@@ -383,18 +455,54 @@ impl<T> ReplayBuffer<T> {
         self.items.len() >= self.config.max_items || self.parked.is_some()
     }
 
-    /// Unacknowledged items, the parked one included.
-    pub(crate) fn len(&self) -> usize {
-        self.items.len() + usize::from(self.parked.is_some())
+    /// Items yielded to a lease and not acknowledged, given that positions
+    /// below `delivered` (at least the buffer's own mark) were yielded.
+    pub(crate) fn unacked(&self, delivered: u64) -> usize {
+        let delivered = delivered.max(self.delivered);
+        (delivered.saturating_sub(self.front) as usize).min(self.items.len())
     }
 
-    /// Empties the buffer, oldest first, the parked item last.
+    /// Items in the buffer never yielded: admitted for a stream that did not
+    /// claim them.
+    pub(crate) fn undelivered(&self, delivered: u64) -> usize {
+        self.items.len() - self.unacked(delivered)
+    }
+
+    /// Whether nothing is in the buffer or set aside.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.parked.is_none()
+    }
+
+    /// Whether an item is set aside.
+    pub(crate) fn has_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Takes the items yielded and not acknowledged, oldest first (the lease
+    /// in force was retired: nothing is handed to a lease). Items admitted
+    /// and never yielded, and the parked item, stay: they come next.
+    pub(crate) fn take_unacked(&mut self) -> Vec<T> {
+        debug_assert_eq!(self.cursor, 0);
+        let n = self.unacked(self.delivered);
+        self.take_front(n)
+    }
+
+    /// Empties the buffer, oldest first; the parked item stays.
     pub(crate) fn take_all(&mut self) -> Vec<T> {
-        self.cursor = 0;
-        self.weight = 0;
-        self.weights.clear();
-        let mut all: Vec<T> = self.items.drain(..).collect();
-        all.extend(self.parked.take());
-        all
+        self.take_front(self.items.len())
+    }
+
+    fn take_front(&mut self, n: usize) -> Vec<T> {
+        self.front += n as u64;
+        self.cursor = self.cursor.saturating_sub(n);
+        if !self.weights.is_empty() {
+            self.weight -= self.weights.drain(..n).sum::<usize>();
+        }
+        self.items.drain(..n).collect()
+    }
+
+    /// Takes the parked item.
+    pub(crate) fn take_parked(&mut self) -> Option<T> {
+        self.parked.take()
     }
 }

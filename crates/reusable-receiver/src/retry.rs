@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_patterns_core::RetryPolicy;
 use tokio::time::Instant;
 
-use crate::receiver::{Lease, LeaseStats, ReusableReceiver, ReusableStream};
+use crate::metrics::LeaseMetrics;
+use crate::receiver::{Lease, ReusableReceiver, ReusableStream};
 
 /// Runs `op` with a fresh stream of `reusable` until it succeeds, retrying
 /// every error as `policy` allows; see [`Retry`] to choose which errors are
@@ -19,12 +20,20 @@ use crate::receiver::{Lease, LeaseStats, ReusableReceiver, ReusableStream};
 ///
 /// On success the attempt's items are acknowledged. After every attempt its
 /// lease is revoked, so a stream the consumer still holds (a request body
-/// hyper drops late) can take nothing more.
+/// hyper drops late) can take nothing more. A successful attempt ends the
+/// run; with [`WhenFull::EndStream`](crate::WhenFull::EndStream) an attempt
+/// carries at most one buffer's worth, so run until
+/// [`is_drained`](ReusableReceiver::is_drained).
 ///
 /// # Errors
 ///
 /// When the policy gives up: a [`RetryError`] with the last error and, in
 /// replay mode, every unacknowledged item.
+///
+/// # Cancel safety
+///
+/// As [`Retry::run`]'s: dropping the future mid-attempt revokes the
+/// attempt's lease, as a failure would; nothing is lost.
 ///
 /// # Examples
 ///
@@ -129,7 +138,7 @@ where
 ///
 /// let err = Retry::new(RetryPolicy::default())
 ///     .classify(|e: &CallError| *e == CallError::Unavailable)
-///     .on_attempt(|a| log.push((a.number(), a.stats().yielded, a.next())))
+///     .on_attempt(|a| log.push((a.number(), a.metrics().delivered, a.next())))
 ///     .run(&mut reusable, |mut stream| {
 ///         let error = errors.pop().unwrap();
 ///         async move {
@@ -144,7 +153,7 @@ where
 /// assert!(matches!(log[0], (1, 1, NextStep::RetryAfter(_))));
 /// assert_eq!(log[1], (2, 0, NextStep::GiveUp(GiveUp::NotRetryable)));
 /// // Plain mode: the item the first attempt took and never confirmed is lost.
-/// assert_eq!(reusable.stats().lost, 1);
+/// assert_eq!(reusable.metrics().lost, 1);
 /// # Ok(())
 /// # }
 /// ```
@@ -260,9 +269,15 @@ impl<E, C, A> Retry<E, C, A> {
     /// Runs `op` with a fresh stream of `reusable` until it succeeds or the
     /// driver gives up; see [`retry`].
     ///
-    /// Cancel safety: if the returned future is dropped during an attempt,
-    /// that attempt's lease is revoked as if it had failed (its unconfirmed
-    /// items are replayed next time, or counted as lost in plain mode).
+    /// # Cancel safety
+    ///
+    /// If the returned future is dropped during an attempt — or `op`'s
+    /// future panics — that attempt's lease is revoked as if it had failed:
+    /// its unacknowledged items are replayed to the next stream (replay
+    /// mode) or counted as [`lost`](crate::ReceiverMetrics::lost) (plain
+    /// mode), and items not yet yielded stay for the next stream. Dropped
+    /// during a backoff, nothing is under way. Nothing is acknowledged
+    /// unless an attempt returned `Ok`.
     ///
     /// # Errors
     ///
@@ -311,18 +326,18 @@ impl<E, C, A> Retry<E, C, A> {
             let elapsed = started.elapsed();
             match result {
                 Ok(value) => {
-                    let stats = attempt.end(true);
+                    let metrics = attempt.end(true);
                     (self.on_attempt)(&Attempt {
                         number,
                         result: Ok(()),
-                        stats,
+                        metrics,
                         next: NextStep::Done,
                         elapsed,
                     });
                     return Ok(value);
                 }
                 Err(error) => {
-                    let stats = attempt.end(false);
+                    let metrics = attempt.end(false);
                     let decision = if !(self.classify)(&error) {
                         Err(GiveUp::NotRetryable)
                     } else {
@@ -331,7 +346,7 @@ impl<E, C, A> Retry<E, C, A> {
                     (self.on_attempt)(&Attempt {
                         number,
                         result: Err(&error),
-                        stats,
+                        metrics,
                         next: match decision {
                             Ok(delay) => NextStep::RetryAfter(delay),
                             Err(reason) => NextStep::GiveUp(reason),
@@ -368,7 +383,7 @@ impl<E, C, A> fmt::Debug for Retry<E, C, A> {
 struct AttemptLease<T>(Option<Lease<T>>);
 
 impl<T> AttemptLease<T> {
-    fn end(mut self, ack_all: bool) -> LeaseStats {
+    fn end(mut self, ack_all: bool) -> LeaseMetrics {
         self.0.take().expect("ended once").end(ack_all)
     }
 }
@@ -448,7 +463,7 @@ impl fmt::Display for GiveUp {
 /// let mut reusable = ReusableReceiver::new(rx);
 /// let mut seen = None;
 /// Retry::new(RetryPolicy::default())
-///     .on_attempt(|a| seen = Some((a.number(), a.is_success(), a.stats().acknowledged, a.next())))
+///     .on_attempt(|a| seen = Some((a.number(), a.is_success(), a.metrics().acked, a.next())))
 ///     .run(&mut reusable, |stream| async move { Ok::<_, ()>(stream.count().await) })
 ///     .await
 ///     .unwrap();
@@ -459,7 +474,7 @@ impl fmt::Display for GiveUp {
 pub struct Attempt<'a, E> {
     number: u32,
     result: Result<(), &'a E>,
-    stats: LeaseStats,
+    metrics: LeaseMetrics,
     next: NextStep,
     elapsed: Duration,
 }
@@ -469,7 +484,27 @@ impl<E> Attempt<'_, E> {
     ///
     /// # Examples
     ///
-    /// See [`Attempt`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{Retry, ReusableReceiver};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// # let mut reusable = ReusableReceiver::new(rx);
+    /// let mut seen = Vec::new();
+    /// let mut calls = 0;
+    /// Retry::new(RetryPolicy::default())
+    ///     .on_attempt(|a| seen.push(a.number()))
+    ///     .run(&mut reusable, |_stream| {
+    ///         calls += 1;
+    ///         let result = if calls <= 2 { Err("unavailable") } else { Ok(()) };
+    ///         async move { result }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(seen, [1, 2, 3]);
+    /// # }
+    /// ```
     pub fn number(&self) -> u32 {
         self.number
     }
@@ -478,7 +513,27 @@ impl<E> Attempt<'_, E> {
     ///
     /// # Examples
     ///
-    /// See [`Attempt`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{Retry, ReusableReceiver};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// # let mut reusable = ReusableReceiver::new(rx);
+    /// let mut seen = Vec::new();
+    /// let mut calls = 0;
+    /// Retry::new(RetryPolicy::default())
+    ///     .on_attempt(|a| seen.push(a.is_success()))
+    ///     .run(&mut reusable, |_stream| {
+    ///         calls += 1;
+    ///         let result = if calls <= 2 { Err("unavailable") } else { Ok(()) };
+    ///         async move { result }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(seen, [false, false, true]);
+    /// # }
+    /// ```
     pub fn is_success(&self) -> bool {
         self.result.is_ok()
     }
@@ -487,27 +542,103 @@ impl<E> Attempt<'_, E> {
     ///
     /// # Examples
     ///
-    /// See [`Retry::on_attempt`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{Retry, ReusableReceiver};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// # let mut reusable = ReusableReceiver::new(rx);
+    /// let mut seen = Vec::new();
+    /// let mut calls = 0;
+    /// Retry::new(RetryPolicy::default())
+    ///     .on_attempt(|a| seen.push(a.error().copied()))
+    ///     .run(&mut reusable, |_stream| {
+    ///         calls += 1;
+    ///         let result = if calls <= 2 { Err("unavailable") } else { Ok(()) };
+    ///         async move { result }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(seen, [Some("unavailable"), Some("unavailable"), None]);
+    /// # }
+    /// ```
     pub fn error(&self) -> Option<&E> {
         self.result.err()
     }
 
-    /// The counts of the attempt's lease when it ended: items yielded,
+    /// The counts of the attempt's lease when it ended: items delivered,
     /// acknowledged (all of them after a success), and whether the consumer
     /// had dropped the stream by then.
     ///
     /// # Examples
     ///
-    /// See [`Attempt`].
-    pub fn stats(&self) -> LeaseStats {
-        self.stats
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{ReplayConfig, Retry, ReusableReceiver};
+    /// # use futures::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send(1).await?;
+    /// tx.send(2).await?;
+    /// drop(tx);
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let mut seen = Vec::new();
+    /// let mut calls = 0;
+    /// Retry::new(RetryPolicy::default())
+    ///     .on_attempt(|a| {
+    ///         let m = a.metrics();
+    ///         seen.push((m.delivered, m.redelivered, m.acked));
+    ///     })
+    ///     .run(&mut reusable, |stream| {
+    ///         calls += 1;
+    ///         let fail = calls == 1;
+    ///         async move {
+    ///             let items: Vec<i32> = stream.collect().await;
+    ///             if fail { Err("reset") } else { Ok(items) }
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// // The first attempt took both and failed; the second got them again.
+    /// assert_eq!(seen, [(2, 0, 0), (2, 2, 2)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> LeaseMetrics {
+        self.metrics.clone()
     }
 
     /// What the driver does next.
     ///
     /// # Examples
     ///
-    /// See [`Attempt`].
+    /// ```
+    /// # use async_patterns_core::{Jitter, RetryPolicy};
+    /// # use async_patterns_reusable_receiver::{GiveUp, NextStep, Retry, ReusableReceiver};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// # let mut reusable = ReusableReceiver::new(rx);
+    /// let policy = RetryPolicy::builder()
+    ///     .initial_delay(Duration::from_millis(10))
+    ///     .jitter(Jitter::None)
+    ///     .max_attempts(2)
+    ///     .build()?;
+    /// let mut seen = Vec::new();
+    /// let _ = Retry::new(policy)
+    ///     .on_attempt(|a| seen.push(a.next()))
+    ///     .run(&mut reusable, |_stream| async { Err::<(), _>("unavailable") })
+    ///     .await;
+    /// assert_eq!(seen, [
+    ///     NextStep::RetryAfter(Duration::from_millis(10)),
+    ///     NextStep::GiveUp(GiveUp::PolicyExhausted),
+    /// ]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn next(&self) -> NextStep {
         self.next
     }
@@ -516,7 +647,26 @@ impl<E> Attempt<'_, E> {
     ///
     /// # Examples
     ///
-    /// See [`Attempt`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{Retry, ReusableReceiver};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let (_tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+    /// # let mut reusable = ReusableReceiver::new(rx);
+    /// let mut took = None;
+    /// Retry::new(RetryPolicy::default())
+    ///     .on_attempt(|a| took = Some(a.elapsed()))
+    ///     .run(&mut reusable, |_stream| async {
+    ///         tokio::time::sleep(Duration::from_millis(250)).await;
+    ///         Ok::<(), ()>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(took, Some(Duration::from_millis(250)));
+    /// # }
+    /// ```
     pub fn elapsed(&self) -> Duration {
         self.elapsed
     }
@@ -524,7 +674,7 @@ impl<E> Attempt<'_, E> {
 
 /// The driver gave up: the last error, why, after how many attempts, and
 /// every item yielded but never acknowledged (replay mode; empty in plain
-/// mode, where [`ReceiverStats::lost`](crate::ReceiverStats::lost) counts
+/// mode, where [`ReceiverMetrics::lost`](crate::ReceiverMetrics::lost) counts
 /// them). Nothing is silently lost: items still in the channel stay there,
 /// for the next run or for [`ReusableReceiver::into_inner`].
 ///
@@ -565,7 +715,26 @@ impl<E, T> RetryError<E, T> {
     ///
     /// # Examples
     ///
-    /// See [`Retry`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{GiveUp, ReplayConfig, ReusableReceiver, retry};
+    /// # use futures::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send('a').await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let policy = RetryPolicy::builder().max_attempts(2).build()?;
+    /// let err = retry(&mut reusable, policy, |mut stream| async move {
+    ///     stream.next().await;
+    ///     Err::<(), _>("unavailable")
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.error(), &"unavailable");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn error(&self) -> &E {
         &self.error
     }
@@ -574,7 +743,26 @@ impl<E, T> RetryError<E, T> {
     ///
     /// # Examples
     ///
-    /// See [`retry`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{GiveUp, ReplayConfig, ReusableReceiver, retry};
+    /// # use futures::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send('a').await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let policy = RetryPolicy::builder().max_attempts(2).build()?;
+    /// let err = retry(&mut reusable, policy, |mut stream| async move {
+    ///     stream.next().await;
+    ///     Err::<(), _>("unavailable")
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.reason(), GiveUp::PolicyExhausted);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reason(&self) -> GiveUp {
         self.reason
     }
@@ -583,7 +771,26 @@ impl<E, T> RetryError<E, T> {
     ///
     /// # Examples
     ///
-    /// See [`retry`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{GiveUp, ReplayConfig, ReusableReceiver, retry};
+    /// # use futures::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send('a').await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let policy = RetryPolicy::builder().max_attempts(2).build()?;
+    /// let err = retry(&mut reusable, policy, |mut stream| async move {
+    ///     stream.next().await;
+    ///     Err::<(), _>("unavailable")
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.attempts(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
@@ -592,7 +799,26 @@ impl<E, T> RetryError<E, T> {
     ///
     /// # Examples
     ///
-    /// See [`RetryError`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{GiveUp, ReplayConfig, ReusableReceiver, retry};
+    /// # use futures::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send('a').await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let policy = RetryPolicy::builder().max_attempts(2).build()?;
+    /// let err = retry(&mut reusable, policy, |mut stream| async move {
+    ///     stream.next().await;
+    ///     Err::<(), _>("unavailable")
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.unacked(), ['a']);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn unacked(&self) -> &[T] {
         &self.unacked
     }
@@ -601,7 +827,26 @@ impl<E, T> RetryError<E, T> {
     ///
     /// # Examples
     ///
-    /// See [`RetryError`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{GiveUp, ReplayConfig, ReusableReceiver, retry};
+    /// # use futures::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send('a').await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let policy = RetryPolicy::builder().max_attempts(2).build()?;
+    /// let err = retry(&mut reusable, policy, |mut stream| async move {
+    ///     stream.next().await;
+    ///     Err::<(), _>("unavailable")
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.into_error(), "unavailable");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn into_error(self) -> E {
         self.error
     }
@@ -639,7 +884,27 @@ impl<E, T> RetryError<E, T> {
     ///
     /// # Examples
     ///
-    /// See [`retry`].
+    /// ```
+    /// # use async_patterns_core::RetryPolicy;
+    /// # use async_patterns_reusable_receiver::{GiveUp, ReplayConfig, ReusableReceiver, retry};
+    /// # use futures::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = tokio::sync::mpsc::channel(4);
+    /// tx.send('a').await?;
+    /// let mut reusable = ReusableReceiver::with_replay(rx, ReplayConfig::builder().build()?);
+    /// let policy = RetryPolicy::builder().max_attempts(2).build()?;
+    /// let err = retry(&mut reusable, policy, |mut stream| async move {
+    ///     stream.next().await;
+    ///     Err::<(), _>("unavailable")
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// let (error, unacked) = err.into_parts();
+    /// assert_eq!((error, unacked), ("unavailable", vec!['a']));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn into_parts(self) -> (E, Vec<T>) {
         (self.error, self.unacked)
     }

@@ -1,4 +1,15 @@
 //! A ready retry classifier for `tonic::Status` (feature `tonic`).
+//!
+//! # Examples
+//!
+//! ```
+//! use async_patterns_core::RetryPolicy;
+//! use async_patterns_reusable_receiver::{Retry, tonic};
+//!
+//! let driver = Retry::new(RetryPolicy::default()).classify(tonic::is_retryable);
+//! assert!(tonic::is_retryable(&::tonic::Status::unavailable("down")));
+//! # let _ = driver;
+//! ```
 
 use ::tonic::{Code, Status};
 

@@ -208,7 +208,7 @@ async fn replay_mode_delivers_every_id_at_least_once_through_unavailable_and_dro
         let mut outcomes = Vec::new();
         let received = Retry::new(policy())
             .classify(retryable)
-            .on_attempt(|a| outcomes.push((a.is_success(), a.stats())))
+            .on_attempt(|a| outcomes.push((a.is_success(), a.metrics())))
             .run(&mut reusable, upload(&client, &log))
             .await
             .unwrap();
@@ -232,13 +232,10 @@ async fn replay_mode_delivers_every_id_at_least_once_through_unavailable_and_dro
         // The successful call carried every id not confirmed before it.
         assert_eq!(received, N - 2 * 25);
         assert!(outcomes.last().unwrap().0);
-        let stats = reusable.stats();
-        assert_eq!(
-            stats.acknowledged, N,
-            "every item acknowledged exactly once"
-        );
-        assert_eq!(stats.lost, 0);
-        assert!(stats.replayed > 0);
+        let metrics = reusable.metrics();
+        assert_eq!(metrics.acked, N, "every item acknowledged exactly once");
+        assert_eq!(metrics.lost, 0);
+        assert!(metrics.redelivered > 0);
         assert!(reusable.is_drained());
         server.shutdown().await;
     })
@@ -298,7 +295,7 @@ async fn plain_mode_reports_as_lost_exactly_what_the_server_never_saw() {
             "no duplicates at most once"
         );
         let never_seen = N - received.len() as u64;
-        assert_eq!(reusable.stats().lost, never_seen);
+        assert_eq!(reusable.metrics().lost, never_seen);
         // The lost items are those the failed attempts yielded past what the
         // server confirmed (tonic's encoder had pulled them ahead).
         let attempts = log.lock().unwrap().clone();
@@ -346,7 +343,10 @@ async fn plain_mode_counts_items_a_dropped_connection_left_unconfirmed() {
         assert!(seen_unconfirmed >= 30);
         // Without a confirmation the client cannot tell the two apart: both
         // count as lost.
-        assert_eq!(reusable.stats().lost, never_seen + seen_unconfirmed as u64);
+        assert_eq!(
+            reusable.metrics().lost,
+            never_seen + seen_unconfirmed as u64
+        );
         server.shutdown().await;
     })
     .await;

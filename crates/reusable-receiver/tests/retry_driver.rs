@@ -105,8 +105,8 @@ async fn callback_sees_every_attempt_with_its_counts_and_next_step() {
                 a.number(),
                 a.is_success(),
                 a.error().copied(),
-                a.stats().yielded,
-                a.stats().acknowledged,
+                a.metrics().delivered,
+                a.metrics().acked,
                 a.next(),
             ))
         })
@@ -171,7 +171,7 @@ async fn stream_kept_by_the_consumer_is_revoked_when_the_attempt_ends() {
     drop(tx);
     let rest: Vec<u64> = reusable.stream().collect().await;
     assert_eq!(rest, [1, 2, 3]);
-    assert_eq!(reusable.stats().lost, 0, "success acknowledged the item");
+    assert_eq!(reusable.metrics().lost, 0, "success acknowledged the item");
 }
 
 #[tokio::test(start_paused = true)]
@@ -196,7 +196,7 @@ async fn cancelled_run_revokes_its_attempt_and_the_next_run_replays() {
         reusable.lease().is_none(),
         "the cancelled attempt's lease was revoked"
     );
-    assert_eq!(reusable.unacked_len(), 2);
+    assert_eq!(reusable.metrics().unacked as usize, 2);
     let all = retry(&mut reusable, exact(10, 3), |stream| async move {
         Ok::<Vec<u64>, ()>(stream.collect().await)
     })
@@ -217,7 +217,7 @@ async fn cancelled_run_in_plain_mode_counts_its_items_as_lost() {
         _ = stuck => panic!("the attempt never ends"),
         () = tokio::time::sleep(Duration::from_secs(1)) => {}
     }
-    assert_eq!(reusable.stats().lost, 1);
+    assert_eq!(reusable.metrics().lost, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -270,5 +270,5 @@ async fn success_ends_a_kept_stream_that_waits_for_room_in_the_buffer() {
     let task = waiting.lock().unwrap().take().unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
     assert_eq!(ended.expect("the waiting stream was woken").unwrap(), None);
-    assert_eq!(reusable.unacked_len(), 0);
+    assert_eq!(reusable.metrics().unacked as usize, 0);
 }

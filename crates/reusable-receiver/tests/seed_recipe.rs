@@ -74,7 +74,7 @@ fn consumer_failing_after_ten_items_is_retried_until_every_item_is_processed_onc
         let expected: Vec<String> = (0..35).map(|c| format!("ack_id_{c}")).collect();
         assert_eq!(processed, expected);
         assert_eq!(errors, 3);
-        assert_eq!(reusable.stats().leases, 4);
+        assert_eq!(reusable.metrics().leases, 4);
     });
 }
 
@@ -105,7 +105,7 @@ fn retry_does_not_wait_for_a_late_drop_and_the_wait_costs_almost_no_cpu() {
         let next = reusable.stream();
         let recovery = failed_at.elapsed();
         assert!(
-            !first_lease.stats().released,
+            !first_lease.metrics().released,
             "the failed attempt's stream is still alive"
         );
         let mut result = fallible_stream_consumer(next, &mut processed, None).await;
@@ -116,7 +116,7 @@ fn retry_does_not_wait_for_a_late_drop_and_the_wait_costs_almost_no_cpu() {
         let cpu = cpu::thread_time() - cpu_at_failure;
         producer.await.unwrap();
 
-        assert!(first_lease.stats().released);
+        assert!(first_lease.metrics().released);
         assert_eq!(processed.len(), 25);
         assert!(wall >= LATE_DROP, "the run lasted until the late drop");
         assert!(
@@ -155,7 +155,7 @@ fn replayed_recipe_with_acknowledged_progress_processes_everything_exactly_once(
             }
         }
         assert_eq!(processed.len(), 25);
-        assert_eq!(reusable.stats().replayed, 0);
+        assert_eq!(reusable.metrics().redelivered, 0);
         assert!(reusable.is_drained());
     });
 }

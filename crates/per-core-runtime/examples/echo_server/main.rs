@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             let start = Instant::now();
             let latencies = client.block_on(echo::run_clients(addr, connections, messages, 64))?;
             print_stats(latencies, start.elapsed());
-            for m in rt.metrics() {
+            for m in rt.metrics().workers {
                 println!(
                     "  {}: {} connections served, busy {:?}",
                     m.worker,
