@@ -354,6 +354,11 @@ impl NatsServer {
         if self.jetstream {
             command.arg("-js").arg("-sd").arg(&store);
         }
+        // A process group of its own: a Ctrl-C at the terminal reaches the
+        // test or demo that owns the server, which then stops it when its
+        // clients are done, not the server at the same moment.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = spawn_child(command).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 io::Error::new(

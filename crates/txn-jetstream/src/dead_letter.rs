@@ -24,28 +24,116 @@ use crate::time::{format_rfc3339, parse_rfc3339};
 /// ```
 pub mod headers {
     /// The stream the message was taken from.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::STREAM, "Dead-Letter-Stream");
+    /// ```
     pub const STREAM: &str = "Dead-Letter-Stream";
     /// The consumer that gave up on it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::CONSUMER, "Dead-Letter-Consumer");
+    /// ```
     pub const CONSUMER: &str = "Dead-Letter-Consumer";
     /// Its sequence number in that stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::SEQUENCE, "Dead-Letter-Sequence");
+    /// ```
     pub const SEQUENCE: &str = "Dead-Letter-Sequence";
     /// The subject it was published on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::SUBJECT, "Dead-Letter-Subject");
+    /// ```
     pub const SUBJECT: &str = "Dead-Letter-Subject";
     /// How many times it was delivered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::ATTEMPTS, "Dead-Letter-Attempts");
+    /// ```
     pub const ATTEMPTS: &str = "Dead-Letter-Attempts";
     /// Why: [`DeadLetterReason::as_label`](async_patterns_core::DeadLetterReason::as_label)
     /// (`max_attempts`, `failed`, `lease_expired`, `panicked`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::REASON, "Dead-Letter-Reason");
+    /// ```
     pub const REASON: &str = "Dead-Letter-Reason";
     /// Why, in words: the reason's `Display` (`failed: <the handler's
     /// text>` for a `fail`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::REASON_TEXT, "Dead-Letter-Reason-Text");
+    /// ```
     pub const REASON_TEXT: &str = "Dead-Letter-Reason-Text";
     /// When the original was stored in its stream (RFC 3339, UTC).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::PUBLISHED, "Dead-Letter-Published");
+    /// ```
     pub const PUBLISHED: &str = "Dead-Letter-Published";
     /// When its last attempt was received by the consumer (RFC 3339, UTC).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::LAST_DELIVERED, "Dead-Letter-Last-Delivered");
+    /// ```
     pub const LAST_DELIVERED: &str = "Dead-Letter-Last-Delivered";
     /// When it was dead-lettered (RFC 3339, UTC).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::TIME, "Dead-Letter-Time");
+    /// ```
     pub const TIME: &str = "Dead-Letter-Time";
     /// The original's own de-duplication id (`Nats-Msg-Id`), if it had one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_txn_jetstream::headers;
+    ///
+    /// assert_eq!(headers::MESSAGE_ID, "Dead-Letter-Message-Id");
+    /// ```
     pub const MESSAGE_ID: &str = "Dead-Letter-Message-Id";
 }
 
