@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use async_patterns_demo::{DemoConfig, Progress, run};
+use async_patterns_demo::{DemoConfig, Progress, Stop, run_until};
 
 const USAGE: &str = "\
 usage: cargo xtask demo [-- OPTIONS]
@@ -15,6 +15,10 @@ call that is retried without losing its receiver (reusable-receiver), against
 a real tonic server that injects faults, while a blocking detector watches.
 At the end the books must balance: every event uploaded, dead-lettered, or
 counted as dropped by policy. The exit code is 1 if they do not.
+
+Ctrl-C (SIGINT) or SIGTERM stops the producers; what is in flight drains and
+the summary of what was produced is printed (exit code 0 if it balances). A
+second Ctrl-C ends the demo at once (exit code 130).
 
 options:
   --events N         events to produce (default 20000)
@@ -106,7 +110,19 @@ fn main() -> ExitCode {
         }
     );
     let live = std::io::stdout().is_terminal();
-    let report = match run(&config, |p| show(p, live)) {
+    let stop = match Stop::on_signals(move |name| {
+        let lead = if live { "\n" } else { "" };
+        println!(
+            "{lead}{name}: stopping the producers, draining what is in flight (again to quit at once)"
+        );
+    }) {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("error: cannot install the signal handlers: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match run_until(&config, &stop, |p| show(p, live)) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("\nerror: {e}");

@@ -39,6 +39,7 @@ use async_patterns_txn_channel::{DeadLetter, TransactionalChannel};
 use futures::StreamExt;
 
 use crate::legacy::{POISON_PREFIX, RawEvent, SensorLibrary};
+use crate::stop::Stop;
 
 /// What to run: the demo's command-line flags.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +224,10 @@ pub struct Report {
     pub shutdown: ShutdownReport,
     /// What the blocking detectors reported, one line each.
     pub blocking_reports: Vec<String>,
+    /// Whether the run was stopped early (Ctrl-C or `SIGTERM`): the
+    /// producers stopped after `produced` events and what was in flight
+    /// drained.
+    pub stopped_early: bool,
 }
 
 impl Report {
@@ -237,6 +242,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.batching;
         writeln!(f, "== summary ({:.1?}) ==", self.elapsed)?;
+        if self.stopped_early {
+            writeln!(
+                f,
+                "stopped early  by a signal: the producers stopped after {} of {} events, and what was in flight drained",
+                self.produced, self.config.events
+            )?;
+        }
         writeln!(
             f,
             "produced       {:>8}  events, by the sync legacy library's callback",
@@ -331,8 +343,20 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// A [`DemoError`] if the configuration is invalid or the runtime, the
 /// server or a stage cannot start; a pipeline that loses events is *not* an
 /// error — see [`Report::balanced`].
-pub fn run(
+pub fn run(config: &DemoConfig, on_progress: impl FnMut(&Progress)) -> Result<Report, DemoError> {
+    run_until(config, &Stop::new(), on_progress)
+}
+
+/// [`run`], stopped early when `stop` is raised: the producers read no more
+/// events, the stages drain what is in flight, and the books cover what was
+/// produced.
+///
+/// # Errors
+///
+/// As for [`run`].
+pub fn run_until(
     config: &DemoConfig,
+    stop: &Stop,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Report, DemoError> {
     if config.events == 0 {
@@ -466,6 +490,7 @@ pub fn run(
         &events_tx,
         &enrich,
         &counters,
+        stop,
     )?;
     // The producers hold the only senders and clients now: when they finish,
     // the bridge closes and the stages drain, back to the uploader.
@@ -524,6 +549,7 @@ pub fn run(
         unknown_ids: unknown,
         shutdown,
         blocking_reports: watch.reports(),
+        stopped_early: stop.is_requested() && produced < config.events,
     })
 }
 
@@ -625,6 +651,7 @@ fn spawn_producers(
     events_tx: &Sender<Event>,
     enrich: &SyncClient<u64, u32>,
     counters: &Arc<Counters>,
+    stop: &Stop,
 ) -> Result<Vec<async_patterns_per_core_runtime::JoinHandle<()>>, DemoError> {
     let shares = producer_workers.len() as u64;
     let poison_rate = config.fault_rate / 1000.0;
@@ -636,6 +663,7 @@ fn spawn_producers(
         let enrich = enrich.clone();
         let counters = Arc::clone(counters);
         let seed = config.seed;
+        let stop = stop.clone();
         let handle = runtime
             .spawn_on(worker, move || async move {
                 let callback_counters = Arc::clone(&counters);
@@ -646,7 +674,7 @@ fn spawn_producers(
                 });
                 let mut start = ids.start;
                 let mut reads = 0u64;
-                while start < ids.end {
+                while start < ids.end && !stop.is_requested() {
                     reads += 1;
                     // The device delivers small bursts, and now and then a
                     // backlog larger than the bridge holds: the overflow
