@@ -273,6 +273,8 @@ pub struct Report {
     /// producers stopped after `produced` events and what was in flight
     /// drained.
     pub stopped_early: bool,
+    /// Events the legacy library produced on each worker.
+    pub produced_per_worker: Vec<u64>,
 }
 
 impl Report {
@@ -348,6 +350,26 @@ impl fmt::Display for Report {
         for line in &self.blocking_reports {
             writeln!(f, "  {line}")?;
         }
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "throughput     {:>8.0}  events/s end to end (uploaded + dead-lettered only); per stage: produced {:.0}/s, batched {:.0}/s, uploaded {:.0}/s",
+            (self.uploaded_unique + self.dead_lettered_only) as f64 / secs,
+            self.produced as f64 / secs,
+            b.items.total() as f64 / secs,
+            self.uploaded_unique as f64 / secs,
+        )?;
+        let workers: Vec<String> = self
+            .produced_per_worker
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("w{i}: {n} ev"))
+            .collect();
+        writeln!(
+            f,
+            "workers        produced per worker of the per-core runtime: {}",
+            workers.join(", ")
+        )?;
         writeln!(
             f,
             "runtime        shutdown: {} tasks completed, {} cancelled, {} panicked",
@@ -427,7 +449,10 @@ pub fn run_until(
     watch.check()?;
     let workers = runtime.workers();
     let pipeline_worker = workers - 1;
-    let producer_workers: Vec<usize> = if workers == 1 {
+    let producer_workers: Vec<usize> = if workers == 1 || config.rate == Rate::Max {
+        // At full speed every worker produces its share of the events.
+        (0..workers).collect()
+    } else if workers == 1 {
         vec![0]
     } else {
         (1..workers).collect()
@@ -466,9 +491,14 @@ pub fn run_until(
         .map_err(|e| fail("the enrichment service does not answer")(&e))?;
 
     // The stages, back to front.
+    let overflow = match config.rate {
+        Rate::Paced => Overflow::DropNewest,
+        // At full speed the producers wait for room instead (`send().await`).
+        Rate::Max => Overflow::Reject,
+    };
     let (events_tx, events_rx) = ChannelBuilder::<Event>::new()
         .capacity(BRIDGE_CAPACITY)
-        .overflow(Overflow::DropNewest)
+        .overflow(overflow)
         .build()
         .map_err(|e| fail("bridge channel")(&e))?;
     let dead_letters = Arc::clone(&counters);
@@ -595,6 +625,7 @@ pub fn run_until(
         shutdown,
         blocking_reports: watch.reports(),
         stopped_early: stop.is_requested() && produced < config.events,
+        produced_per_worker: counters.produced.iter().map(get).collect(),
     })
 }
 
@@ -708,14 +739,21 @@ fn spawn_producers(
         let enrich = enrich.clone();
         let counters = Arc::clone(counters);
         let seed = config.seed;
+        let rate = config.rate;
         let stop = stop.clone();
         let handle = runtime
             .spawn_on(worker, move || async move {
                 let callback_counters = Arc::clone(&counters);
+                // At full speed the callback keeps a burst's events, and the
+                // task sends them with backpressure after the read.
+                let held: Arc<Mutex<Vec<Event>>> = Arc::default();
+                let callback_held = Arc::clone(&held);
+                let callback_tx = tx.clone();
                 // The callback is plain sync code, run by the library from
                 // inside this async task.
                 let mut library = SensorLibrary::new(seed, poison_rate, move |raw: RawEvent| {
-                    on_event(raw, worker, &tx, &enrich, &callback_counters);
+                    let hold = (rate == Rate::Max).then_some(&*callback_held);
+                    on_event(raw, worker, &callback_tx, hold, &enrich, &callback_counters);
                 });
                 let mut start = ids.start;
                 let mut reads = 0u64;
@@ -732,7 +770,16 @@ fn spawn_producers(
                     let end = (start + burst).min(ids.end);
                     library.read(start..end);
                     start = end;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if rate == Rate::Paced {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    let burst: Vec<Event> = std::mem::take(&mut *lock(&held));
+                    for event in burst {
+                        if tx.send(event).await.is_err() {
+                            return; // the batcher is gone; the books show it
+                        }
+                    }
                 }
             })
             .map_err(|e| fail("cannot start a producer")(&e))?;
@@ -746,6 +793,7 @@ fn on_event(
     raw: RawEvent,
     worker: usize,
     events: &Sender<Event>,
+    hold: Option<&Mutex<Vec<Event>>>,
     enrich: &SyncClient<u64, u32>,
     counters: &Counters,
 ) {
@@ -764,12 +812,19 @@ fn on_event(
             Err(_) => add(&counters.enrich_failed, 1),
         }
     }
-    // Never blocks: with `DropNewest`, a full channel counts the event as
-    // dropped instead (the books include it).
-    let _ = events.try_send(Event {
+    let event = Event {
         id: raw.id,
         payload,
-    });
+    };
+    match hold {
+        // Sent by the producer task, with backpressure, after the read.
+        Some(held) => lock(held).push(event),
+        // Never blocks: with `DropNewest`, a full channel counts the event
+        // as dropped instead (the books include it).
+        None => {
+            let _ = events.try_send(event);
+        }
+    }
 }
 
 /// Groups the bridge's events into batches by count, weight and time, and
