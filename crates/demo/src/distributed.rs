@@ -566,9 +566,12 @@ pub struct DistributedReport {
     pub published: u64,
     /// Messages the stream holds.
     pub stored: u64,
-    /// Messages committed, summed over the consumers' last reports (a
-    /// killed consumer's last report may miss its last commits).
+    /// Messages the stream saw acknowledged: stored − dead-lettered, once the
+    /// consumers drained it (distinct messages, however often delivered).
     pub committed: u64,
+    /// Confirmed commits, summed over the consumers' last reports (a killed
+    /// consumer's last report misses its last commits).
+    pub commits_reported: u64,
     /// Distinct event ids the upload server received.
     pub uploaded_unique: u64,
     /// Receipts beyond the first of an id.
@@ -648,8 +651,8 @@ impl fmt::Display for DistributedReport {
         )?;
         writeln!(
             f,
-            "committed      {:>8}  deliveries, confirmed acks ({} redeliveries)",
-            self.committed, self.redelivered
+            "committed      {:>8}  distinct messages acknowledged (stored − dead-lettered); the consumers reported {} confirmed commits, {} redeliveries",
+            self.committed, self.commits_reported, self.redelivered
         )?;
         writeln!(
             f,
@@ -1072,7 +1075,8 @@ pub fn run_distributed(
         dropped_by_policy: dropped,
         published,
         stored,
-        committed: sum("events"),
+        committed: stored.saturating_sub(dead.len() as u64 + left_in_stream),
+        commits_reported: sum("events"),
         uploaded_unique: uploaded.len() as u64,
         duplicates: (received.len() - uploaded.len()) as u64,
         redelivered: sum("redelivered"),
