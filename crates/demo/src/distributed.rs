@@ -129,6 +129,78 @@ fn print_line(line: &str) {
     let _ = out.flush();
 }
 
+/// If this process was started as a producer or consumer of `--queue
+/// jetstream` (its arguments name a `--role`), runs that role to the end and
+/// returns the exit code; otherwise `None`. The demo's `main` calls it first
+/// — and so does any other binary that runs [`run_distributed`], which
+/// starts the children from its own executable.
+pub fn child_process() -> Option<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
+    let role = match value("--role")? {
+        "producer" => Role::Producer,
+        "consumer" => Role::Consumer,
+        other => {
+            eprintln!("error: --role: `{other}` is not producer or consumer");
+            return Some(ExitCode::from(2));
+        }
+    };
+    let parsed = (|| {
+        let mut config = DemoConfig::default();
+        let number = |name: &str| value(name).ok_or(format!("--role needs {name}"));
+        config.events = number("--events")?
+            .parse()
+            .map_err(|_| "--events".to_string())?;
+        config.seed = number("--seed")?
+            .parse()
+            .map_err(|_| "--seed".to_string())?;
+        config.fault_rate = number("--fault-rate")?
+            .parse()
+            .map_err(|_| "--fault-rate".to_string())?;
+        config.rate = if value("--rate") == Some("max") {
+            Rate::Max
+        } else {
+            Rate::Paced
+        };
+        let nats = number("--nats")?.to_string();
+        let upload: SocketAddr = number("--upload")?
+            .parse()
+            .map_err(|_| "--upload".to_string())?;
+        Ok::<_, String>((config, nats, upload))
+    })();
+    let (config, nats, upload) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("error: {role}: invalid or missing {e}");
+            return Some(ExitCode::from(2));
+        }
+    };
+    let stop = match Stop::on_signals(|_| {}) {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("{role}: cannot install the signal handlers: {e}");
+            return Some(ExitCode::from(2));
+        }
+    };
+    let result = match role {
+        Role::Producer => producer_main(&config, &nats, &stop),
+        Role::Consumer => consumer_main(&config, &nats, upload, &stop),
+    };
+    Some(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{role} {}: {e}", std::process::id());
+            ExitCode::from(2)
+        }
+    })
+}
+
 // ───────────────────────────── the producer ─────────────────────────────
 
 /// The producer process: the sync library's callback feeds a bridge

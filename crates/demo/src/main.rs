@@ -3,9 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use std::net::SocketAddr;
-
-use async_patterns_demo::distributed::{self, Role};
+use async_patterns_demo::distributed;
 use async_patterns_demo::{
     DemoConfig, DistributedProgress, Progress, Queue, Rate, Stop, run_distributed, run_until,
 };
@@ -46,21 +44,8 @@ options:
                      store once two thirds are committed
   -h, --help         this text";
 
-/// What this process is: the demo the user started, or one of the
-/// processes of `--queue jetstream` that it starts.
-enum Invocation {
-    Demo(DemoConfig),
-    Child {
-        role: Role,
-        config: DemoConfig,
-        nats: String,
-        upload: SocketAddr,
-    },
-}
-
-fn parse_args() -> Result<Option<Invocation>, String> {
+fn parse_args() -> Result<Option<DemoConfig>, String> {
     let mut config = DemoConfig::default();
-    let (mut role, mut nats, mut upload) = (None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -90,33 +75,14 @@ fn parse_args() -> Result<Option<Invocation>, String> {
             "--consumers" => config.consumers = parse(&value()?, &arg)?,
             "--chaos" => config.chaos = true,
             "--restart-server" => config.restart_server = true,
-            // The processes of `--queue jetstream`, started by the demo.
-            "--role" => {
-                role = Some(match value()?.as_str() {
-                    "producer" => Role::Producer,
-                    "consumer" => Role::Consumer,
-                    other => return Err(format!("--role: `{other}`")),
-                })
-            }
-            "--nats" => nats = Some(value()?),
-            "--upload" => upload = Some(parse(&value()?, &arg)?),
+
             other => return Err(format!("unknown argument `{other}`")),
         }
-    }
-    if let Some(role) = role {
-        let nats = nats.ok_or("--role needs --nats")?;
-        let upload = upload.ok_or("--role needs --upload")?;
-        return Ok(Some(Invocation::Child {
-            role,
-            config,
-            nats,
-            upload,
-        }));
     }
     if config.queue == Queue::InProcess && (config.chaos || config.restart_server) {
         return Err("--chaos and --restart-server need --queue jetstream".into());
     }
-    Ok(Some(Invocation::Demo(config)))
+    Ok(Some(config))
 }
 
 fn show_distributed(progress: &DistributedProgress, live: bool) {
@@ -147,28 +113,6 @@ fn show_distributed(progress: &DistributedProgress, live: bool) {
         let _ = std::io::stdout().flush();
     } else {
         println!("{line}");
-    }
-}
-
-/// A producer or consumer process of `--queue jetstream`.
-fn child(role: Role, config: &DemoConfig, nats: &str, upload: SocketAddr) -> ExitCode {
-    let stop = match Stop::on_signals(|_| {}) {
-        Ok(stop) => stop,
-        Err(e) => {
-            eprintln!("{role}: cannot install the signal handlers: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = match role {
-        Role::Producer => distributed::producer_main(config, nats, &stop),
-        Role::Consumer => distributed::consumer_main(config, nats, upload, &stop),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{role} {}: {e}", std::process::id());
-            ExitCode::from(2)
-        }
     }
 }
 
@@ -211,14 +155,13 @@ fn show(progress: &Progress, live: bool) {
 }
 
 fn main() -> ExitCode {
+    // A producer or consumer process of `--queue jetstream`, started by the
+    // demo itself.
+    if let Some(code) = distributed::child_process() {
+        return code;
+    }
     let config = match parse_args() {
-        Ok(Some(Invocation::Demo(config))) => config,
-        Ok(Some(Invocation::Child {
-            role,
-            config,
-            nats,
-            upload,
-        })) => return child(role, &config, &nats, upload),
+        Ok(Some(config)) => config,
         Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
