@@ -96,5 +96,19 @@ fn demo(rest: &[String]) -> Result<()> {
         "--",
     ]);
     cmd.args(passthrough);
+    // The demo takes the place of this process (cargo run does the same for
+    // the demo's binary): a Ctrl-C at the terminal, or a SIGTERM sent to the
+    // pid that was started, then reaches the demo itself, which stops its
+    // producers, drains and prints its books. Run as a section, in a process
+    // group of its own, the signal would end xtask and leave the demo
+    // running without a terminal.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        run::header("demo", &cmd);
+        let err = cmd.exec();
+        bail!("cannot start cargo for the demo: {err}")
+    }
+    #[cfg(not(unix))]
     run::section("demo", cmd, run::Limit::minutes(30))
 }

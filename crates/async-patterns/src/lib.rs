@@ -17,6 +17,7 @@
 //! | `bridge` | `bridge` | `async-patterns-bridge` | sync code inside async code: hand work over, call async code and wait, `block_on` — in any tokio context, never a panic or a deadlock |
 //! | `batching` | `batching` | `async-patterns-batching` | channels and streams into batches by count, weight and time; buffer reuse, flush on demand, nothing lost |
 //! | `txn-channel` | `txn_channel` | `async-patterns-txn-channel` | transactional receive: peek, process, commit — or the item comes back; attempts counted, poison items dead-lettered |
+//! | `txn-jetstream` | `txn_jetstream` | `async-patterns-txn-jetstream` | the same deliveries over NATS JetStream: durable, shared by processes, surviving crashes; dead letters with reasons, leases kept alive, a windowed publisher |
 //! | `reusable-receiver` | `reusable_receiver` | `async-patterns-reusable-receiver` | retry a `'static` stream consumer (a gRPC client-streaming call) with the same receiver, replaying what the failed attempt did not confirm |
 //! | `per-core-runtime` | `per_core_runtime` | `async-patterns-per-core-runtime` | one pinned single-thread runtime per core: spawn `!Send` tasks on a core from anywhere, join them, shut down gracefully |
 //! | `blocking-detector` | `blocking_detector` | `async-patterns-blocking-detector` | find the poll that blocks a runtime worker, name it while it is stuck, and fail tests on it |
@@ -61,6 +62,10 @@ pub use async_patterns_batching as batching;
 #[cfg(feature = "txn-channel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "txn-channel")))]
 pub use async_patterns_txn_channel as txn_channel;
+
+#[cfg(feature = "txn-jetstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "txn-jetstream")))]
+pub use async_patterns_txn_jetstream as txn_jetstream;
 
 #[cfg(feature = "reusable-receiver")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reusable-receiver")))]

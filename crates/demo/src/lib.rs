@@ -9,14 +9,26 @@
 //!   txn-channel, reusable-receiver against a real tonic server with faults,
 //!   and the blocking detector watching it — and the [`Report`] whose books
 //!   must balance.
+//! - [`distributed`]: the same pipeline across OS processes (`--queue
+//!   jetstream`): a producer process and consumer processes around a
+//!   nats-server the demo starts, with a consumer killed mid-run
+//!   (`--chaos`), and the same books.
+//! - [`stop`]: Ctrl-C or `SIGTERM` stops the producers; the pipeline drains
+//!   and the books are printed.
 //!
 //! The crate also compiles and runs the code blocks of the cookbook pages in
 //! `docs/` as doc tests, so the cookbook cannot drift from the API.
 
+pub mod distributed;
 pub mod legacy;
 pub mod pipeline;
+pub mod stop;
 
-pub use pipeline::{DemoConfig, DemoError, Progress, Report, WorkerProgress, run};
+pub use distributed::{DistributedProgress, DistributedReport, run_distributed};
+pub use pipeline::{
+    DemoConfig, DemoError, Progress, Queue, Rate, Report, WorkerProgress, run, run_until,
+};
+pub use stop::Stop;
 
 /// The cookbook's code blocks, compiled and run as doc tests.
 #[cfg(doctest)]

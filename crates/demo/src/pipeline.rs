@@ -39,6 +39,7 @@ use async_patterns_txn_channel::{ChannelBuilder as TxnChannelBuilder, DeadLetter
 use futures::StreamExt;
 
 use crate::legacy::{POISON_PREFIX, RawEvent, SensorLibrary};
+use crate::stop::Stop;
 
 /// What to run: the demo's command-line flags.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +57,40 @@ pub struct DemoConfig {
     /// Makes the batching stage block its worker once, for the blocking
     /// detector to report.
     pub inject_blocking: bool,
+    /// In-process channels, or JetStream across processes.
+    pub queue: Queue,
+    /// Consumer processes (`--queue jetstream`).
+    pub consumers: usize,
+    /// Kill a consumer process with SIGKILL mid-run and start a replacement
+    /// (`--queue jetstream`).
+    pub chaos: bool,
+    /// Restart nats-server on the same store mid-run (`--queue jetstream`).
+    pub restart_server: bool,
+    /// How fast the legacy library emits.
+    pub rate: Rate,
+}
+
+/// Where the events travel between the producer and the uploader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Queue {
+    /// In one process: bridge, batching, txn-channel.
+    #[default]
+    InProcess,
+    /// Across OS processes, through a JetStream stream on a nats-server the
+    /// demo starts ([`crate::distributed`]).
+    JetStream,
+}
+
+/// How fast the legacy library emits events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rate {
+    /// Bursts with pauses, about 5k events/s, and a backlog burst now and
+    /// then that the bridge's `DropNewest` policy trims (counted).
+    #[default]
+    Paced,
+    /// As fast as the pipeline takes: no pauses, and the callback waits for
+    /// room instead of dropping.
+    Max,
 }
 
 /// A worker busy this long without parking or making progress is reported
@@ -70,6 +105,11 @@ impl Default for DemoConfig {
             workers: 2,
             seed: 1,
             inject_blocking: false,
+            queue: Queue::InProcess,
+            consumers: 2,
+            chaos: false,
+            restart_server: false,
+            rate: Rate::Paced,
         }
     }
 }
@@ -85,6 +125,12 @@ impl fmt::Display for DemoError {
 }
 
 impl std::error::Error for DemoError {}
+
+impl DemoError {
+    pub(crate) fn new(message: String) -> DemoError {
+        DemoError(message)
+    }
+}
 
 fn fail(what: &str) -> impl FnOnce(&dyn fmt::Display) -> DemoError + '_ {
     move |e| DemoError(format!("{what}: {e}"))
@@ -223,6 +269,12 @@ pub struct Report {
     pub shutdown: ShutdownReport,
     /// What the blocking detectors reported, one line each.
     pub blocking_reports: Vec<String>,
+    /// Whether the run was stopped early (Ctrl-C or `SIGTERM`): the
+    /// producers stopped after `produced` events and what was in flight
+    /// drained.
+    pub stopped_early: bool,
+    /// Events the legacy library produced on each worker.
+    pub produced_per_worker: Vec<u64>,
 }
 
 impl Report {
@@ -237,6 +289,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.batching;
         writeln!(f, "== summary ({:.1?}) ==", self.elapsed)?;
+        if self.stopped_early {
+            writeln!(
+                f,
+                "stopped early  by a signal: the producers stopped after {} of {} events, and what was in flight drained",
+                self.produced, self.config.events
+            )?;
+        }
         writeln!(
             f,
             "produced       {:>8}  events, by the sync legacy library's callback",
@@ -291,6 +350,26 @@ impl fmt::Display for Report {
         for line in &self.blocking_reports {
             writeln!(f, "  {line}")?;
         }
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "throughput     {:>8.0}  events/s end to end (uploaded + dead-lettered only); per stage: produced {:.0}/s, batched {:.0}/s, uploaded {:.0}/s",
+            (self.uploaded_unique + self.dead_lettered_only) as f64 / secs,
+            self.produced as f64 / secs,
+            b.items.total() as f64 / secs,
+            self.uploaded_unique as f64 / secs,
+        )?;
+        let workers: Vec<String> = self
+            .produced_per_worker
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("w{i}: {n} ev"))
+            .collect();
+        writeln!(
+            f,
+            "workers        produced per worker of the per-core runtime: {}",
+            workers.join(", ")
+        )?;
         writeln!(
             f,
             "runtime        shutdown: {} tasks completed, {} cancelled, {} panicked",
@@ -331,8 +410,20 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// A [`DemoError`] if the configuration is invalid or the runtime, the
 /// server or a stage cannot start; a pipeline that loses events is *not* an
 /// error — see [`Report::balanced`].
-pub fn run(
+pub fn run(config: &DemoConfig, on_progress: impl FnMut(&Progress)) -> Result<Report, DemoError> {
+    run_until(config, &Stop::new(), on_progress)
+}
+
+/// [`run`], stopped early when `stop` is raised: the producers read no more
+/// events, the stages drain what is in flight, and the books cover what was
+/// produced.
+///
+/// # Errors
+///
+/// As for [`run`].
+pub fn run_until(
     config: &DemoConfig,
+    stop: &Stop,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Report, DemoError> {
     if config.events == 0 {
@@ -358,7 +449,10 @@ pub fn run(
     watch.check()?;
     let workers = runtime.workers();
     let pipeline_worker = workers - 1;
-    let producer_workers: Vec<usize> = if workers == 1 {
+    let producer_workers: Vec<usize> = if workers == 1 || config.rate == Rate::Max {
+        // At full speed every worker produces its share of the events.
+        (0..workers).collect()
+    } else if workers == 1 {
         vec![0]
     } else {
         (1..workers).collect()
@@ -397,9 +491,14 @@ pub fn run(
         .map_err(|e| fail("the enrichment service does not answer")(&e))?;
 
     // The stages, back to front.
+    let overflow = match config.rate {
+        Rate::Paced => Overflow::DropNewest,
+        // At full speed the producers wait for room instead (`send().await`).
+        Rate::Max => Overflow::Reject,
+    };
     let (events_tx, events_rx) = ChannelBuilder::<Event>::new()
         .capacity(BRIDGE_CAPACITY)
-        .overflow(Overflow::DropNewest)
+        .overflow(overflow)
         .build()
         .map_err(|e| fail("bridge channel")(&e))?;
     let dead_letters = Arc::clone(&counters);
@@ -466,6 +565,7 @@ pub fn run(
         &events_tx,
         &enrich,
         &counters,
+        stop,
     )?;
     // The producers hold the only senders and clients now: when they finish,
     // the bridge closes and the stages drain, back to the uploader.
@@ -524,6 +624,8 @@ pub fn run(
         unknown_ids: unknown,
         shutdown,
         blocking_reports: watch.reports(),
+        stopped_early: stop.is_requested() && produced < config.events,
+        produced_per_worker: counters.produced.iter().map(get).collect(),
     })
 }
 
@@ -625,6 +727,7 @@ fn spawn_producers(
     events_tx: &Sender<Event>,
     enrich: &SyncClient<u64, u32>,
     counters: &Arc<Counters>,
+    stop: &Stop,
 ) -> Result<Vec<async_patterns_per_core_runtime::JoinHandle<()>>, DemoError> {
     let shares = producer_workers.len() as u64;
     let poison_rate = config.fault_rate / 1000.0;
@@ -636,17 +739,25 @@ fn spawn_producers(
         let enrich = enrich.clone();
         let counters = Arc::clone(counters);
         let seed = config.seed;
+        let rate = config.rate;
+        let stop = stop.clone();
         let handle = runtime
             .spawn_on(worker, move || async move {
                 let callback_counters = Arc::clone(&counters);
+                // At full speed the callback keeps a burst's events, and the
+                // task sends them with backpressure after the read.
+                let held: Arc<Mutex<Vec<Event>>> = Arc::default();
+                let callback_held = Arc::clone(&held);
+                let callback_tx = tx.clone();
                 // The callback is plain sync code, run by the library from
                 // inside this async task.
                 let mut library = SensorLibrary::new(seed, poison_rate, move |raw: RawEvent| {
-                    on_event(raw, worker, &tx, &enrich, &callback_counters);
+                    let hold = (rate == Rate::Max).then_some(&*callback_held);
+                    on_event(raw, worker, &callback_tx, hold, &enrich, &callback_counters);
                 });
                 let mut start = ids.start;
                 let mut reads = 0u64;
-                while start < ids.end {
+                while start < ids.end && !stop.is_requested() {
                     reads += 1;
                     // The device delivers small bursts, and now and then a
                     // backlog larger than the bridge holds: the overflow
@@ -659,7 +770,16 @@ fn spawn_producers(
                     let end = (start + burst).min(ids.end);
                     library.read(start..end);
                     start = end;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if rate == Rate::Paced {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    let burst: Vec<Event> = std::mem::take(&mut *lock(&held));
+                    for event in burst {
+                        if tx.send(event).await.is_err() {
+                            return; // the batcher is gone; the books show it
+                        }
+                    }
                 }
             })
             .map_err(|e| fail("cannot start a producer")(&e))?;
@@ -673,6 +793,7 @@ fn on_event(
     raw: RawEvent,
     worker: usize,
     events: &Sender<Event>,
+    hold: Option<&Mutex<Vec<Event>>>,
     enrich: &SyncClient<u64, u32>,
     counters: &Counters,
 ) {
@@ -691,12 +812,19 @@ fn on_event(
             Err(_) => add(&counters.enrich_failed, 1),
         }
     }
-    // Never blocks: with `DropNewest`, a full channel counts the event as
-    // dropped instead (the books include it).
-    let _ = events.try_send(Event {
+    let event = Event {
         id: raw.id,
         payload,
-    });
+    };
+    match hold {
+        // Sent by the producer task, with backpressure, after the read.
+        Some(held) => lock(held).push(event),
+        // Never blocks: with `DropNewest`, a full channel counts the event
+        // as dropped instead (the books include it).
+        None => {
+            let _ = events.try_send(event);
+        }
+    }
 }
 
 /// Groups the bridge's events into batches by count, weight and time, and

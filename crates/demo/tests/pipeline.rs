@@ -140,3 +140,29 @@ fn invalid_flags_are_errors() {
     .unwrap_err();
     assert!(err.to_string().contains("workers"), "{err}");
 }
+
+#[test]
+fn rate_max_without_faults_needs_no_retries_and_loads_every_worker() {
+    let report = run_within(DemoConfig {
+        events: 20_000,
+        fault_rate: 0.0,
+        seed: 8,
+        workers: 3,
+        rate: async_patterns_demo::Rate::Max,
+        ..DemoConfig::default()
+    });
+    assert!(report.balanced(), "{report}");
+    assert_eq!(report.produced, 20_000);
+    assert_eq!(
+        report.dropped_by_policy, 0,
+        "at full speed nothing is dropped: {report}"
+    );
+    assert_eq!(report.failed_calls, 0, "{report}");
+    assert_eq!(report.redeliveries, 0, "{report}");
+    assert_eq!(report.uploaded_unique, 20_000, "{report}");
+    assert_eq!(report.produced_per_worker.len(), 3);
+    assert!(
+        report.produced_per_worker.iter().all(|&n| n > 0),
+        "every worker produces: {report}"
+    );
+}

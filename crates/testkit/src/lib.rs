@@ -7,6 +7,11 @@
 //!   connection mid-stream, or fault at random with a given rate. It records
 //!   every item id it received, per call, so tests can assert at-least-once
 //!   delivery and count losses; it shuts down on request or when dropped.
+//! - [`nats`]: a real `nats-server` with JetStream
+//!   ([`NatsServer`](nats::NatsServer)) on a free loopback port with a
+//!   temporary store directory; stop, kill, restart on the same port and
+//!   store; killed on drop and tied to this process so that no test leaves
+//!   one running. A missing binary is an error that says how to install it.
 //! - [`cpu`]: CPU time of the calling thread and of the whole process, to
 //!   prove that a wait does not spin (wall time cannot tell).
 //! - [`seed`]: the seed recipe's reusable receiver (a oneshot from `Drop`,
@@ -48,6 +53,7 @@
 )]
 
 pub mod cpu;
+pub mod nats;
 pub mod seed;
 mod server;
 
