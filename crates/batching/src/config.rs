@@ -235,7 +235,29 @@ pub struct BatchConfigBuilder<T> {
     max_weight: Option<(usize, Weigher<T>)>,
 }
 
+impl<T> Default for BatchConfigBuilder<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T> BatchConfigBuilder<T> {
+    /// A builder with the default settings (1,024 items, 10 ms, no weight
+    /// bound), the same as [`BatchConfig::builder`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_batching::BatchConfigBuilder;
+    ///
+    /// let config = BatchConfigBuilder::<u8>::new().build()?;
+    /// assert_eq!(config.max_items(), 1024);
+    /// # Ok::<(), async_patterns_core::ConfigError>(())
+    /// ```
+    pub fn new() -> Self {
+        BatchConfig::builder()
+    }
+
     /// The most items a batch holds (at least 1; default 1,024). A batch is
     /// never allocated at this size up front: its buffer grows as items
     /// arrive and is then reused.

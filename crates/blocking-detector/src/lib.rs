@@ -130,6 +130,8 @@ mod watch;
 mod watchdog;
 
 #[cfg(not(async_patterns_loom))]
+pub use async_patterns_core::ConfigError;
+#[cfg(not(async_patterns_loom))]
 pub use builder::BlockingDetectorBuilder;
 #[cfg(not(async_patterns_loom))]
 pub use detector::{BlockingDetector, DescheduledPolicy, DetectorMetrics};

@@ -279,7 +279,29 @@ pub struct RetryPolicyBuilder {
     policy: RetryPolicy,
 }
 
+impl Default for RetryPolicyBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RetryPolicyBuilder {
+    /// A builder with the [`Default`] settings of [`RetryPolicy`], the same
+    /// as [`RetryPolicy::builder`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_patterns_core::{RetryPolicy, RetryPolicyBuilder};
+    ///
+    /// let policy = RetryPolicyBuilder::new().build()?;
+    /// assert_eq!(policy.max_attempts(), RetryPolicy::default().max_attempts());
+    /// # Ok::<(), async_patterns_core::ConfigError>(())
+    /// ```
+    pub fn new() -> Self {
+        RetryPolicy::builder()
+    }
+
     /// The delay before the first retry; must be greater than zero (a zero
     /// delay would retry in a busy loop).
     ///

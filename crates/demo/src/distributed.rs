@@ -583,7 +583,7 @@ async fn upload_batch(
             // The driver gave up: nak with the policy's backoff; after
             // MAX_ATTEMPTS the receiver dead-letters them.
             counters.rolled_back.fetch_add(n, Ordering::Relaxed);
-            let _ = batch.rollback_all().await;
+            let _ = batch.rollback().await;
         }
     }
 }

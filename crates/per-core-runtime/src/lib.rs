@@ -144,6 +144,7 @@ mod loom_model;
 #[cfg(all(test, not(async_patterns_loom)))]
 mod task_stress;
 
+pub use async_patterns_core::ConfigError;
 pub use builder::{BuildError, PerCoreRuntimeBuilder};
 pub use cpus::CpuBudget;
 pub use error::{BlockOnWorkerError, JoinBlockingError, SpawnError, SpawnErrorKind};

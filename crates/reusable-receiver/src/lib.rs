@@ -173,6 +173,7 @@ mod state;
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
+pub use async_patterns_core::{ConfigError, RetryPolicy};
 pub use error::AckError;
 pub use metrics::{LeaseMetrics, ReceiverMetrics};
 pub use receiver::{Lease, ReusableReceiver, ReusableStream};

@@ -161,8 +161,8 @@ mod shared;
 mod table;
 
 pub use async_patterns_core::{
-    DeadLetterReason, RetryPolicy, SendBlockingError, SendError, Transaction, TryRecvError,
-    TrySendError,
+    ConfigError, DeadLetterReason, RetryPolicy, SendBlockingError, SendError, Transaction,
+    TryRecvError, TrySendError,
 };
 pub use builder::{ChannelBuilder, DEFAULT_CAPACITY, channel};
 pub use dead_letter::DeadLetter;

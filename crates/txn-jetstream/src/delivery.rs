@@ -544,7 +544,7 @@ impl<T: Send> Transaction for Delivery<T> {
 /// [`Receiver::begin_batch`](crate::Receiver::begin_batch), in stream order.
 /// It dereferences to a slice of [`Delivery`]s; end them together
 /// ([`commit_all`](Self::commit_all), [`commit_first`](Self::commit_first),
-/// [`rollback_all`](Self::rollback_all) — the acknowledgements go out
+/// [`rollback`](Self::rollback) — the acknowledgements go out
 /// together and are confirmed in one round trip) or one by one
 /// ([`into_deliveries`](Self::into_deliveries)). Dropped, each is rolled
 /// back.
@@ -666,12 +666,12 @@ impl<T> BatchDelivery<T> {
     /// ```
     /// # async fn f(receiver: async_patterns_txn_jetstream::Receiver) -> Result<(), Box<dyn std::error::Error>> {
     /// if let Some(batch) = receiver.begin_batch(100).await? {
-    ///     batch.rollback_all().await?;
+    ///     batch.rollback().await?;
     /// }
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn rollback_all(self) -> Result<(), BatchError> {
+    pub async fn rollback(self) -> Result<(), BatchError> {
         self.commit_first(0).await
     }
 
