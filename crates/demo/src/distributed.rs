@@ -1183,19 +1183,10 @@ async fn read_dead_letters(context: &jetstream::Context) -> Result<Vec<DeadLette
         .last_sequence;
     let mut out = Vec::new();
     for sequence in 1..=last {
-        if let Ok(raw) = stream.get_raw_message(sequence).await {
-            let message = async_nats::Message {
-                subject: raw.subject.clone(),
-                reply: None,
-                payload: raw.payload.clone(),
-                headers: Some(raw.headers.clone()),
-                status: None,
-                description: None,
-                length: raw.payload.len(),
-            };
-            if let Ok(letter) = DeadLetter::from_message(&message) {
-                out.push(letter);
-            }
+        if let Ok(raw) = stream.get_raw_message(sequence).await
+            && let Ok(letter) = DeadLetter::from_stream_message(&raw)
+        {
+            out.push(letter);
         }
     }
     Ok(out)

@@ -269,7 +269,47 @@ impl DeadLetter {
     /// ```
     pub fn from_message(message: &async_nats::Message) -> Result<DeadLetter, NotADeadLetter> {
         let empty = HeaderMap::new();
-        let all = message.headers.as_ref().unwrap_or(&empty);
+        Self::from_parts(message.headers.as_ref().unwrap_or(&empty), &message.payload)
+    }
+
+    /// Reads a dead letter from a message read back from the dead-letter
+    /// stream by sequence (`Stream::get_raw_message`, as an audit or a
+    /// replay tool does).
+    ///
+    /// # Errors
+    ///
+    /// [`NotADeadLetter`] when a header this crate writes is missing or
+    /// malformed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use async_patterns_txn_jetstream::DeadLetter;
+    ///
+    /// # async fn audit(context: async_nats::jetstream::Context) -> Result<(), Box<dyn std::error::Error>> {
+    /// let stream = context.get_stream("DEAD").await?;
+    /// let last = stream.get_info().await?.state.last_sequence;
+    /// for sequence in 1..=last {
+    ///     let raw = stream.get_raw_message(sequence).await?;
+    ///     let letter = DeadLetter::from_stream_message(&raw)?;
+    ///     println!(
+    ///         "{}/{}: {} attempts, {:?}",
+    ///         letter.stream(),
+    ///         letter.stream_sequence(),
+    ///         letter.attempts(),
+    ///         letter.reason()
+    ///     );
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_stream_message(
+        message: &async_nats::jetstream::message::StreamMessage,
+    ) -> Result<DeadLetter, NotADeadLetter> {
+        Self::from_parts(&message.headers, &message.payload)
+    }
+
+    fn from_parts(all: &HeaderMap, payload: &Bytes) -> Result<DeadLetter, NotADeadLetter> {
         let get = |name: &'static str| -> Result<&str, NotADeadLetter> {
             all.get(name)
                 .map(|v| v.as_str())
@@ -322,7 +362,7 @@ impl DeadLetter {
             }
         };
         Ok(DeadLetter {
-            payload: message.payload.clone(),
+            payload: payload.clone(),
             headers: original,
             stream,
             consumer,

@@ -171,7 +171,7 @@ async fn run_case(server: &NatsServer, number: usize, case: Case) -> Result<(), 
             Ok(other) => return Err(TestCaseError::fail(format!("begin: {other:?}"))),
             Err(_) => {
                 // Quiet: done once every message ended and nothing is left.
-                let dead = dead_letters(&context, &names.dead_stream).await;
+                let dead = common::dead_letters_in(&context, &names.dead_stream).await;
                 let committed = seen.values().filter(|s| s.committed > 0).count();
                 let stream = context.get_stream(&names.stream).await.unwrap();
                 let info = stream.consumer_info("model").await.unwrap();
@@ -280,27 +280,6 @@ fn check(
         }
     }
     Ok(())
-}
-
-async fn dead_letters(context: &jetstream::Context, name: &str) -> Vec<DeadLetter> {
-    let stream = context.get_stream(name).await.unwrap();
-    let last = stream.get_info().await.unwrap().state.last_sequence;
-    let mut out = Vec::new();
-    for sequence in 1..=last {
-        if let Ok(raw) = stream.get_raw_message(sequence).await {
-            let message = async_nats::Message {
-                subject: raw.subject.clone(),
-                reply: None,
-                payload: raw.payload.clone(),
-                headers: Some(raw.headers.clone()),
-                status: None,
-                description: None,
-                length: raw.payload.len(),
-            };
-            out.push(DeadLetter::from_message(&message).expect("a dead letter"));
-        }
-    }
-    out
 }
 
 #[test]

@@ -89,21 +89,17 @@ pub async fn create_consumer(context: &jetstream::Context, name: &str, lease: Du
 
 /// Every dead letter stored in `DEAD`, in order.
 pub async fn dead_letters(context: &jetstream::Context) -> Vec<DeadLetter> {
-    let stream = context.get_stream(DEAD).await.expect("dead stream");
+    dead_letters_in(context, DEAD).await
+}
+
+/// Every dead letter stored in the stream `name`, in order.
+pub async fn dead_letters_in(context: &jetstream::Context, name: &str) -> Vec<DeadLetter> {
+    let stream = context.get_stream(name).await.expect("dead stream");
     let mut out = Vec::new();
     let last = stream.get_info().await.expect("info").state.last_sequence;
     for sequence in 1..=last {
         if let Ok(raw) = stream.get_raw_message(sequence).await {
-            let message = async_nats::Message {
-                subject: raw.subject.clone(),
-                reply: None,
-                payload: raw.payload.clone(),
-                headers: Some(raw.headers.clone()),
-                status: None,
-                description: None,
-                length: raw.payload.len(),
-            };
-            out.push(DeadLetter::from_message(&message).expect("a dead letter"));
+            out.push(DeadLetter::from_stream_message(&raw).expect("a dead letter"));
         }
     }
     out
