@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use async_patterns_benches::{
-    Better, Metric, paired, record_metric, record_paired, secs, test_mode, time,
+    Better, Metric, paired, record_metric, record_paired, secs, selected, test_mode, time,
 };
 use async_patterns_bridge::{channel, service};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
@@ -286,35 +286,6 @@ fn call_round_trip(c: &mut Criterion) {
     rt.block_on(served).unwrap();
     drop(tx);
     rt.block_on(recipe_served).unwrap();
-}
-
-/// Whether criterion's command-line filter (its first free argument, if
-/// any) selects `group`: the paired rounds of a group filtered out are
-/// skipped too, so that `cargo bench --bench bridge -- backpressure` runs
-/// only what it names.
-fn selected(group: &str) -> bool {
-    // Criterion's options that take a value.
-    const WITH_VALUE: [&str; 10] = [
-        "--save-baseline",
-        "--baseline",
-        "--baseline-lenient",
-        "--load-baseline",
-        "--measurement-time",
-        "--warm-up-time",
-        "--sample-size",
-        "--profile-time",
-        "--color",
-        "--output-format",
-    ];
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if WITH_VALUE.contains(&arg.as_str()) {
-            args.next();
-        } else if !arg.starts_with('-') {
-            return group.contains(&arg);
-        }
-    }
-    true
 }
 
 /// Makes `calls` calls, keeping each one's latency; returns the total.

@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use async_patterns_benches::{
-    Better, Metric, paired, record_metric, record_paired, secs, test_mode, time,
+    Better, Metric, paired, record_metric, record_paired, secs, selected, test_mode, time,
 };
 use async_patterns_reusable_receiver::{ReplayConfig, ReusableReceiver};
 use async_patterns_testkit::{cpu, seed};
@@ -112,41 +112,6 @@ fn two_workers() -> Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-/// The criterion filter given to the bench binary, if any: paired groups
-/// whose name does not contain it are skipped.
-fn selected(group: &str) -> bool {
-    // Criterion's options that take a value, as a separate argument.
-    const WITH_VALUE: [&str; 16] = [
-        "-c",
-        "--color",
-        "-s",
-        "--save-baseline",
-        "-b",
-        "--baseline",
-        "--baseline-lenient",
-        "--load-baseline",
-        "--sample-size",
-        "--warm-up-time",
-        "--measurement-time",
-        "--nresamples",
-        "--noise-threshold",
-        "--confidence-level",
-        "--significance-level",
-        "--profile-time",
-    ];
-    let mut args = std::env::args().skip(1);
-    let mut filter = None;
-    while let Some(arg) = args.next() {
-        if WITH_VALUE.contains(&arg.as_str()) {
-            args.next();
-        } else if !arg.starts_with('-') {
-            filter = Some(arg);
-            break;
-        }
-    }
-    filter.is_none_or(|f| group.contains(&f))
 }
 
 async fn produce<T: Item>(tx: mpsc::Sender<T>, items: u64) {

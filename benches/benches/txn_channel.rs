@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_patterns_benches::{paired, record_paired, test_mode, time};
+use async_patterns_benches::{paired, record_paired, selected, test_mode, time};
 use async_patterns_txn_channel::{ChannelBuilder, channel};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
@@ -56,40 +56,6 @@ fn two_workers() -> Runtime {
         .enable_all()
         .build()
         .expect("2-worker runtime")
-}
-
-/// The criterion filter given to the bench binary, if any: paired rounds of
-/// groups whose name does not contain it are skipped.
-fn selected(group: &str) -> bool {
-    const WITH_VALUE: [&str; 16] = [
-        "-c",
-        "--color",
-        "-s",
-        "--save-baseline",
-        "-b",
-        "--baseline",
-        "--baseline-lenient",
-        "--load-baseline",
-        "--sample-size",
-        "--warm-up-time",
-        "--measurement-time",
-        "--nresamples",
-        "--noise-threshold",
-        "--confidence-level",
-        "--significance-level",
-        "--profile-time",
-    ];
-    let mut args = std::env::args().skip(1);
-    let mut filter = None;
-    while let Some(arg) = args.next() {
-        if WITH_VALUE.contains(&arg.as_str()) {
-            args.next();
-        } else if !arg.starts_with('-') {
-            filter = Some(arg);
-            break;
-        }
-    }
-    filter.is_none_or(|f| group.contains(&f))
 }
 
 /// One consumer of a pipeline: a producer task sends `0..items`, a consumer

@@ -227,6 +227,42 @@ pub fn test_mode() -> bool {
     std::env::args().any(|a| a == "--test")
 }
 
+/// Whether a paired group runs: the criterion filter given to the bench
+/// binary (`cargo bench --bench x -- FILTER`), if any, must be part of its
+/// name. Criterion skips its own benchmarks that way; the paired rounds,
+/// which run outside criterion, ask this.
+pub fn selected(group: &str) -> bool {
+    // Criterion's options that take a value, as a separate argument.
+    const WITH_VALUE: [&str; 17] = [
+        "-c",
+        "--color",
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--output-format",
+    ];
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return group.contains(&arg);
+        }
+    }
+    true
+}
+
 fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
