@@ -374,14 +374,8 @@ pub fn consumer_main(
             .await
             .map_err(|e| fail("cannot bind the durable consumer")(&e))
     })?;
-    let policy = RetryPolicy::builder()
-        .initial_delay(Duration::from_millis(10))
-        .max_delay(Duration::from_millis(200))
-        .jitter(Jitter::Proportional(0.5))
-        .max_attempts(5)
-        .seed(config.seed)
-        .build()
-        .map_err(|e| fail("retry policy")(&e))?;
+    let policy =
+        crate::pipeline::upload_retry_policy(config.seed).map_err(|e| fail("retry policy")(&e))?;
     let report = rt.block_on(async {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{upload}"))
             .map_err(|e| fail("upload address")(&e))?

@@ -183,6 +183,20 @@ impl Counters {
     }
 }
 
+/// How an upload is retried, in every mode of the demo: five attempts,
+/// 10 ms doubling to 200 ms, jittered, reproducible from the run's seed.
+pub(crate) fn upload_retry_policy(
+    seed: u64,
+) -> Result<RetryPolicy, async_patterns_core::ConfigError> {
+    RetryPolicy::builder()
+        .initial_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(200))
+        .jitter(Jitter::Proportional(0.5))
+        .max_attempts(5)
+        .seed(seed)
+        .build()
+}
+
 fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
@@ -522,14 +536,7 @@ pub fn run_until(
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let uploader = {
         let counters = Arc::clone(&counters);
-        let policy = RetryPolicy::builder()
-            .initial_delay(Duration::from_millis(10))
-            .max_delay(Duration::from_millis(200))
-            .jitter(Jitter::Proportional(0.5))
-            .max_attempts(5)
-            .seed(config.seed)
-            .build()
-            .map_err(|e| fail("retry policy")(&e))?;
+        let policy = upload_retry_policy(config.seed).map_err(|e| fail("retry policy")(&e))?;
         let addr = server.addr();
         let detector = watch.detector(pipeline_worker)?;
         runtime
