@@ -82,16 +82,19 @@ impl ChannelMetrics {
             + counts.committed
             + counts.dead_lettered
             + counts.dropped;
+        // Items consumers took ahead count as in flight in the table, but
+        // are queued until handed out; their deliveries are counted there.
+        let (ahead, ahead_delivered, ahead_redelivered) = st.ahead_totals();
         ChannelMetrics {
             sent,
-            delivered: counts.delivered + delivered,
+            delivered: counts.delivered + delivered + ahead_delivered,
             committed: counts.committed + committed,
-            redelivered: counts.redelivered + get(&solo.redelivered),
+            redelivered: counts.redelivered + get(&solo.redelivered) + ahead_redelivered,
             expired: counts.expired,
             dead_lettered: counts.dead_lettered,
             dropped: counts.dropped,
-            in_flight: st.table.in_flight() + held,
-            queued: st.table.len() - st.table.in_flight() + buffered.saturating_sub(held),
+            in_flight: st.table.in_flight() - ahead + held,
+            queued: st.table.len() - st.table.in_flight() + ahead + buffered.saturating_sub(held),
         }
     }
 }

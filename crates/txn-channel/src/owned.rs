@@ -12,7 +12,7 @@ use async_patterns_core::Transaction;
 use tokio::time::Instant;
 
 use crate::error::DeliveryError;
-use crate::shared::Shared;
+use crate::shared::Home;
 use crate::table::{End, Meta, Ticket};
 
 /// One item delivered by [`Receiver::begin_owned`](crate::Receiver::begin_owned),
@@ -66,7 +66,12 @@ use crate::table::{End, Meta, Ticket};
 /// ```
 #[must_use = "dropping a delivery rolls it back: the item will be delivered again"]
 pub struct OwnedDelivery<T> {
-    shared: Arc<Shared<T>>,
+    /// Its consumer's [`Home`]: the channel, and the cell that counts the
+    /// delivery's commit if it is light (see
+    /// [`Shared::commit_light`](crate::shared::Shared::commit_light)). Held
+    /// rather than the channel itself, so that taking and ending deliveries
+    /// touches a count of the consumer's own, not one every consumer shares.
+    home: Arc<Home<T>>,
     /// `None` once ended.
     item: Option<T>,
     meta: Meta,
@@ -74,9 +79,9 @@ pub struct OwnedDelivery<T> {
 }
 
 impl<T> OwnedDelivery<T> {
-    pub(crate) fn new(shared: Arc<Shared<T>>, item: T, meta: Meta, ticket: Ticket) -> Self {
+    pub(crate) fn new(home: Arc<Home<T>>, item: T, meta: Meta, ticket: Ticket) -> Self {
         OwnedDelivery {
-            shared,
+            home,
             item: Some(item),
             meta,
             ticket,
@@ -129,7 +134,13 @@ impl<T> OwnedDelivery<T> {
     /// ```
     pub fn commit(mut self) -> Result<T, DeliveryError> {
         let item = self.item.take().expect("not ended yet");
-        self.shared
+        if let Ticket::Light(meta) = &self.ticket
+            && self.home.shared.commit_light(&self.home.cell, meta)
+        {
+            return Ok(item);
+        }
+        self.home
+            .shared
             .end(self.ticket, End::Commit)
             .map(|_| item)
             .map_err(|_| DeliveryError::LeaseExpired)
@@ -228,7 +239,8 @@ impl<T> OwnedDelivery<T> {
     /// ```
     pub fn fail(mut self, reason: impl Into<String>) -> Result<(), DeliveryError> {
         let item = self.item.take().expect("not ended yet");
-        self.shared
+        self.home
+            .shared
             .end(
                 self.ticket,
                 End::Fail {
@@ -270,7 +282,8 @@ impl<T> OwnedDelivery<T> {
     /// # }
     /// ```
     pub fn extend(&self, by: Duration) -> Result<(), DeliveryError> {
-        self.shared
+        self.home
+            .shared
             .extend(self.ticket, by)
             .map_err(|_| DeliveryError::LeaseExpired)
     }
@@ -299,12 +312,13 @@ impl<T> OwnedDelivery<T> {
     /// # }
     /// ```
     pub fn lease_deadline(&self) -> Option<Instant> {
-        self.shared.lock().table.deadline(self.ticket)
+        self.home.shared.lock().table.deadline(self.ticket)
     }
 
     fn end_with(&mut self, delay: Option<Duration>) -> Result<(), DeliveryError> {
         let item = self.item.take().expect("not ended yet");
-        self.shared
+        self.home
+            .shared
             .end(
                 self.ticket,
                 End::Rollback {
@@ -322,7 +336,7 @@ impl<T> Drop for OwnedDelivery<T> {
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
             // Expired already: the item was given back then; nothing to do.
-            let _ = self.shared.end(
+            let _ = self.home.shared.end(
                 self.ticket,
                 End::Rollback {
                     item: Some(item),

@@ -36,7 +36,7 @@ use crate::delivery::{BatchDelivery, Delivery};
 use crate::metrics::ChannelMetrics;
 use crate::own_buffer::OwnBuffer;
 use crate::owned::OwnedDelivery;
-use crate::shared::{Config, Shared, SoloCounts, WaitSlot};
+use crate::shared::{AheadCell, Config, Home, Shared, SoloCounts, WaitSlot};
 use crate::table::{Clock, End, Entry, Meta, OrderKind, Ticket};
 
 /// The receiving half of a channel — one consumer of it — or a
@@ -137,6 +137,11 @@ pub(crate) struct Local<T> {
     registered: bool,
     /// Jitter for the retry policy on the own buffer's rollbacks.
     rng: u64,
+    /// Items taken ahead for owned deliveries (see
+    /// [`Shared::takes_ahead`]); made on first use.
+    ahead: Option<AheadCell<T>>,
+    /// What its owned deliveries hold; made on first use.
+    home: Option<Arc<Home<T>>>,
 }
 
 /// The own buffer's front item: delivered as usual, not before an instant,
@@ -175,6 +180,8 @@ impl<T> Local<T> {
             dead_letter_slot: false,
             registered: false,
             rng: seed,
+            ahead: None,
+            home: None,
         }
     }
 }
@@ -501,12 +508,7 @@ impl<T> Receiver<T> {
         self.drop_held();
         self.give_back_buffer();
         let (item, meta, ticket) = WaitingOwned { rx: self }.await?;
-        Some(OwnedDelivery::new(
-            Arc::clone(&self.shared),
-            item,
-            meta,
-            ticket,
-        ))
+        Some(OwnedDelivery::new(self.home(), item, meta, ticket))
     }
 
     /// Closes the channel's intake: senders get their values back from now
@@ -631,6 +633,9 @@ impl<T> Receiver<T> {
                 // goes back first, so that the others can take from it.
                 self.give_back_buffer();
             }
+            // So do items taken ahead for owned deliveries: a borrowing
+            // delivery may wait, and nothing may wait behind it.
+            self.give_back_ahead();
             self.poll_take(cx, want, Dest::Local)
         }
     }
@@ -699,16 +704,19 @@ impl<T> Receiver<T> {
                 if std::mem::take(&mut local.registered) {
                     st.consumers.stop(self.id, &mut wakers);
                 }
-                st.wake_consumers(&mut wakers);
+                self.shared.wake_consumers(&mut st, &mut wakers);
                 drop(st);
                 wakers.wake_all();
                 coop.made_progress();
                 return Poll::Ready(false);
             }
             st.consumers.wait(self.id, cx.waker());
+            local.registered = true;
+            if self.shared.arm_for_wait(&mut st) {
+                continue; // values came meanwhile: look again
+            }
             let deadline = st.table.next_deadline();
             drop(st);
-            local.registered = true;
             if let Some(deadline) = deadline
                 && poll_sleep(&mut local.sleep, cx, deadline).is_ready()
             {
@@ -727,6 +735,16 @@ impl<T> Receiver<T> {
         mut dest: Dest<'_, T>,
     ) -> Poll<bool> {
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        if let Dest::Owned(out) = &mut dest
+            && let Some(got) = self.start_ahead()
+        {
+            // Taken ahead: handed out without the channel's lock.
+            **out = Some(got);
+            coop.made_progress();
+            return Poll::Ready(true);
+        }
+        let stamp = self.config.stamp;
+        let takes_ahead = self.shared.takes_ahead();
         loop {
             let mut clock = Clock::default();
             let mut st = self.shared.lock();
@@ -749,6 +767,17 @@ impl<T> Receiver<T> {
                                 taken.tickets.push_back(ticket);
                             });
                     }
+                    Dest::Owned(out) if takes_ahead => {
+                        let cell = local
+                            .ahead
+                            .get_or_insert_with(|| st.ahead_of(self.id))
+                            .clone();
+                        let mut ahead = lock(&cell);
+                        let share = st.ahead_share(self.shared.consumers());
+                        st.table
+                            .reserve(share, |entry| ahead.items.push_back(entry));
+                        **out = ahead.start(stamp);
+                    }
                     Dest::Owned(out) => {
                         st.table.take(1, true, &mut clock, |item, meta, ticket| {
                             **out = Some((item, meta, ticket));
@@ -760,11 +789,37 @@ impl<T> Receiver<T> {
                     st.consumers.stop(self.id, &mut wakers);
                 }
                 // More to take: the next waiting consumer may take it.
-                st.wake_one(&mut wakers);
+                self.shared.wake_one(&mut st, &mut wakers);
                 drop(st);
                 wakers.wake_all();
                 coop.made_progress();
                 return Poll::Ready(true);
+            }
+            if takes_ahead && matches!(dest, Dest::Local) && st.steal_ahead_back(self.id) {
+                // Nothing in the table, but another consumer holds items it
+                // took ahead: half of them back to the table, to take here.
+                continue;
+            }
+            if takes_ahead && let Dest::Owned(out) = &mut dest {
+                // Nothing in the table: half of what another consumer took
+                // ahead, rather than wait while it holds items.
+                let cell = local
+                    .ahead
+                    .get_or_insert_with(|| st.ahead_of(self.id))
+                    .clone();
+                let mut ahead = lock(&cell);
+                if st.steal_ahead(self.id, &mut ahead) {
+                    **out = ahead.start(stamp);
+                    drop(ahead);
+                    let mut wakers = WakeList::new();
+                    if std::mem::take(&mut local.registered) {
+                        st.consumers.stop(self.id, &mut wakers);
+                    }
+                    drop(st);
+                    wakers.wake_all();
+                    coop.made_progress();
+                    return Poll::Ready(true);
+                }
             }
             if st.stream_open() {
                 drop(st);
@@ -776,16 +831,19 @@ impl<T> Receiver<T> {
                 if std::mem::take(&mut local.registered) {
                     st.consumers.stop(self.id, &mut wakers);
                 }
-                st.wake_consumers(&mut wakers);
+                self.shared.wake_consumers(&mut st, &mut wakers);
                 drop(st);
                 wakers.wake_all();
                 coop.made_progress();
                 return Poll::Ready(false);
             }
             st.consumers.wait(self.id, cx.waker());
+            local.registered = true;
+            if self.shared.arm_for_wait(&mut st) {
+                continue; // values or light commits came meanwhile: look again
+            }
             let deadline = st.table.next_deadline();
             drop(st);
-            local.registered = true;
             if let Some(deadline) = deadline
                 && poll_sleep(&mut local.sleep, cx, deadline).is_ready()
             {
@@ -817,7 +875,7 @@ impl<T> Receiver<T> {
                 let mut st = self.shared.lock();
                 st.end_stream();
                 let mut wakers = WakeList::new();
-                st.wake_consumers(&mut wakers);
+                self.shared.wake_consumers(&mut st, &mut wakers);
                 drop(st);
                 wakers.wake_all();
                 Poll::Ready(false)
@@ -1057,6 +1115,51 @@ impl<T> Receiver<T> {
         let shared = &self.shared;
         let local = self.local.get_mut();
         give_back_buffer(shared, local);
+    }
+
+    /// This consumer's [`Home`], made on first use.
+    fn home(&mut self) -> Arc<Home<T>> {
+        if let Some(home) = &self.local.get_mut().home {
+            return Arc::clone(home);
+        }
+        let cell = match &self.local.get_mut().ahead {
+            Some(cell) => Arc::clone(cell),
+            None => self.shared.lock().ahead_of(self.id),
+        };
+        let home = Arc::new(Home {
+            shared: Arc::clone(&self.shared),
+            cell: Arc::clone(&cell),
+        });
+        let local = self.local.get_mut();
+        local.ahead = Some(cell);
+        local.home = Some(Arc::clone(&home));
+        home
+    }
+
+    /// Hands out the next item this consumer took ahead, if any.
+    #[inline]
+    fn start_ahead(&mut self) -> Option<(T, Meta, Ticket)> {
+        let stamp = self.config.stamp;
+        let cell = self.local.get_mut().ahead.as_ref()?;
+        lock(cell).start(stamp)
+    }
+
+    /// Gives the items this consumer took ahead back to the head of the
+    /// channel's queue, for any consumer to take.
+    fn give_back_ahead(&mut self) {
+        let Some(cell) = self.local.get_mut().ahead.as_ref() else {
+            return;
+        };
+        if lock(cell).items.is_empty() {
+            return;
+        }
+        let mut st = self.shared.lock();
+        let mut wakers = WakeList::new();
+        if st.give_back_ahead(self.id) {
+            self.shared.wake_one(&mut st, &mut wakers);
+        }
+        drop(st);
+        wakers.wake_all();
     }
 
     /// Stops waiting, passing on a wake-up this consumer got and did not

@@ -31,14 +31,16 @@ use std::task::{Context, Poll, Waker};
 use futures_core::Stream;
 
 use async_patterns_core::__private::loom::{
-    AtomicBool, AtomicUsize, Mutex, MutexGuard,
+    Arc, AtomicBool, AtomicUsize, Mutex, MutexGuard,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use async_patterns_core::__private::{CachePadded, WakeList, lock};
 
 use async_patterns_core::RetryPolicy;
 
-use crate::table::{Clock, End, Ended, Expired, OrderKind, Table, Ticket, retry_delay};
+use crate::table::{
+    Clock, End, Ended, Entry, Expired, Meta, OrderKind, Table, Ticket, retry_delay,
+};
 
 /// Set in [`Shared::used`] while at least one sender waits for a slot.
 const WAITING: usize = 1 << (usize::BITS - 1);
@@ -63,6 +65,8 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send>>;
 
 pub(crate) struct Shared<T> {
     state: Mutex<State<T>>,
+    /// Values sent and not yet moved into the table (see [`Inbox`]).
+    inbox: CachePadded<Mutex<Inbox<T>>>,
     /// Slots in use, plus [`WAITING`]. Senders add under the lock; commits
     /// subtract without it.
     used: CachePadded<AtomicUsize>,
@@ -80,6 +84,17 @@ pub(crate) struct Shared<T> {
     /// The counters of the only consumer's own buffer, published without
     /// the lock; see [`SoloCounts`].
     pub(crate) solo: CachePadded<SoloCounts>,
+    /// Deliveries go without a slot ([`Ticket::Light`]: no lease, not
+    /// strict order), and an owned one is committed without the channel's
+    /// lock, into its consumer's [`Ahead`] (see [`commit_light`](Self::commit_light)).
+    light: bool,
+    /// Set by a light commit (after it counted itself in its consumer's
+    /// [`Ahead`]) and cleared by whoever then moves the commits into the
+    /// table: a hint that there is something to move, tested before it is
+    /// set, so that a run of commits writes its line once.
+    dirty: CachePadded<AtomicBool>,
+    keyed: bool,
+    max_in_flight: usize,
 }
 
 /// A counter of [`SoloCounts`].
@@ -111,8 +126,101 @@ pub(crate) struct SoloCounts {
     pub(crate) removed: Counter,
 }
 
+/// Items a consumer took from the table ahead of handing them out (see
+/// [`Shared::takes_ahead`]), with the deliveries it made from them. Locked
+/// by its consumer alone to hand an item out, and under the channel's lock
+/// by another consumer that steals from it, or by `metrics`; the lock order
+/// is always the channel's first.
+///
+/// It also counts the light commits of the consumer's owned deliveries
+/// (see [`Shared::commit_light`]) until they are moved into the table.
+#[derive(Debug)]
+pub(crate) struct Ahead<T> {
+    pub(crate) items: VecDeque<Entry<T>>,
+    pub(crate) delivered: u64,
+    pub(crate) redelivered: u64,
+    /// Light commits not moved into the table yet, and (per key) their keys.
+    committed: usize,
+    committed_keys: Vec<u64>,
+    /// A commit must take the channel's lock and wake: see [`Shared::arm`].
+    armed: bool,
+    /// Its consumer is gone: commits go through the channel's lock.
+    detached: bool,
+}
+
+impl<T> Default for Ahead<T> {
+    fn default() -> Self {
+        Ahead {
+            items: VecDeque::new(),
+            delivered: 0,
+            redelivered: 0,
+            committed: 0,
+            committed_keys: Vec::new(),
+            armed: false,
+            detached: false,
+        }
+    }
+}
+
+/// A consumer's [`Ahead`], shared with the channel.
+pub(crate) type AheadCell<T> = Arc<Mutex<Ahead<T>>>;
+
+/// What a consumer's owned deliveries hold: the channel, and the
+/// consumer's [`Ahead`] (where their light commits are counted).
+pub(crate) struct Home<T> {
+    pub(crate) shared: Arc<Shared<T>>,
+    pub(crate) cell: AheadCell<T>,
+}
+
+/// The most items a consumer takes ahead at once: enough to spread the
+/// channel's lock over a few dozen deliveries, few enough that the lock is
+/// held for well under a microsecond.
+pub(crate) const AHEAD_MAX: usize = 32;
+
+impl<T> Ahead<T> {
+    /// Takes its light commits out: returns how many, and swaps their keys
+    /// (per key) into the empty `keys`.
+    fn take_commits(&mut self, keys: &mut Vec<u64>) -> usize {
+        debug_assert!(keys.is_empty());
+        std::mem::swap(&mut self.committed_keys, keys);
+        std::mem::take(&mut self.committed)
+    }
+
+    /// Moves its light commits into `table`.
+    fn move_commits(&mut self, table: &mut Table<T>) {
+        if self.committed_keys.is_empty() {
+            table.absorb_commits(std::mem::take(&mut self.committed));
+        } else {
+            self.committed = 0;
+            table.absorb_keyed_commits(self.committed_keys.drain(..));
+        }
+    }
+
+    /// Hands out the front item: one more attempt, counted here.
+    pub(crate) fn start(&mut self, stamp: bool) -> Option<(T, Meta, Ticket)> {
+        let mut entry = self.items.pop_front()?;
+        entry.meta.deliver(stamp, &mut Clock::default());
+        self.delivered += 1;
+        if entry.meta.attempts > 1 {
+            self.redelivered += 1;
+        }
+        Some((entry.item, entry.meta, Ticket::Light(entry.meta)))
+    }
+}
+
 pub(crate) struct State<T> {
     pub(crate) table: Table<T>,
+    /// Each consumer's items taken ahead, by consumer id (`None`: it took
+    /// none yet, or is gone).
+    ahead: Vec<Option<AheadCell<T>>>,
+    /// Every consumer's [`Ahead`] is armed: a waiting consumer may depend on
+    /// a light commit (see [`Shared::arm`]).
+    armed: bool,
+    /// Per key: the keys of light commits being moved into the table, kept
+    /// for its allocation.
+    spare_keys: Vec<u64>,
+    /// The values being moved from the [`Inbox`], kept for its allocation.
+    spare_values: VecDeque<(T, u64)>,
     senders: usize,
     /// No value is accepted anymore (closed, or the last consumer is gone).
     closed: bool,
@@ -131,6 +239,24 @@ pub(crate) struct State<T> {
 struct Waiter {
     id: u64,
     waker: Waker,
+}
+
+/// Values sent with a free slot and not yet moved into the table. A
+/// sender with a slot queues its value here under this small lock, never
+/// the channel's, so that it does not wait for a consumer's work under
+/// that one; whoever takes the channel's lock to look at the table first
+/// moves what is here into it ([`Shared::lock`]).
+///
+/// `closed` mirrors [`State::closed`] (set under both locks), so a sender
+/// sees a close here. `listening` is set, under both locks, by a consumer
+/// that waits; a sender that queues a value while it is set takes the
+/// channel's lock to wake one. A consumer sets it and looks for values
+/// under this lock, where the sender queues and reads it: either the
+/// consumer sees the value, or the sender sees the flag.
+struct Inbox<T> {
+    values: VecDeque<(T, u64)>,
+    closed: bool,
+    listening: bool,
 }
 
 /// The channel is closed: the receiving side closed it or is gone.
@@ -165,6 +291,9 @@ impl<T> Shared<T> {
             stamp: rules.stamp,
         };
         let retry = rules.retry.clone();
+        let light = rules.light();
+        let keyed = rules.order == OrderKind::PerKey;
+        let max_in_flight = rules.max_in_flight;
         let fed_by_stream = stream.is_some();
         debug_assert!((1..=MAX_CAPACITY).contains(&capacity));
         let mut consumers = Consumers::default();
@@ -179,8 +308,17 @@ impl<T> Shared<T> {
                 next_waiter: 1,
                 last_granted: 0,
                 consumers,
+                ahead: Vec::new(),
+                armed: false,
+                spare_keys: Vec::new(),
+                spare_values: VecDeque::new(),
             }),
             used: CachePadded::new(AtomicUsize::new(0)),
+            inbox: CachePadded::new(Mutex::new(Inbox {
+                values: VecDeque::new(),
+                closed: false,
+                listening: false,
+            })),
             capacity,
             key,
             config,
@@ -191,11 +329,221 @@ impl<T> Shared<T> {
                 consumers: AtomicUsize::new(1),
                 ..SoloCounts::default()
             }),
+            light,
+            dirty: CachePadded::new(AtomicBool::new(false)),
+            keyed,
+            max_in_flight,
         }
     }
 
+    /// Locks the channel's state, with the table's counts exact: light
+    /// commits made without the lock are counted in first.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
-        lock(&self.state)
+        let mut st = lock(&self.state);
+        self.drain_inbox(&mut st);
+        self.absorb(&mut st);
+        st
+    }
+
+    /// Under the lock: moves the values senders queued in the [`Inbox`]
+    /// into the table, in the order they came.
+    fn drain_inbox(&self, st: &mut State<T>) {
+        let mut values = std::mem::take(&mut st.spare_values);
+        {
+            let mut inbox = lock(&self.inbox);
+            if inbox.values.is_empty() {
+                drop(inbox);
+                st.spare_values = values;
+                return;
+            }
+            std::mem::swap(&mut inbox.values, &mut values);
+        }
+        for (value, key) in values.drain(..) {
+            st.table.push(value, key);
+        }
+        st.spare_values = values;
+    }
+
+    /// Under the lock, for a consumer that is about to wait: sets
+    /// [`Inbox::listening`]. `true` if values came meanwhile: the caller
+    /// looks again instead of waiting.
+    fn listen(&self) -> bool {
+        let mut inbox = lock(&self.inbox);
+        inbox.listening = true;
+        !inbox.values.is_empty()
+    }
+
+    /// Under the lock: closes the [`Inbox`] and moves what senders queued
+    /// before into the table, so that nothing is queued after the close.
+    fn close_inbox(&self, st: &mut State<T>) {
+        lock(&self.inbox).closed = true;
+        self.drain_inbox(st);
+    }
+
+    /// Under the lock: moves the light commits made since the last look
+    /// from the consumers' [`Ahead`]s into the table.
+    ///
+    /// The hint is cleared before the consumers are looked at, and a
+    /// commit sets it after it counted itself under its consumer's lock,
+    /// which this look takes too: a commit this look missed came after it
+    /// left that consumer, so it sees the hint cleared and sets it again.
+    fn absorb(&self, st: &mut State<T>) {
+        if !self.light || !self.dirty.load(Acquire) {
+            return;
+        }
+        self.dirty.store(false, Release);
+        let State {
+            ahead,
+            table,
+            spare_keys,
+            ..
+        } = st;
+        for cell in ahead.iter().flatten() {
+            // The commits are taken out under the consumer's lock and moved
+            // in after it, so that its next commit does not wait on the
+            // table's work.
+            let n = lock(cell).take_commits(spare_keys);
+            if spare_keys.is_empty() {
+                table.absorb_commits(n);
+            } else {
+                table.absorb_keyed_commits(spare_keys.drain(..));
+            }
+        }
+    }
+
+    /// Under the lock, after the consumers were looked at: arms every
+    /// consumer's [`Ahead`] if a waiting consumer may depend on a light
+    /// commit (in-flight limit reached, the intake closed and the channel
+    /// not empty yet, or per key items queued behind busy keys), so that
+    /// such a commit takes the lock and wakes; disarms them otherwise.
+    ///
+    /// A commit counts itself and reads the flag under its consumer's lock,
+    /// which arming takes too: either the commit sees the flag, or arming
+    /// sees the commit — then it returns `true`, and the caller moves the
+    /// commits in and looks again.
+    fn arm(&self, st: &mut State<T>) -> bool {
+        if !self.light {
+            return false;
+        }
+        let in_flight = st.table.in_flight();
+        let blocked = self.keyed && st.table.queued() > 0;
+        let depends = st.consumers.any_waiting()
+            && in_flight > 0
+            && (blocked || in_flight >= self.max_in_flight || !st.intake_open());
+        if depends == st.armed {
+            // Already armed: every commit since sees it and wakes.
+            return false;
+        }
+        st.armed = depends;
+        let mut came = false;
+        for cell in st.ahead.iter().flatten() {
+            let mut ahead = lock(cell);
+            ahead.armed = depends;
+            came |= ahead.committed > 0;
+        }
+        depends && came
+    }
+
+    /// Under the lock, after a change: wakes the consumers it concerns (see
+    /// [`State::wake_consumers`]) and keeps the light commits armed while a
+    /// waiting consumer depends on one.
+    pub(crate) fn wake_consumers(&self, st: &mut State<T>, wakers: &mut WakeList) {
+        loop {
+            st.wake_consumers(wakers);
+            if !self.arm(st) {
+                return;
+            }
+            self.absorb_now(st);
+        }
+    }
+
+    /// Like [`wake_consumers`](Self::wake_consumers), waking one consumer
+    /// only if something is takeable (see [`State::wake_one`]).
+    pub(crate) fn wake_one(&self, st: &mut State<T>, wakers: &mut WakeList) {
+        loop {
+            st.wake_one(wakers);
+            if !self.arm(st) {
+                return;
+            }
+            self.absorb_now(st);
+        }
+    }
+
+    /// Whether consumers take items ahead of handing them out ([`Ahead`]):
+    /// unordered, no lease, no in-flight limit. A consumer then takes a
+    /// share of what is ready — up to [`AHEAD_MAX`], and no more than its
+    /// part of the ready items among the consumers — under one lock, and
+    /// hands them out one by one without it; a consumer that finds nothing
+    /// in the table steals half of another's before it waits, so no item
+    /// waits behind a busy consumer while another is idle.
+    pub(crate) fn takes_ahead(&self) -> bool {
+        self.light && self.max_in_flight == usize::MAX
+    }
+
+    /// Under the lock, after a value was queued: per key, it may be queued
+    /// behind a key whose light commit is not moved in yet, and so wait on
+    /// it — the commits are armed (or, if some came, moved in and a
+    /// consumer woken). Returns the wake-ups to make after the lock.
+    fn arm_after_send(&self, st: &mut State<T>) -> Option<WakeList> {
+        if !(self.keyed && self.light && self.arm(st)) {
+            return None;
+        }
+        let mut wakers = WakeList::new();
+        self.absorb_now(st);
+        self.wake_one(st, &mut wakers);
+        Some(wakers)
+    }
+
+    /// [`absorb`](Self::absorb), whatever the hint says (arming saw a
+    /// commit whose hint may not be set yet).
+    fn absorb_now(&self, st: &mut State<T>) {
+        self.dirty.store(true, Release);
+        self.absorb(st);
+    }
+
+    /// Under the lock, for a consumer that registered to wait: listens for
+    /// senders ([`Inbox::listening`]) and arms the light commits. `true` if
+    /// it must look again instead (values or light commits came since it
+    /// looked).
+    pub(crate) fn arm_for_wait(&self, st: &mut State<T>) -> bool {
+        if self.listen() {
+            return true;
+        }
+        if self.arm(st) {
+            self.absorb_now(st);
+            return true;
+        }
+        false
+    }
+
+    /// Commits a [`Ticket::Light`] owned delivery of the consumer whose
+    /// [`Ahead`] is `home`, without the channel's lock (unless a waiting
+    /// consumer depends on it): counts it there, and frees its slot.
+    /// `false` if that consumer is gone: the caller ends it under the lock.
+    pub(crate) fn commit_light(&self, home: &AheadCell<T>, meta: &Meta) -> bool {
+        let armed = {
+            let mut ahead = lock(home);
+            if ahead.detached {
+                return false;
+            }
+            ahead.committed += 1;
+            if self.keyed {
+                ahead.committed_keys.push(meta.key);
+            }
+            ahead.armed
+        };
+        self.release(1);
+        if !self.dirty.load(Relaxed) {
+            self.dirty.store(true, Release);
+        }
+        if armed {
+            let mut st = self.lock();
+            let mut wakers = WakeList::new();
+            self.wake_consumers(&mut st, &mut wakers);
+            drop(st);
+            wakers.wake_all();
+        }
+        true
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -241,7 +589,7 @@ impl<T> Shared<T> {
         st.senders -= 1;
         let mut wakers = WakeList::new();
         if st.senders == 0 {
-            st.wake_consumers(&mut wakers);
+            self.wake_consumers(&mut st, &mut wakers);
         }
         drop(st);
         wakers.wake_all();
@@ -271,16 +619,41 @@ impl<T> Shared<T> {
 
     /// Sends `value` if a slot is free and no earlier sender waits for one.
     pub(crate) fn try_send(&self, value: T, key: u64) -> Result<(), (T, bool)> {
-        let mut st = self.lock();
-        if st.closed {
-            return Err((value, true));
+        if !self.try_take_slot() {
+            return match self.is_closed() {
+                true => Err((value, true)),
+                false => Err((value, false)),
+            };
         }
-        if !self.try_take_slot(&st) {
-            return Err((value, false));
+        self.queue(value, key).map_err(|value| (value, true))
+    }
+
+    /// Queues `value` in the [`Inbox`] with a slot the caller holds, and
+    /// wakes a waiting consumer if one listens. If the channel is closed,
+    /// gives the slot back and hands `value` back.
+    fn queue(&self, value: T, key: u64) -> Result<(), T> {
+        let listening = {
+            let mut inbox = lock(&self.inbox);
+            if inbox.closed {
+                drop(inbox);
+                self.release(1);
+                return Err(value);
+            }
+            inbox.values.push_back((value, key));
+            inbox.listening
+        };
+        if listening {
+            let mut st = self.lock();
+            let mut wakers = WakeList::new();
+            if st.consumers.queue.is_empty() {
+                // Nobody waits anymore: stop listening (under both locks,
+                // so a consumer that waits from now on sets it again).
+                lock(&self.inbox).listening = false;
+            }
+            self.wake_one(&mut st, &mut wakers);
+            drop(st);
+            wakers.wake_all();
         }
-        let waker = st.push(value, key);
-        drop(st);
-        wake(waker);
         Ok(())
     }
 
@@ -293,6 +666,20 @@ impl<T> Shared<T> {
         value: &mut Option<T>,
         key: u64,
     ) -> Poll<Result<(), Closed>> {
+        if !slot.is_waiting() && self.try_take_slot() {
+            // A free slot and nobody waiting for one: no channel lock.
+            let Some(v) = value.take() else {
+                self.release(1);
+                return Poll::Ready(Ok(()));
+            };
+            return Poll::Ready(match self.queue(v, key) {
+                Ok(()) => Ok(()),
+                Err(v) => {
+                    *value = Some(v);
+                    Err(Closed)
+                }
+            });
+        }
         let mut st = self.lock();
         let polled = self.poll_slot_locked(&mut st, cx, slot);
         let waker = match polled {
@@ -302,8 +689,10 @@ impl<T> Shared<T> {
             },
             _ => None,
         };
+        let more = self.arm_after_send(&mut st);
         drop(st);
         wake(waker);
+        drop(more);
         polled
     }
 
@@ -321,16 +710,7 @@ impl<T> Shared<T> {
     /// Sends `value` into a slot the caller holds. If the channel closed
     /// meanwhile, gives the slot back and hands `value` back.
     pub(crate) fn send_reserved(&self, value: T, key: u64) -> Result<(), T> {
-        let mut st = self.lock();
-        if st.closed {
-            drop(st);
-            self.release(1);
-            return Err(value);
-        }
-        let waker = st.push(value, key);
-        drop(st);
-        wake(waker);
-        Ok(())
+        self.queue(value, key)
     }
 
     /// Stops waiting: removes the waiter, or passes on the slot it was
@@ -353,18 +733,21 @@ impl<T> Shared<T> {
         }
     }
 
-    /// Under the lock: takes a slot if one is free and nobody waits.
-    fn try_take_slot(&self, st: &State<T>) -> bool {
-        if !st.waiters.is_empty() {
-            return false;
-        }
-        // Other senders are excluded by the lock and releases only ever
-        // free slots, so a free slot seen here stays free until taken.
-        if self.used.load(Acquire) < self.capacity {
-            self.used.fetch_add(1, AcqRel);
-            true
-        } else {
-            false
+    /// Takes a slot if one is free and nobody waits for one ([`WAITING`]
+    /// is set exactly while senders wait, under the lock), without the lock.
+    fn try_take_slot(&self) -> bool {
+        let mut used = self.used.load(Acquire);
+        loop {
+            if used & WAITING != 0 || used >= self.capacity {
+                return false;
+            }
+            match self
+                .used
+                .compare_exchange_weak(used, used + 1, AcqRel, Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
         }
     }
 
@@ -400,7 +783,7 @@ impl<T> Shared<T> {
         if st.closed {
             return Poll::Ready(Err(Closed));
         }
-        if self.try_take_slot(st) {
+        if self.try_take_slot() {
             return Poll::Ready(Ok(()));
         }
         if st.waiters.is_empty() {
@@ -490,16 +873,21 @@ impl<T> Shared<T> {
     pub(crate) fn drop_consumer(&self, id: usize) -> Vec<T> {
         let mut st = self.lock();
         let mut wakers = WakeList::new();
+        if st.give_back_ahead(id) {
+            self.wake_one(&mut st, &mut wakers);
+        }
+        st.forget_ahead(id);
         st.consumers.remove(id, &mut wakers);
         let last = self.solo.consumers.fetch_sub(1, AcqRel) == 1;
         let mut dropped = Vec::new();
         let mut senders = VecDeque::new();
         if last {
+            self.close_inbox(&mut st);
             senders = st.close();
             dropped = st.table.clear();
         } else {
             // Its wake-up, if it had one, goes to another consumer.
-            st.wake_one(&mut wakers);
+            self.wake_one(&mut st, &mut wakers);
         }
         drop(st);
         if !senders.is_empty() {
@@ -517,9 +905,10 @@ impl<T> Shared<T> {
     /// receivable.
     pub(crate) fn close(&self) {
         let mut st = self.lock();
+        self.close_inbox(&mut st);
         let senders = st.close();
         let mut wakers = WakeList::new();
-        st.wake_consumers(&mut wakers);
+        self.wake_consumers(&mut st, &mut wakers);
         drop(st);
         if !senders.is_empty() {
             self.used.fetch_and(!WAITING, AcqRel);
@@ -548,7 +937,7 @@ impl<T> Shared<T> {
                 ended = Ok(Ended::Dropped);
             }
         } else {
-            st.wake_consumers(&mut wakers);
+            self.wake_consumers(&mut st, &mut wakers);
         }
         drop(st);
         if ended == Ok(Ended::Committed) {
@@ -576,7 +965,7 @@ impl<T> Shared<T> {
         if self.solo.consumers.load(Acquire) == 0 {
             dropped = st.table.clear();
         } else {
-            st.wake_consumers(&mut wakers);
+            self.wake_consumers(&mut st, &mut wakers);
         }
         drop(st);
         self.release(committed + dropped.len());
@@ -592,7 +981,7 @@ impl<T> Shared<T> {
         let mut wakers = WakeList::new();
         if extended.is_err() {
             // Finding it expired gave the item back: someone may take it.
-            st.wake_consumers(&mut wakers);
+            self.wake_consumers(&mut st, &mut wakers);
         }
         drop(st);
         wakers.wake_all();
@@ -601,6 +990,106 @@ impl<T> Shared<T> {
 }
 
 impl<T> State<T> {
+    /// The [`Ahead`] of consumer `id`, made on first use.
+    pub(crate) fn ahead_of(&mut self, id: usize) -> AheadCell<T> {
+        if self.ahead.len() <= id {
+            self.ahead.resize_with(id + 1, || None);
+        }
+        let armed = self.armed;
+        Arc::clone(self.ahead[id].get_or_insert_with(|| {
+            Arc::new(Mutex::new(Ahead {
+                armed,
+                ..Ahead::default()
+            }))
+        }))
+    }
+
+    /// How many items a consumer takes ahead now, at least one, at most
+    /// [`AHEAD_MAX`]: while others wait, its part of the ready items among
+    /// the `consumers`; otherwise as many as are ready (the others are busy,
+    /// and one that runs dry steals half before it waits).
+    pub(crate) fn ahead_share(&self, consumers: usize) -> usize {
+        let ready = self.table.ready_len();
+        let share = if self.consumers.any_waiting() {
+            ready.div_ceil(consumers.max(1))
+        } else {
+            ready
+        };
+        share.clamp(1, AHEAD_MAX)
+    }
+
+    /// Moves half of the items another consumer took ahead (the first one
+    /// found with any) to `into`. `false` if none had any.
+    pub(crate) fn steal_ahead(&self, id: usize, into: &mut Ahead<T>) -> bool {
+        for (other, cell) in self.ahead.iter().enumerate() {
+            let Some(cell) = cell else { continue };
+            if other == id {
+                continue;
+            }
+            let mut from = lock(cell);
+            let n = from.items.len();
+            if n > 0 {
+                let keep = n - n.div_ceil(2);
+                into.items.extend(from.items.drain(keep..));
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Moves half of the items another consumer took ahead (the first one
+    /// found with any) back to the table's head, for consumer `id` to take
+    /// in a borrowing delivery. `false` if none had any.
+    pub(crate) fn steal_ahead_back(&mut self, id: usize) -> bool {
+        let mut stolen = Ahead::default();
+        if !self.steal_ahead(id, &mut stolen) {
+            return false;
+        }
+        self.table.unreserve(stolen.items.drain(..));
+        true
+    }
+
+    /// Gives the items consumer `id` took ahead back to the table's head
+    /// (it begins a borrowing delivery, or is dropped). `true` if there
+    /// were any.
+    pub(crate) fn give_back_ahead(&mut self, id: usize) -> bool {
+        let Some(Some(cell)) = self.ahead.get(id) else {
+            return false;
+        };
+        let mut ahead = lock(cell);
+        if ahead.items.is_empty() {
+            return false;
+        }
+        self.table.unreserve(ahead.items.drain(..));
+        true
+    }
+
+    /// Consumer `id` is gone: its counts move to the table's.
+    fn forget_ahead(&mut self, id: usize) {
+        let Some(cell) = self.ahead.get_mut(id).and_then(Option::take) else {
+            return;
+        };
+        let mut ahead = lock(&cell);
+        debug_assert!(ahead.items.is_empty(), "given back first");
+        ahead.move_commits(&mut self.table);
+        ahead.detached = true;
+        let counts = self.table.counts_mut();
+        counts.delivered += ahead.delivered;
+        counts.redelivered += ahead.redelivered;
+    }
+
+    /// Over every consumer's [`Ahead`]: items held, delivered, redelivered.
+    pub(crate) fn ahead_totals(&self) -> (usize, u64, u64) {
+        let mut totals = (0, 0, 0);
+        for cell in self.ahead.iter().flatten() {
+            let ahead = lock(cell);
+            totals.0 += ahead.items.len();
+            totals.1 += ahead.delivered;
+            totals.2 += ahead.redelivered;
+        }
+        totals
+    }
+
     /// Queues a sent value and picks a consumer to wake.
     #[inline]
     fn push(&mut self, value: T, key: u64) -> Option<Waker> {
@@ -616,7 +1105,8 @@ impl<T> State<T> {
     }
 
     /// Closes the intake; returns the senders that waited, to be woken
-    /// outside the lock (their sends fail).
+    /// outside the lock (their sends fail). The caller closed the
+    /// [`Inbox`] first ([`Shared::close_inbox`]).
     fn close(&mut self) -> VecDeque<Waiter> {
         self.closed = true;
         self.stream_open = false;
@@ -698,6 +1188,11 @@ impl Consumers {
         self.stop(id, wakers);
         self.slots[id] = ConsumerSlot::default();
         self.free.push(id);
+    }
+
+    /// Whether any consumer waits (or was woken and has not looked yet).
+    pub(crate) fn any_waiting(&self) -> bool {
+        !self.queue.is_empty() || self.notified > 0
     }
 
     /// Consumer `id` is looking (polled): a wake-up it got is used up.

@@ -134,9 +134,14 @@ pub(crate) struct Entry<T> {
 
 /// Names one in-flight delivery of one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Ticket {
-    index: usize,
-    generation: u64,
+pub(crate) enum Ticket {
+    /// A delivery with a slot in the table (a lease, or per-key or strict
+    /// order, needs one); the generation makes the ticket unique.
+    Slot { index: usize, generation: u64 },
+    /// A delivery without a slot: unordered and unleased, nothing about it
+    /// can change while it is in flight, so the ticket carries its [`Meta`]
+    /// and its commit needs no lock (see [`Table::absorb_commits`]).
+    Light(Meta),
 }
 
 /// The delivery's lease ran out first: the item is no longer its holder's.
@@ -197,6 +202,17 @@ pub(crate) struct Rules<T> {
     pub(crate) stamp: bool,
 }
 
+impl<T> Rules<T> {
+    /// Whether deliveries go without a slot ([`Ticket::Light`]): without a
+    /// lease nothing can happen to a delivery while it is in flight, so its
+    /// commit only counts (and, per key, frees its key) and can be recorded
+    /// without the lock. Strict order keeps its slots: its one delivery
+    /// holds the whole queue.
+    pub(crate) fn light(&self) -> bool {
+        self.order != OrderKind::Strict && self.lease.is_none()
+    }
+}
+
 impl<T> Clone for Rules<T> {
     fn clone(&self) -> Self {
         Rules {
@@ -229,13 +245,20 @@ struct Slot<T> {
     backup: Option<T>,
 }
 
-/// A `u64` key is already a hash: use it as is.
+/// Per key: how many emptied key queues are kept for reuse.
+const SPARE_QUEUES: usize = 64;
+
+/// A `u64` key is the user's hash of the item's key, but often a small
+/// number (an id, a partition): one multiply by an odd constant spreads it
+/// over every bit. The map takes bucket bits from the bottom and tag bits
+/// from the top of the hash, and a small number used as is has the same
+/// (zero) tag for every key, so each lookup compares every key it probes.
 #[derive(Default)]
 struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
@@ -306,6 +329,10 @@ enum Queues<T> {
         /// Keys whose head is delayed; an entry is stale if the key's
         /// `not_before` no longer matches.
         delayed: BinaryHeap<Reverse<Due<u64>>>,
+        /// The emptied queues of keys that left the map, kept for their
+        /// allocations (a key comes and goes with every item when items
+        /// are handled as fast as they come).
+        spare: Vec<VecDeque<Entry<T>>>,
     },
 }
 
@@ -353,6 +380,7 @@ impl<T> Table<T> {
                 keys: KeyMap::default(),
                 runnable: VecDeque::new(),
                 delayed: BinaryHeap::new(),
+                spare: Vec::new(),
             },
         };
         Table {
@@ -406,13 +434,19 @@ impl<T> Table<T> {
 
     #[inline(never)]
     fn push_keyed(&mut self, item: T, key: u64) {
-        let Queues::PerKey { keys, runnable, .. } = &mut self.queues else {
+        let Queues::PerKey {
+            keys,
+            runnable,
+            spare,
+            ..
+        } = &mut self.queues
+        else {
             unreachable!("keyed means per key");
         };
         let queue = keys.entry(key).or_insert_with(|| {
             runnable.push_back(key);
             KeyQueue {
-                items: VecDeque::new(),
+                items: spare.pop().unwrap_or_default(),
                 state: KeyState::Runnable,
                 not_before: None,
             }
@@ -600,6 +634,59 @@ impl<T> Table<T> {
         }
     }
 
+    /// Unordered, without a lease or an in-flight limit: moves up to `max`
+    /// items that may be delivered now to a consumer that delivers them
+    /// later, without the lock (its [`Ahead`](crate::shared::Ahead)
+    /// buffer). They count as in flight from now — they are no longer
+    /// anyone else's to take — but not as delivered: no attempt is counted
+    /// until the consumer hands one out. Returns how many it moved.
+    pub(crate) fn reserve(&mut self, max: usize, mut out: impl FnMut(Entry<T>)) -> usize {
+        debug_assert!(self.rules.light() && self.rules.max_in_flight == usize::MAX);
+        let mut moved = 0;
+        while moved < max {
+            let Some(entry) = self.next_ready() else {
+                break;
+            };
+            out(entry);
+            moved += 1;
+        }
+        self.in_flight += moved;
+        moved
+    }
+
+    /// Takes back items [`reserve`](Self::reserve)d and never handed out,
+    /// at the head of the queue, in the order given, their attempts
+    /// untouched.
+    pub(crate) fn unreserve(&mut self, entries: impl DoubleEndedIterator<Item = Entry<T>>) {
+        for entry in entries.rev() {
+            self.queued += 1;
+            self.in_flight -= 1;
+            match &mut self.queues {
+                Queues::Unordered { returned, .. } => returned.push_front(entry),
+                Queues::PerKey { keys, runnable, .. } => {
+                    // Its key is busy because of it: runnable again, first.
+                    let key = entry.meta.key;
+                    let queue = keys.get_mut(&key).expect("a reserved item's key is busy");
+                    debug_assert_eq!(queue.state, KeyState::Busy);
+                    queue.items.push_front(entry);
+                    queue.state = KeyState::Runnable;
+                    runnable.push_front(key);
+                }
+                Queues::Strict { .. } => unreachable!("strict order reserves nothing"),
+            }
+        }
+    }
+
+    /// How many items may be delivered now (unordered order; a cheap upper
+    /// bound elsewhere), for sizing a reservation.
+    pub(crate) fn ready_len(&self) -> usize {
+        match &self.queues {
+            Queues::Unordered { returned, .. } => returned.len() + self.intake.fresh.len(),
+            Queues::PerKey { runnable, .. } => runnable.len(),
+            Queues::Strict { .. } => self.intake.fresh.len() + self.queued,
+        }
+    }
+
     /// The next item the order allows, out of its queue.
     fn next_ready(&mut self) -> Option<Entry<T>> {
         match &mut self.queues {
@@ -646,6 +733,10 @@ impl<T> Table<T> {
         if entry.meta.attempts > 1 {
             self.counts.redelivered += 1;
         }
+        self.in_flight += 1;
+        if self.rules.light() {
+            return (entry.item, entry.meta, Ticket::Light(entry.meta));
+        }
         let (deadline, backup) = match (leased, self.rules.lease, self.rules.copy) {
             (true, Some(lease), Some(copy)) => (Some(clock.now() + lease), Some(copy(&entry.item))),
             _ => (None, None),
@@ -671,8 +762,7 @@ impl<T> Table<T> {
         if let Some(at) = deadline {
             self.leases.push(Reverse((at, index, generation)));
         }
-        self.in_flight += 1;
-        (entry.item, entry.meta, Ticket { index, generation })
+        (entry.item, entry.meta, Ticket::Slot { index, generation })
     }
 
     /// The oldest item waiting to be dead-lettered, with its reason.
@@ -704,18 +794,54 @@ impl<T> Table<T> {
         how: End<T>,
         clock: &mut Clock,
     ) -> Result<Ended, Expired> {
-        let deadline = match &self.slots.get(ticket.index) {
-            Some(Some(slot)) if slot.generation == ticket.generation => slot.deadline,
-            _ => return Err(Expired),
+        let index = match ticket {
+            Ticket::Light(meta) => return Ok(self.finish(meta, None, how, clock)),
+            Ticket::Slot { index, generation } => match self.live_slot(index, generation) {
+                Some(slot) => {
+                    if let Some(at) = slot.deadline
+                        && clock.now() >= at
+                    {
+                        self.settle(clock);
+                        return Err(Expired);
+                    }
+                    index
+                }
+                None => return Err(Expired),
+            },
         };
-        if let Some(at) = deadline
-            && clock.now() >= at
-        {
-            self.settle(clock);
-            return Err(Expired);
-        }
-        let slot = self.free_slot(ticket.index);
+        let slot = self.free_slot(index);
         Ok(self.finish(slot.meta, slot.backup, how, clock))
+    }
+
+    /// Counts `n` commits of [`Ticket::Light`] deliveries made without the
+    /// lock: they left the table's in-flight count and are committed.
+    pub(crate) fn absorb_commits(&mut self, n: usize) {
+        debug_assert!(n <= self.in_flight, "more light commits than in flight");
+        self.in_flight -= n;
+        self.counts.committed += n as u64;
+    }
+
+    /// Per key: counts the commits of [`Ticket::Light`] deliveries of
+    /// `keys` made without the lock, and frees their keys.
+    pub(crate) fn absorb_keyed_commits(&mut self, keys: impl Iterator<Item = u64>) {
+        for key in keys {
+            self.absorb_commits(1);
+            self.release_key(key);
+        }
+    }
+
+    /// Items queued (ready or delayed), not counting `fresh`: per key, every
+    /// queued item.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// The slot of a live delivery: `index` holds generation `generation`.
+    fn live_slot(&self, index: usize, generation: u64) -> Option<&Slot<T>> {
+        match self.slots.get(index) {
+            Some(Some(slot)) if slot.generation == generation => Some(slot),
+            _ => None,
+        }
     }
 
     fn finish(&mut self, meta: Meta, backup: Option<T>, how: End<T>, clock: &mut Clock) -> Ended {
@@ -808,14 +934,14 @@ impl<T> Table<T> {
                 keys,
                 runnable,
                 delayed,
-                ..
+                spare,
             } => {
                 let key = entry.meta.key;
                 let known = keys.contains_key(&key);
                 // A key in flight stays in the map, so an item coming back
                 // from flight finds its key `Busy` (because of it).
                 let queue = keys.entry(key).or_insert_with(|| KeyQueue {
-                    items: VecDeque::new(),
+                    items: spare.pop().unwrap_or_default(),
                     state: KeyState::Busy,
                     not_before: None,
                 });
@@ -854,7 +980,13 @@ impl<T> Table<T> {
     /// Per key: the key's delivery ended for good (committed or dead):
     /// its next item may go.
     fn release_key(&mut self, key: u64) {
-        let Queues::PerKey { keys, runnable, .. } = &mut self.queues else {
+        let Queues::PerKey {
+            keys,
+            runnable,
+            spare,
+            ..
+        } = &mut self.queues
+        else {
             return;
         };
         let Some(queue) = keys.get_mut(&key) else {
@@ -864,7 +996,11 @@ impl<T> Table<T> {
             return;
         }
         if queue.items.is_empty() {
-            keys.remove(&key);
+            if let Some(queue) = keys.remove(&key)
+                && spare.len() < SPARE_QUEUES
+            {
+                spare.push(queue.items);
+            }
         } else {
             queue.state = KeyState::Runnable;
             runnable.push_back(key);
@@ -885,11 +1021,14 @@ impl<T> Table<T> {
         extend: Duration,
         clock: &mut Clock,
     ) -> Result<(), Expired> {
-        let deadline = match &self.slots.get(ticket.index) {
-            Some(Some(slot)) if slot.generation == ticket.generation => slot.deadline,
-            _ => return Err(Expired),
+        let (index, generation) = match ticket {
+            Ticket::Light(_) => return Ok(()), // not leased: nothing to extend
+            Ticket::Slot { index, generation } => (index, generation),
         };
-        let Some(at) = deadline else {
+        let Some(slot) = self.live_slot(index, generation) else {
+            return Err(Expired);
+        };
+        let Some(at) = slot.deadline else {
             return Ok(()); // not leased: nothing to extend
         };
         let now = clock.now();
@@ -899,20 +1038,21 @@ impl<T> Table<T> {
         }
         let new = now + extend;
         if new > at {
-            if let Some(Some(slot)) = self.slots.get_mut(ticket.index) {
+            if let Some(Some(slot)) = self.slots.get_mut(index) {
                 slot.deadline = Some(new);
             }
-            self.leases
-                .push(Reverse((new, ticket.index, ticket.generation)));
+            self.leases.push(Reverse((new, index, generation)));
         }
         Ok(())
     }
 
     /// When the lease of `ticket` ends, if it is live and leased.
     pub(crate) fn deadline(&self, ticket: Ticket) -> Option<Instant> {
-        match &self.slots.get(ticket.index) {
-            Some(Some(slot)) if slot.generation == ticket.generation => slot.deadline,
-            _ => None,
+        match ticket {
+            Ticket::Light(_) => None,
+            Ticket::Slot { index, generation } => self
+                .live_slot(index, generation)
+                .and_then(|slot| slot.deadline),
         }
     }
 
@@ -1046,6 +1186,7 @@ impl<T> Table<T> {
                 keys,
                 runnable,
                 delayed,
+                ..
             } => {
                 runnable.clear();
                 delayed.clear();

@@ -88,3 +88,103 @@ fn consumers_on_two_threads_commit_each_item_once_and_both_see_the_end() {
         assert_eq!(all, [1, 2]);
     });
 }
+
+#[test]
+fn a_send_without_the_channel_lock_wakes_a_consumer_about_to_wait() {
+    // The send takes a free slot and queues in the inbox without the
+    // channel's lock; the consumer drains the inbox, finds nothing and
+    // listens. Either it sees the value or the sender sees it listening.
+    loom::model(|| {
+        let (tx, mut rx) = ChannelBuilder::<u32>::new()
+            .unordered()
+            .capacity(2)
+            .build()
+            .unwrap();
+        let sender = thread::spawn(move || {
+            tx.try_send(7).unwrap();
+        });
+        let got = block_on(rx.begin_owned()).unwrap();
+        assert_eq!(got.commit().unwrap(), 7);
+        sender.join().unwrap();
+        assert!(block_on(rx.begin_owned()).is_none());
+    });
+}
+
+#[test]
+fn a_light_commit_on_another_thread_wakes_the_consumer_waiting_for_the_end() {
+    // Unordered, no lease: the commit is counted in the consumer's cell,
+    // not under the channel's lock. The consumer waits for the end (intake
+    // closed, one item in flight), so it arms the cells: the commit either
+    // sees that or is seen by it.
+    loom::model(|| {
+        let (tx, mut rx) = ChannelBuilder::<u32>::new().unordered().build().unwrap();
+        tx.try_send(1).unwrap();
+        drop(tx);
+        let first = block_on(rx.begin_owned()).unwrap();
+        let worker = thread::spawn(move || first.commit().unwrap());
+        assert!(block_on(rx.begin_owned()).is_none());
+        assert_eq!(worker.join().unwrap(), 1);
+        let m = rx.metrics();
+        assert_eq!((m.committed, m.in_flight, m.queued), (1, 0, 0));
+    });
+}
+
+#[test]
+fn a_light_commit_on_another_thread_frees_its_key_for_the_waiting_consumer() {
+    // Per key: the second item waits behind the first's key; the commit
+    // that frees the key is counted without the channel's lock.
+    loom::model(|| {
+        let (tx, mut rx) = ChannelBuilder::<u32>::new()
+            .order_by_key(|_| 0)
+            .build()
+            .unwrap();
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        drop(tx);
+        let first = block_on(rx.begin_owned()).unwrap();
+        let worker = thread::spawn(move || first.commit().unwrap());
+        let second = block_on(rx.begin_owned()).unwrap();
+        assert_eq!(*second, 2);
+        assert_eq!(worker.join().unwrap(), 1);
+        second.commit().unwrap();
+        assert!(block_on(rx.begin_owned()).is_none());
+    });
+}
+
+#[test]
+fn consumers_taking_ahead_and_stealing_on_two_threads_commit_each_item_once() {
+    // Owned deliveries, unordered: each consumer takes what is ready ahead
+    // of handing it out, and one that finds the table empty steals half of
+    // the other's before it waits.
+    bounded(|| {
+        let (tx, rx) = ChannelBuilder::<u32>::new()
+            .unordered()
+            .capacity(3)
+            .build()
+            .unwrap();
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        tx.try_send(3).unwrap();
+        drop(tx);
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let mut other = rx.clone();
+        let mut mine = rx;
+        let seen = Arc::clone(&committed);
+        let consumer = thread::spawn(move || {
+            block_on(async {
+                while let Some(delivery) = other.begin_owned().await {
+                    seen.lock().unwrap().push(delivery.commit().unwrap());
+                }
+            })
+        });
+        block_on(async {
+            while let Some(delivery) = mine.begin_owned().await {
+                committed.lock().unwrap().push(delivery.commit().unwrap());
+            }
+        });
+        consumer.join().unwrap();
+        let mut all = committed.lock().unwrap().clone();
+        all.sort_unstable();
+        assert_eq!(all, [1, 2, 3]);
+    });
+}

@@ -321,3 +321,77 @@ async fn a_batch_takes_one_item_per_key() {
         Some(2)
     );
 }
+
+#[tokio::test]
+async fn items_a_busy_consumer_took_ahead_go_to_an_idle_one() {
+    // Owned deliveries, unordered, no lease and no in-flight limit: a
+    // consumer takes what is ready ahead of handing it out. One that then
+    // sits on its first delivery must not hold the rest from the others.
+    let (tx, rx) = ChannelBuilder::new().unordered().build().unwrap();
+    for i in 0..10 {
+        tx.send(i).await.unwrap();
+    }
+    drop(tx);
+    let mut busy = rx.clone();
+    let mut idle = rx;
+    let held = busy.begin_owned().await.unwrap();
+    // The rest count as queued, not in flight, wherever they wait.
+    let m = idle.metrics();
+    assert_eq!((m.delivered, m.in_flight, m.queued), (1, 1, 9));
+    let mut got = Vec::new();
+    while got.len() < 9 {
+        let d = timeout(HANG, idle.begin_owned())
+            .await
+            .expect("the idle consumer takes what the busy one holds")
+            .unwrap();
+        got.push(d.commit().unwrap());
+    }
+    got.push(held.commit().unwrap());
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    assert!(busy.begin_owned().await.is_none());
+    assert!(idle.begin_owned().await.is_none());
+    let m = idle.metrics();
+    assert_eq!((m.delivered, m.committed, m.redelivered), (10, 10, 0));
+}
+
+#[tokio::test]
+async fn items_taken_ahead_go_back_untouched_when_their_consumer_goes_or_borrows() {
+    let (tx, rx) = ChannelBuilder::new()
+        .order_by_key(|n: &u32| u64::from(n % 2))
+        .build()
+        .unwrap();
+    for i in 0..6 {
+        tx.send(i).await.unwrap();
+    }
+    drop(tx);
+    let mut first = rx.clone();
+    let mut other = rx;
+    // One item per key is ready: `first` takes both ahead, hands out 0.
+    let zero = first.begin_owned().await.unwrap();
+    assert_eq!(*zero, 0);
+    // A borrowing delivery may wait: the item taken ahead (1) goes back
+    // before it looks, and it is then next in line, its attempt untouched.
+    let one = timeout(HANG, first.begin())
+        .await
+        .expect("what it took ahead is not stuck behind its own wait")
+        .unwrap();
+    assert_eq!((*one, one.attempt()), (1, 1));
+    one.commit();
+    // Dropping a consumer gives back what it took ahead, too.
+    let two_or_three = first.begin_owned().await.unwrap();
+    drop(first);
+    zero.commit().unwrap();
+    let mut got = vec![0, 1, two_or_three.commit().unwrap()];
+    while let Some(d) = timeout(HANG, other.begin_owned()).await.unwrap() {
+        assert_eq!(d.attempt(), 1, "{} was never handed out before", *d);
+        got.push(d.commit().unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    let m = other.metrics();
+    assert_eq!(
+        (m.delivered, m.committed, m.in_flight, m.queued),
+        (6, 6, 0, 0)
+    );
+}
