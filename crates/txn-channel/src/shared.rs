@@ -64,9 +64,14 @@ pub(crate) struct Config {
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send>>;
 
 pub(crate) struct Shared<T> {
-    state: Mutex<State<T>>,
+    state: CachePadded<Mutex<State<T>>>,
     /// Values sent and not yet moved into the table (see [`Inbox`]).
     inbox: CachePadded<Mutex<Inbox<T>>>,
+    /// Senders use the [`Inbox`]: every order but strict. In strict order
+    /// one delivery holds the queue, consumers never take in parallel, and
+    /// a sender queues straight into the table under the channel's lock,
+    /// where the only consumer's own buffer takes everything at once.
+    inbox_used: bool,
     /// Slots in use, plus [`WAITING`]. Senders add under the lock; commits
     /// subtract without it.
     used: CachePadded<AtomicUsize>,
@@ -219,8 +224,10 @@ pub(crate) struct State<T> {
     /// Per key: the keys of light commits being moved into the table, kept
     /// for its allocation.
     spare_keys: Vec<u64>,
-    /// The values being moved from the [`Inbox`], kept for its allocation.
-    spare_values: VecDeque<(T, u64)>,
+    /// The values (and per key their keys) being moved from the [`Inbox`],
+    /// kept for their allocations.
+    spare_values: VecDeque<T>,
+    spare_inbox_keys: VecDeque<u64>,
     senders: usize,
     /// No value is accepted anymore (closed, or the last consumer is gone).
     closed: bool,
@@ -254,7 +261,9 @@ struct Waiter {
 /// under this lock, where the sender queues and reads it: either the
 /// consumer sees the value, or the sender sees the flag.
 struct Inbox<T> {
-    values: VecDeque<(T, u64)>,
+    values: VecDeque<T>,
+    /// Per key, the hashed key of each value, in step with `values`.
+    keys: VecDeque<u64>,
     closed: bool,
     listening: bool,
 }
@@ -299,7 +308,7 @@ impl<T> Shared<T> {
         let mut consumers = Consumers::default();
         consumers.add();
         Shared {
-            state: Mutex::new(State {
+            state: CachePadded::new(Mutex::new(State {
                 table,
                 senders: usize::from(!fed_by_stream),
                 closed: false,
@@ -312,10 +321,13 @@ impl<T> Shared<T> {
                 armed: false,
                 spare_keys: Vec::new(),
                 spare_values: VecDeque::new(),
-            }),
+                spare_inbox_keys: VecDeque::new(),
+            })),
             used: CachePadded::new(AtomicUsize::new(0)),
+            inbox_used: config.order != OrderKind::Strict,
             inbox: CachePadded::new(Mutex::new(Inbox {
                 values: VecDeque::new(),
+                keys: VecDeque::new(),
                 closed: false,
                 listening: false,
             })),
@@ -348,26 +360,40 @@ impl<T> Shared<T> {
     /// Under the lock: moves the values senders queued in the [`Inbox`]
     /// into the table, in the order they came.
     fn drain_inbox(&self, st: &mut State<T>) {
+        if !self.inbox_used {
+            return;
+        }
         let mut values = std::mem::take(&mut st.spare_values);
+        let mut keys = std::mem::take(&mut st.spare_inbox_keys);
         {
             let mut inbox = lock(&self.inbox);
-            if inbox.values.is_empty() {
-                drop(inbox);
-                st.spare_values = values;
-                return;
+            // Mirror the waiting consumers (see `Inbox::listening`).
+            inbox.listening = !st.consumers.queue.is_empty();
+            if !inbox.values.is_empty() {
+                std::mem::swap(&mut inbox.values, &mut values);
+                std::mem::swap(&mut inbox.keys, &mut keys);
             }
-            std::mem::swap(&mut inbox.values, &mut values);
         }
-        for (value, key) in values.drain(..) {
-            st.table.push(value, key);
+        if keys.is_empty() {
+            // Not per key: the whole batch joins the queue at once (in O(1)
+            // when the queue is empty).
+            st.table.push_all(&mut values);
+        } else {
+            for (value, key) in values.drain(..).zip(keys.drain(..)) {
+                st.table.push(value, key);
+            }
         }
         st.spare_values = values;
+        st.spare_inbox_keys = keys;
     }
 
     /// Under the lock, for a consumer that is about to wait: sets
     /// [`Inbox::listening`]. `true` if values came meanwhile: the caller
     /// looks again instead of waiting.
     fn listen(&self) -> bool {
+        if !self.inbox_used {
+            return false;
+        }
         let mut inbox = lock(&self.inbox);
         inbox.listening = true;
         !inbox.values.is_empty()
@@ -483,15 +509,20 @@ impl<T> Shared<T> {
     /// Under the lock, after a value was queued: per key, it may be queued
     /// behind a key whose light commit is not moved in yet, and so wait on
     /// it — the commits are armed (or, if some came, moved in and a
-    /// consumer woken). Returns the wake-ups to make after the lock.
-    fn arm_after_send(&self, st: &mut State<T>) -> Option<WakeList> {
-        if !(self.keyed && self.light && self.arm(st)) {
-            return None;
+    /// consumer woken). Then releases the lock and wakes `waker` (the
+    /// consumer the value was queued for, if any).
+    fn finish_send(&self, mut st: MutexGuard<'_, State<T>>, waker: Option<Waker>) {
+        if self.keyed && self.light && self.arm(&mut st) {
+            let mut wakers = WakeList::new();
+            self.absorb_now(&mut st);
+            self.wake_one(&mut st, &mut wakers);
+            drop(st);
+            wake(waker);
+            wakers.wake_all();
+        } else {
+            drop(st);
+            wake(waker);
         }
-        let mut wakers = WakeList::new();
-        self.absorb_now(st);
-        self.wake_one(st, &mut wakers);
-        Some(wakers)
     }
 
     /// [`absorb`](Self::absorb), whatever the hint says (arming saw a
@@ -619,6 +650,19 @@ impl<T> Shared<T> {
 
     /// Sends `value` if a slot is free and no earlier sender waits for one.
     pub(crate) fn try_send(&self, value: T, key: u64) -> Result<(), (T, bool)> {
+        if !self.inbox_used {
+            let mut st = self.lock();
+            if st.closed {
+                return Err((value, true));
+            }
+            if !self.try_take_slot() {
+                return Err((value, false));
+            }
+            let waker = st.push(value, key);
+            drop(st);
+            wake(waker);
+            return Ok(());
+        }
         if !self.try_take_slot() {
             return match self.is_closed() {
                 true => Err((value, true)),
@@ -639,17 +683,17 @@ impl<T> Shared<T> {
                 self.release(1);
                 return Err(value);
             }
-            inbox.values.push_back((value, key));
+            inbox.values.push_back(value);
+            if self.keyed {
+                inbox.keys.push_back(key);
+            }
             inbox.listening
         };
         if listening {
+            // `lock` moves the value in, and sets `listening` anew from
+            // whether anyone still waits.
             let mut st = self.lock();
             let mut wakers = WakeList::new();
-            if st.consumers.queue.is_empty() {
-                // Nobody waits anymore: stop listening (under both locks,
-                // so a consumer that waits from now on sets it again).
-                lock(&self.inbox).listening = false;
-            }
             self.wake_one(&mut st, &mut wakers);
             drop(st);
             wakers.wake_all();
@@ -666,7 +710,7 @@ impl<T> Shared<T> {
         value: &mut Option<T>,
         key: u64,
     ) -> Poll<Result<(), Closed>> {
-        if !slot.is_waiting() && self.try_take_slot() {
+        if self.inbox_used && !slot.is_waiting() && self.try_take_slot() {
             // A free slot and nobody waiting for one: no channel lock.
             let Some(v) = value.take() else {
                 self.release(1);
@@ -689,10 +733,7 @@ impl<T> Shared<T> {
             },
             _ => None,
         };
-        let more = self.arm_after_send(&mut st);
-        drop(st);
-        wake(waker);
-        drop(more);
+        self.finish_send(st, waker);
         polled
     }
 
@@ -710,7 +751,19 @@ impl<T> Shared<T> {
     /// Sends `value` into a slot the caller holds. If the channel closed
     /// meanwhile, gives the slot back and hands `value` back.
     pub(crate) fn send_reserved(&self, value: T, key: u64) -> Result<(), T> {
-        self.queue(value, key)
+        if self.inbox_used {
+            return self.queue(value, key);
+        }
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            self.release(1);
+            return Err(value);
+        }
+        let waker = st.push(value, key);
+        drop(st);
+        wake(waker);
+        Ok(())
     }
 
     /// Stops waiting: removes the waiter, or passes on the slot it was
@@ -734,8 +787,20 @@ impl<T> Shared<T> {
     }
 
     /// Takes a slot if one is free and nobody waits for one ([`WAITING`]
-    /// is set exactly while senders wait, under the lock), without the lock.
+    /// is set exactly while senders wait, under the lock): without the lock
+    /// when senders use the [`Inbox`], under it in strict order.
     fn try_take_slot(&self) -> bool {
+        if !self.inbox_used {
+            // Strict order: every sender takes its slot under the lock, and
+            // releases only free slots, so a free slot seen here stays free
+            // until taken (and a compare-and-swap that releases keep
+            // failing is not needed).
+            if self.used.load(Acquire) < self.capacity {
+                self.used.fetch_add(1, AcqRel);
+                return true;
+            }
+            return false;
+        }
         let mut used = self.used.load(Acquire);
         loop {
             if used & WAITING != 0 || used >= self.capacity {
