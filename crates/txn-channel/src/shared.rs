@@ -1,7 +1,17 @@
 //! The state shared by the senders, the consumers and the deliveries of one
-//! channel: the [`Table`] of items under the channel's one lock, the count
-//! of capacity slots in use, the FIFO of senders waiting for a slot, and the
+//! channel: the [`Table`] of items under the channel's lock, the count of
+//! capacity slots in use, the FIFO of senders waiting for a slot, and the
 //! consumers waiting for an item.
+//!
+//! **Off the lock.** Three things keep consumers sharing a channel from
+//! meeting on that lock for every item (every order but strict): senders
+//! with a free slot queue into the [`Inbox`]; a consumer takes items ahead
+//! into its [`Ahead`] cell and hands them out from there; and a light
+//! delivery's commit is counted in its consumer's cell. Whoever takes the
+//! lock to look at the table first moves the inbox and the counted commits
+//! into it ([`Shared::lock`]), so the table is exact under the lock; a
+//! consumer about to wait listens on the inbox and arms the cells, so that
+//! a send or a commit it depends on wakes it.
 //!
 //! **Capacity.** A slot is taken when a value is sent (or reserved) and given
 //! back only when the item is committed or dead-lettered, so `capacity`

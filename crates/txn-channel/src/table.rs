@@ -24,7 +24,11 @@
 //!
 //! (A consumer that is the channel's only one may also hold items in its own
 //! buffer — the sequential fast path — which the table does not see; see
-//! [`Receiver`](crate::Receiver).)
+//! [`Receiver`](crate::Receiver). Consumers sharing an unordered or per-key
+//! channel may hold items they [`reserve`](Table::reserve)d ahead of handing
+//! them out: the table counts those as in flight, and frees them when their
+//! commits, counted outside it, are moved in by
+//! [`absorb_commits`](Table::absorb_commits).)
 //!
 //! **Order.** Strict: one ready queue; the head goes first, and nothing is
 //! delivered while anything is in flight or while the head waits out a delay
