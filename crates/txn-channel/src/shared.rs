@@ -360,6 +360,7 @@ impl<T> Shared<T> {
 
     /// Locks the channel's state, with the table's counts exact: light
     /// commits made without the lock are counted in first.
+    #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
         let mut st = lock(&self.state);
         self.drain_inbox(&mut st);
@@ -369,10 +370,14 @@ impl<T> Shared<T> {
 
     /// Under the lock: moves the values senders queued in the [`Inbox`]
     /// into the table, in the order they came.
+    #[inline]
     fn drain_inbox(&self, st: &mut State<T>) {
-        if !self.inbox_used {
-            return;
+        if self.inbox_used {
+            self.drain_inbox_now(st);
         }
+    }
+
+    fn drain_inbox_now(&self, st: &mut State<T>) {
         let mut values = std::mem::take(&mut st.spare_values);
         let mut keys = std::mem::take(&mut st.spare_inbox_keys);
         {
@@ -423,10 +428,14 @@ impl<T> Shared<T> {
     /// commit sets it after it counted itself under its consumer's lock,
     /// which this look takes too: a commit this look missed came after it
     /// left that consumer, so it sees the hint cleared and sets it again.
+    #[inline]
     fn absorb(&self, st: &mut State<T>) {
-        if !self.light || !self.dirty.load(Acquire) {
-            return;
+        if self.light && self.dirty.load(Acquire) {
+            self.absorb_dirty(st);
         }
+    }
+
+    fn absorb_dirty(&self, st: &mut State<T>) {
         self.dirty.store(false, Release);
         let State {
             ahead,
