@@ -286,10 +286,54 @@ enum KeyState {
     Delayed,
 }
 
+/// A key's queued items, oldest first: those that came back (from flight,
+/// or from a consumer's items taken ahead) with their [`Meta`], then those
+/// never delivered, bare. A fresh item's `Meta` is the default with the
+/// key, so it is made when the item is handed out: the queue of a small
+/// item is a small fraction of the memory it would be with every `Meta`,
+/// and the consumers that take from it on other CPUs read that much less.
 struct KeyQueue<T> {
-    items: VecDeque<Entry<T>>,
+    back: VecDeque<Entry<T>>,
+    fresh: VecDeque<T>,
     state: KeyState,
     not_before: Option<Instant>,
+}
+
+impl<T> KeyQueue<T> {
+    fn new(fresh: VecDeque<T>, state: KeyState) -> Self {
+        debug_assert!(fresh.is_empty());
+        KeyQueue {
+            back: VecDeque::new(),
+            fresh,
+            state,
+            not_before: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.back.is_empty() && self.fresh.is_empty()
+    }
+
+    fn pop_front(&mut self, key: u64) -> Option<Entry<T>> {
+        if let Some(entry) = self.back.pop_front() {
+            return Some(entry);
+        }
+        self.fresh.pop_front().map(|item| Entry {
+            item,
+            meta: Meta {
+                key,
+                ..Meta::default()
+            },
+        })
+    }
+
+    /// Its items, oldest first.
+    fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.back
+            .drain(..)
+            .map(|e| e.item)
+            .chain(self.fresh.drain(..))
+    }
 }
 
 /// A delayed item (unordered) or key (per key), by due time then arrival.
@@ -333,10 +377,10 @@ enum Queues<T> {
         /// Keys whose head is delayed; an entry is stale if the key's
         /// `not_before` no longer matches.
         delayed: BinaryHeap<Reverse<Due<u64>>>,
-        /// The emptied queues of keys that left the map, kept for their
-        /// allocations (a key comes and goes with every item when items
-        /// are handled as fast as they come).
-        spare: Vec<VecDeque<Entry<T>>>,
+        /// The emptied fresh queues of keys that left the map, kept for
+        /// their allocations (a key comes and goes with every item when
+        /// items are handled as fast as they come).
+        spare: Vec<VecDeque<T>>,
     },
 }
 
@@ -460,19 +504,9 @@ impl<T> Table<T> {
         };
         let queue = keys.entry(key).or_insert_with(|| {
             runnable.push_back(key);
-            KeyQueue {
-                items: spare.pop().unwrap_or_default(),
-                state: KeyState::Runnable,
-                not_before: None,
-            }
+            KeyQueue::new(spare.pop().unwrap_or_default(), KeyState::Runnable)
         });
-        queue.items.push_back(Entry {
-            item,
-            meta: Meta {
-                key,
-                ..Meta::default()
-            },
-        });
+        queue.fresh.push_back(item);
         self.queued += 1;
     }
 
@@ -683,7 +717,7 @@ impl<T> Table<T> {
                     let key = entry.meta.key;
                     let queue = keys.get_mut(&key).expect("a reserved item's key is busy");
                     debug_assert_eq!(queue.state, KeyState::Busy);
-                    queue.items.push_front(entry);
+                    queue.back.push_front(entry);
                     queue.state = KeyState::Runnable;
                     runnable.push_front(key);
                 }
@@ -734,7 +768,7 @@ impl<T> Table<T> {
             Queues::PerKey { keys, runnable, .. } => {
                 let key = runnable.pop_front()?;
                 let queue = keys.get_mut(&key).expect("a runnable key has a queue");
-                let entry = queue.items.pop_front().expect("a runnable key has items");
+                let entry = queue.pop_front(key).expect("a runnable key has items");
                 queue.state = KeyState::Busy;
                 self.queued -= 1;
                 Some(entry)
@@ -955,12 +989,10 @@ impl<T> Table<T> {
                 let known = keys.contains_key(&key);
                 // A key in flight stays in the map, so an item coming back
                 // from flight finds its key `Busy` (because of it).
-                let queue = keys.entry(key).or_insert_with(|| KeyQueue {
-                    items: spare.pop().unwrap_or_default(),
-                    state: KeyState::Busy,
-                    not_before: None,
+                let queue = keys.entry(key).or_insert_with(|| {
+                    KeyQueue::new(spare.pop().unwrap_or_default(), KeyState::Busy)
                 });
-                queue.items.push_front(entry);
+                queue.back.push_front(entry);
                 if !from_flight && known {
                     // A dead item coming back to a key that is busy,
                     // runnable or delayed: it goes first when the key's turn
@@ -1010,11 +1042,11 @@ impl<T> Table<T> {
         if queue.state != KeyState::Busy {
             return;
         }
-        if queue.items.is_empty() {
+        if queue.is_empty() {
             if let Some(queue) = keys.remove(&key)
                 && spare.len() < SPARE_QUEUES
             {
-                spare.push(queue.items);
+                spare.push(queue.fresh);
             }
         } else {
             queue.state = KeyState::Runnable;
@@ -1206,7 +1238,7 @@ impl<T> Table<T> {
                 runnable.clear();
                 delayed.clear();
                 for queue in keys.values_mut() {
-                    out.extend(queue.items.drain(..).map(|e| e.item));
+                    out.extend(queue.drain());
                 }
                 // Keys in flight stay, so that their holders' ends find them.
                 keys.retain(|_, q| q.state == KeyState::Busy);
