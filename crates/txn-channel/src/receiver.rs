@@ -745,9 +745,16 @@ impl<T> Receiver<T> {
         }
         let stamp = self.config.stamp;
         let takes_ahead = self.shared.takes_ahead();
+        // The first look moves in only this consumer's own light commits
+        // (see `Shared::lock_to_take`); a look that finds nothing to take
+        // moves in everyone's before it steals or waits.
+        let mut own_only = takes_ahead && matches!(dest, Dest::Owned(_));
         loop {
             let mut clock = Clock::default();
-            let mut st = self.shared.lock();
+            let mut st = match &self.local.get_mut().ahead {
+                Some(cell) if own_only => self.shared.lock_to_take(cell),
+                _ => self.shared.lock(),
+            };
             st.consumers.arrive(self.id);
             st.table.settle(&mut clock);
             if st.table.has_dead() {
@@ -794,6 +801,10 @@ impl<T> Receiver<T> {
                 wakers.wake_all();
                 coop.made_progress();
                 return Poll::Ready(true);
+            }
+            if std::mem::take(&mut own_only) && local.ahead.is_some() {
+                drop(st);
+                continue; // look again with every consumer's commits
             }
             if takes_ahead && matches!(dest, Dest::Local) && st.steal_ahead_back(self.id) {
                 // Nothing in the table, but another consumer holds items it

@@ -368,6 +368,36 @@ impl<T> Shared<T> {
         st
     }
 
+    /// Like [`lock`](Self::lock) for a consumer about to take items ahead
+    /// into `own`, its [`Ahead`]: moves in only its own light commits, which
+    /// sit in its CPU's cache, and leaves the other consumers' (and the
+    /// hint) for a look that needs them — the caller looks with
+    /// [`lock`](Self::lock) before it steals or waits. Per key, the keys a
+    /// consumer frees are the ones it takes again, so a consumer keeps
+    /// working on its keys without touching another's memory.
+    ///
+    /// The table's counts may then miss light commits: only a take may look
+    /// through this lock (what it decides — take what is ready — holds
+    /// whatever is still to be moved in; in flight is over-counted, never
+    /// under).
+    #[inline]
+    pub(crate) fn lock_to_take(&self, own: &AheadCell<T>) -> MutexGuard<'_, State<T>> {
+        let mut st = lock(&self.state);
+        self.drain_inbox(&mut st);
+        if self.light && self.dirty.load(Acquire) {
+            let State {
+                table, spare_keys, ..
+            } = &mut *st;
+            let n = lock(own).take_commits(spare_keys);
+            if spare_keys.is_empty() {
+                table.absorb_commits(n);
+            } else {
+                table.absorb_keyed_commits(spare_keys.drain(..));
+            }
+        }
+        st
+    }
+
     /// Under the lock: moves the values senders queued in the [`Inbox`]
     /// into the table, in the order they came.
     #[inline]
