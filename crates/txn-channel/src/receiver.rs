@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use async_patterns_core::__private::loom::Arc;
+use async_patterns_core::__private::loom::{Arc, MutexGuard};
 use async_patterns_core::__private::{WakeList, lock};
 use async_patterns_core::{DeadLetterReason, TryRecvError};
 use futures_core::Stream;
@@ -36,7 +36,7 @@ use crate::delivery::{BatchDelivery, Delivery};
 use crate::metrics::ChannelMetrics;
 use crate::own_buffer::OwnBuffer;
 use crate::owned::OwnedDelivery;
-use crate::shared::{AheadCell, Config, Home, Shared, SoloCounts, WaitSlot};
+use crate::shared::{AheadCell, Config, Home, Shared, SoloCounts, State, WaitSlot};
 use crate::table::{Clock, End, Entry, Meta, OrderKind, Ticket};
 
 /// The receiving half of a channel — one consumer of it — or a
@@ -699,30 +699,14 @@ impl<T> Receiver<T> {
                 ready!(self.poll_stream(cx));
                 continue;
             }
-            if st.ended() {
-                let mut wakers = WakeList::new();
-                if std::mem::take(&mut local.registered) {
-                    st.consumers.stop(self.id, &mut wakers);
+            match idle(&self.shared, st, local, self.id, cx) {
+                Idle::Ended => {
+                    coop.made_progress();
+                    return Poll::Ready(false);
                 }
-                self.shared.wake_consumers(&mut st, &mut wakers);
-                drop(st);
-                wakers.wake_all();
-                coop.made_progress();
-                return Poll::Ready(false);
+                Idle::LookAgain => continue,
+                Idle::Wait => return Poll::Pending,
             }
-            st.consumers.wait(self.id, cx.waker());
-            local.registered = true;
-            if self.shared.arm_for_wait(&mut st) {
-                continue; // values came meanwhile: look again
-            }
-            let deadline = st.table.next_deadline();
-            drop(st);
-            if let Some(deadline) = deadline
-                && poll_sleep(&mut local.sleep, cx, deadline).is_ready()
-            {
-                continue;
-            }
-            return Poll::Pending;
         }
     }
 
@@ -837,30 +821,14 @@ impl<T> Receiver<T> {
                 ready!(self.poll_stream(cx));
                 continue;
             }
-            if st.ended() {
-                let mut wakers = WakeList::new();
-                if std::mem::take(&mut local.registered) {
-                    st.consumers.stop(self.id, &mut wakers);
+            match idle(&self.shared, st, local, self.id, cx) {
+                Idle::Ended => {
+                    coop.made_progress();
+                    return Poll::Ready(false);
                 }
-                self.shared.wake_consumers(&mut st, &mut wakers);
-                drop(st);
-                wakers.wake_all();
-                coop.made_progress();
-                return Poll::Ready(false);
+                Idle::LookAgain => continue,
+                Idle::Wait => return Poll::Pending,
             }
-            st.consumers.wait(self.id, cx.waker());
-            local.registered = true;
-            if self.shared.arm_for_wait(&mut st) {
-                continue; // values or light commits came meanwhile: look again
-            }
-            let deadline = st.table.next_deadline();
-            drop(st);
-            if let Some(deadline) = deadline
-                && poll_sleep(&mut local.sleep, cx, deadline).is_ready()
-            {
-                continue;
-            }
-            return Poll::Pending;
         }
     }
 
@@ -1423,6 +1391,53 @@ impl<T> Drop for WaitingOwned<'_, T> {
     fn drop(&mut self) {
         self.rx.cancel_wait();
     }
+}
+
+/// What a consumer's look that found nothing to take ends with.
+enum Idle {
+    /// The channel has ended: nothing will come.
+    Ended,
+    /// Values or light commits came, or a delay came due, meanwhile.
+    LookAgain,
+    /// Registered to be woken (and, if something in the table waits for a
+    /// time, its timer set).
+    Wait,
+}
+
+/// Under the lock, for consumer `id` whose look found nothing to take: if
+/// the channel has ended, stops its wait and wakes the others to see it;
+/// otherwise registers it to be woken, and arms what it may wait on (see
+/// [`Shared::arm_for_wait`]).
+fn idle<T>(
+    shared: &Shared<T>,
+    mut st: MutexGuard<'_, State<T>>,
+    local: &mut Local<T>,
+    id: usize,
+    cx: &mut Context<'_>,
+) -> Idle {
+    if st.ended() {
+        let mut wakers = WakeList::new();
+        if std::mem::take(&mut local.registered) {
+            st.consumers.stop(id, &mut wakers);
+        }
+        shared.wake_consumers(&mut st, &mut wakers);
+        drop(st);
+        wakers.wake_all();
+        return Idle::Ended;
+    }
+    st.consumers.wait(id, cx.waker());
+    local.registered = true;
+    if shared.arm_for_wait(&mut st) {
+        return Idle::LookAgain;
+    }
+    let deadline = st.table.next_deadline();
+    drop(st);
+    if let Some(deadline) = deadline
+        && poll_sleep(&mut local.sleep, cx, deadline).is_ready()
+    {
+        return Idle::LookAgain;
+    }
+    Idle::Wait
 }
 
 /// Sleeps until `deadline` with the consumer's timer, allocated once and
