@@ -668,7 +668,9 @@ impl<T> Receiver<T> {
                 coop.made_progress();
                 return Poll::Ready(true);
             }
-            // The buffer is empty: fill it.
+            // The buffer is empty: fill it (and give back the slots its
+            // commits owe, so that they are not owed for long).
+            self.shared.flush_owed();
             let mut st = self.shared.lock();
             st.consumers.arrive(self.id);
             // Leases of owned deliveries run out, delays come due.
@@ -1234,7 +1236,7 @@ impl<'a, T> Parts<'a, T> {
         let item = local.own.pop_front();
         // The slot first: a locked instruction waits for the stores before
         // it, so the bookkeeping goes after.
-        self.shared.release(1);
+        self.shared.release_lazy(1);
         if !matches!(local.front, Front::Plain) {
             local.front = Front::Plain;
         }
@@ -1271,7 +1273,7 @@ impl<'a, T> Parts<'a, T> {
         local.front = Front::Plain;
         SoloCounts::add(&self.shared.solo.committed, k);
         SoloCounts::add(&self.shared.solo.released, len - k);
-        self.shared.release(k);
+        self.shared.release_lazy(k);
         local.own.drain_front(k)
     }
 

@@ -55,6 +55,9 @@ use crate::table::{
 /// Set in [`Shared::used`] while at least one sender waits for a slot.
 const WAITING: usize = 1 << (usize::BITS - 1);
 
+/// Set in [`Shared::owed`] while senders want room (see there).
+const WANTED: usize = 1 << (usize::BITS - 1);
+
 /// The largest capacity a channel can have: the bits below [`WAITING`].
 pub(crate) const MAX_CAPACITY: usize = WAITING - 1;
 
@@ -85,6 +88,22 @@ pub(crate) struct Shared<T> {
     /// Slots in use, plus [`WAITING`]. Senders add under the lock; commits
     /// subtract without it.
     used: CachePadded<AtomicUsize>,
+    /// Strict order: slots the consumer's own buffer freed by commits and
+    /// did not give back to [`used`](Self::used) yet, plus [`WANTED`].
+    ///
+    /// Giving a slot back at every commit would move `used`'s cache line
+    /// from the sender's CPU to the consumer's and back for every item
+    /// (tokio's `recv_many` gives its permits back once per call). So the
+    /// consumer only counts them here, on a line of its own, and gives them
+    /// back when a sender wants room: a sender that finds the channel full
+    /// takes them back into `used` itself, under the lock, before it waits
+    /// or fails — and one that is about to wait sets [`WANTED`] in the same
+    /// atomic swap, after which every commit gives its slot back at once
+    /// ([`release_lazy`](Self::release_lazy) sees the flag in the result of
+    /// its own add). Both are read-modify-writes of this one atomic, so one
+    /// of the two sees the other: no slot is left owed while a sender waits.
+    /// [`WANTED`] is cleared when no sender waits anymore.
+    owed: CachePadded<AtomicUsize>,
     capacity: usize,
     key: Option<KeyFn<T>>,
     config: Config,
@@ -334,6 +353,7 @@ impl<T> Shared<T> {
                 spare_inbox_keys: VecDeque::new(),
             })),
             used: CachePadded::new(AtomicUsize::new(0)),
+            owed: CachePadded::new(AtomicUsize::new(0)),
             inbox_used: config.order != OrderKind::Strict,
             inbox: CachePadded::new(Mutex::new(Inbox {
                 values: VecDeque::new(),
@@ -704,7 +724,7 @@ impl<T> Shared<T> {
             if st.closed {
                 return Err((value, true));
             }
-            if !self.try_take_slot() {
+            if !self.try_take_slot() && !(st.waiters.is_empty() && self.reclaim_owed(false)) {
                 return Err((value, false));
             }
             let waker = st.push(value, key);
@@ -831,6 +851,7 @@ impl<T> Shared<T> {
             st.waiters.remove(at);
             if st.waiters.is_empty() {
                 self.used.fetch_and(!WAITING, AcqRel);
+                self.unwanted();
             }
         }
     }
@@ -901,6 +922,12 @@ impl<T> Shared<T> {
             return Poll::Ready(Ok(()));
         }
         if st.waiters.is_empty() {
+            // Strict order: the slots the consumer's commits owe, back into
+            // `used`; from now on each commit gives its slot back at once.
+            if self.reclaim_owed(true) {
+                self.owed.fetch_and(!WANTED, AcqRel);
+                return Poll::Ready(Ok(()));
+            }
             let before = self.used.fetch_or(WAITING, AcqRel);
             if before & !WAITING < self.capacity {
                 // A slot was freed after `try_take_slot` looked and before
@@ -908,6 +935,7 @@ impl<T> Shared<T> {
                 // take the slot now.
                 self.used.fetch_add(1, AcqRel);
                 self.used.fetch_and(!WAITING, AcqRel);
+                self.owed.fetch_and(!WANTED, AcqRel);
                 return Poll::Ready(Ok(()));
             }
         }
@@ -922,6 +950,59 @@ impl<T> Shared<T> {
     }
 
     // ----- slots ---------------------------------------------------------
+
+    /// Gives back `n` slots of items the only consumer committed from its
+    /// own buffer: in strict order only counted in [`owed`](Self::owed)
+    /// (unless a sender wants room), elsewhere as [`release`](Self::release).
+    #[inline]
+    pub(crate) fn release_lazy(&self, n: usize) {
+        if self.inbox_used {
+            self.release(n);
+            return;
+        }
+        let before = self.owed.fetch_add(n, AcqRel);
+        if before & WANTED != 0 {
+            self.flush_owed();
+        }
+    }
+
+    /// Gives the slots [`owed`](Self::owed) back now.
+    pub(crate) fn flush_owed(&self) {
+        if self.inbox_used {
+            return;
+        }
+        let before = self.owed.fetch_and(WANTED, AcqRel);
+        self.release(before & !WANTED);
+    }
+
+    /// Under the lock, strict order, no sender waiting: takes the slots
+    /// [`owed`](Self::owed) back into `used` and, if that freed one, takes
+    /// it for the caller. `wanted`: the caller waits if this finds none, so
+    /// from now on commits give their slots back at once ([`WANTED`]).
+    fn reclaim_owed(&self, wanted: bool) -> bool {
+        if self.inbox_used {
+            return false;
+        }
+        let before = if wanted {
+            self.owed.swap(WANTED, AcqRel)
+        } else {
+            self.owed.fetch_and(WANTED, AcqRel)
+        };
+        let n = before & !WANTED;
+        if n == 0 {
+            return false;
+        }
+        self.used.fetch_sub(n, AcqRel);
+        self.try_take_slot()
+    }
+
+    /// No sender waits anymore (under the lock): commits may owe their
+    /// slots again.
+    fn unwanted(&self) {
+        if !self.inbox_used {
+            self.owed.fetch_and(!WANTED, AcqRel);
+        }
+    }
 
     /// Gives back `n` slots (items committed, dead-lettered or dropped, a
     /// reservation dropped) and hands them to waiting senders, oldest first.
@@ -962,6 +1043,7 @@ impl<T> Shared<T> {
             wakers.push(waiter.waker);
         }
         self.used.fetch_and(!WAITING, AcqRel);
+        self.unwanted();
         false
     }
 
@@ -1006,6 +1088,7 @@ impl<T> Shared<T> {
         drop(st);
         if !senders.is_empty() {
             self.used.fetch_and(!WAITING, AcqRel);
+            self.unwanted();
         }
         self.release(dropped.len());
         for waiter in senders {
@@ -1026,6 +1109,7 @@ impl<T> Shared<T> {
         drop(st);
         if !senders.is_empty() {
             self.used.fetch_and(!WAITING, AcqRel);
+            self.unwanted();
         }
         for waiter in senders {
             waiter.waker.wake();

@@ -137,3 +137,35 @@ fn a_waiter_that_gives_up_passes_its_granted_slot_on() {
         sender.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn a_commit_gives_its_slot_to_a_waiting_sender_before_the_next_begin() {
+    // The only consumer's commits only count their slots until a sender
+    // wants room: one that waits must get the slot of a commit made while
+    // it waits, even if the consumer never looks at the channel again
+    // before the sender is done (here it waits for the sender's thread).
+    loom::model(|| {
+        let (tx, mut rx) = channel(1);
+        tx.try_send(1).unwrap();
+        let producer = thread::spawn(move || block_on(tx.send(2)).unwrap());
+        let delivery = block_on(rx.begin()).unwrap();
+        assert_eq!(delivery.commit(), 1);
+        producer.join().unwrap();
+        let delivery = block_on(rx.begin()).unwrap();
+        assert_eq!(delivery.commit(), 2);
+    });
+}
+
+#[test]
+fn a_batch_commit_gives_its_slots_to_a_waiting_sender_before_the_next_begin() {
+    loom::model(|| {
+        let (tx, mut rx) = channel(2);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        let producer = thread::spawn(move || block_on(tx.send(3)).unwrap());
+        let batch = block_on(rx.begin_batch(2)).unwrap();
+        assert_eq!(batch.commit_all().collect::<Vec<_>>(), [1, 2]);
+        producer.join().unwrap();
+        assert_eq!(block_on(rx.begin()).unwrap().commit(), 3);
+    });
+}
