@@ -724,7 +724,10 @@ impl<T> Shared<T> {
             if st.closed {
                 return Err((value, true));
             }
-            if !self.try_take_slot() && !(st.waiters.is_empty() && self.reclaim_owed(false)) {
+            // A slot free, or one the consumer's commits owe (only if no
+            // earlier sender waits for it).
+            let took = self.try_take_slot() || (st.waiters.is_empty() && self.reclaim_owed(false));
+            if !took {
                 return Err((value, false));
             }
             let waker = st.push(value, key);
