@@ -3,11 +3,15 @@
 //! capacity slots in use, the FIFO of senders waiting for a slot, and the
 //! consumers waiting for an item.
 //!
-//! **Off the lock.** Three things keep consumers sharing a channel from
-//! meeting on that lock for every item (every order but strict): senders
-//! with a free slot queue into the [`Inbox`]; a consumer takes items ahead
+//! **Off the lock.** Senders with a free slot queue into the [`Inbox`], so
+//! a send never waits for a consumer's work under the channel's lock. Two
+//! more things keep consumers sharing a channel from meeting on that lock
+//! for every item (every order but strict): a consumer takes items ahead
 //! into its [`Ahead`] cell and hands them out from there; and a light
-//! delivery's commit is counted in its consumer's cell. Whoever takes the
+//! delivery's commit is counted in its consumer's cell. In strict order the
+//! only consumer's own buffer takes everything queued at once, and its
+//! commits only count the slots they free until a sender wants room
+//! ([`Shared::owed`]). Whoever takes the
 //! lock to look at the table first moves the inbox and the counted commits
 //! into it ([`Shared::lock`]), so the table is exact under the lock; a
 //! consumer about to wait listens on the inbox and arms the cells, so that
@@ -80,13 +84,11 @@ pub(crate) struct Shared<T> {
     state: CachePadded<Mutex<State<T>>>,
     /// Values sent and not yet moved into the table (see [`Inbox`]).
     inbox: CachePadded<Mutex<Inbox<T>>>,
-    /// Senders use the [`Inbox`]: every order but strict. In strict order
-    /// one delivery holds the queue, consumers never take in parallel, and
-    /// a sender queues straight into the table under the channel's lock,
-    /// where the only consumer's own buffer takes everything at once.
-    inbox_used: bool,
-    /// Slots in use, plus [`WAITING`]. Senders add under the lock; commits
-    /// subtract without it.
+    /// Strict order: the only consumer's commits may owe their slots (see
+    /// [`owed`](Self::owed)).
+    owes: bool,
+    /// Slots in use, plus [`WAITING`]. Senders add with a compare-and-swap
+    /// (or under the lock, when they wait); commits subtract without it.
     used: CachePadded<AtomicUsize>,
     /// Strict order: slots the consumer's own buffer freed by commits and
     /// did not give back to [`used`](Self::used) yet, plus [`WANTED`].
@@ -354,7 +356,7 @@ impl<T> Shared<T> {
             })),
             used: CachePadded::new(AtomicUsize::new(0)),
             owed: CachePadded::new(AtomicUsize::new(0)),
-            inbox_used: config.order != OrderKind::Strict,
+            owes: config.order == OrderKind::Strict,
             inbox: CachePadded::new(Mutex::new(Inbox {
                 values: VecDeque::new(),
                 keys: VecDeque::new(),
@@ -422,12 +424,6 @@ impl<T> Shared<T> {
     /// into the table, in the order they came.
     #[inline]
     fn drain_inbox(&self, st: &mut State<T>) {
-        if self.inbox_used {
-            self.drain_inbox_now(st);
-        }
-    }
-
-    fn drain_inbox_now(&self, st: &mut State<T>) {
         let mut values = std::mem::take(&mut st.spare_values);
         let mut keys = std::mem::take(&mut st.spare_inbox_keys);
         {
@@ -456,9 +452,6 @@ impl<T> Shared<T> {
     /// [`Inbox::listening`]. `true` if values came meanwhile: the caller
     /// looks again instead of waiting.
     fn listen(&self) -> bool {
-        if !self.inbox_used {
-            return false;
-        }
         let mut inbox = lock(&self.inbox);
         inbox.listening = true;
         !inbox.values.is_empty()
@@ -719,29 +712,22 @@ impl<T> Shared<T> {
 
     /// Sends `value` if a slot is free and no earlier sender waits for one.
     pub(crate) fn try_send(&self, value: T, key: u64) -> Result<(), (T, bool)> {
-        if !self.inbox_used {
-            let mut st = self.lock();
-            if st.closed {
-                return Err((value, true));
-            }
-            // A slot free, or one the consumer's commits owe (only if no
-            // earlier sender waits for it).
-            let took = self.try_take_slot() || (st.waiters.is_empty() && self.reclaim_owed(false));
-            if !took {
-                return Err((value, false));
-            }
-            let waker = st.push(value, key);
-            drop(st);
-            wake(waker);
-            return Ok(());
+        if self.try_take_slot() {
+            return self.queue(value, key).map_err(|value| (value, true));
         }
-        if !self.try_take_slot() {
-            return match self.is_closed() {
-                true => Err((value, true)),
-                false => Err((value, false)),
-            };
+        // Full, or senders wait: a slot the consumer's commits owe may
+        // still be free (only if no earlier sender waits for it).
+        let mut st = self.lock();
+        if st.closed {
+            return Err((value, true));
         }
-        self.queue(value, key).map_err(|value| (value, true))
+        if !(st.waiters.is_empty() && self.reclaim_owed(false)) {
+            return Err((value, false));
+        }
+        let waker = st.push(value, key);
+        drop(st);
+        wake(waker);
+        Ok(())
     }
 
     /// Queues `value` in the [`Inbox`] with a slot the caller holds, and
@@ -782,7 +768,7 @@ impl<T> Shared<T> {
         value: &mut Option<T>,
         key: u64,
     ) -> Poll<Result<(), Closed>> {
-        if self.inbox_used && !slot.is_waiting() && self.try_take_slot() {
+        if !slot.is_waiting() && self.try_take_slot() {
             // A free slot and nobody waiting for one: no channel lock.
             let Some(v) = value.take() else {
                 self.release(1);
@@ -823,19 +809,7 @@ impl<T> Shared<T> {
     /// Sends `value` into a slot the caller holds. If the channel closed
     /// meanwhile, gives the slot back and hands `value` back.
     pub(crate) fn send_reserved(&self, value: T, key: u64) -> Result<(), T> {
-        if self.inbox_used {
-            return self.queue(value, key);
-        }
-        let mut st = self.lock();
-        if st.closed {
-            drop(st);
-            self.release(1);
-            return Err(value);
-        }
-        let waker = st.push(value, key);
-        drop(st);
-        wake(waker);
-        Ok(())
+        self.queue(value, key)
     }
 
     /// Stops waiting: removes the waiter, or passes on the slot it was
@@ -860,20 +834,8 @@ impl<T> Shared<T> {
     }
 
     /// Takes a slot if one is free and nobody waits for one ([`WAITING`]
-    /// is set exactly while senders wait, under the lock): without the lock
-    /// when senders use the [`Inbox`], under it in strict order.
+    /// is set exactly while senders wait, under the lock); without the lock.
     fn try_take_slot(&self) -> bool {
-        if !self.inbox_used {
-            // Strict order: every sender takes its slot under the lock, and
-            // releases only free slots, so a free slot seen here stays free
-            // until taken (and a compare-and-swap that releases keep
-            // failing is not needed).
-            if self.used.load(Acquire) < self.capacity {
-                self.used.fetch_add(1, AcqRel);
-                return true;
-            }
-            return false;
-        }
         let mut used = self.used.load(Acquire);
         loop {
             if used & WAITING != 0 || used >= self.capacity {
@@ -959,7 +921,7 @@ impl<T> Shared<T> {
     /// (unless a sender wants room), elsewhere as [`release`](Self::release).
     #[inline]
     pub(crate) fn release_lazy(&self, n: usize) {
-        if self.inbox_used {
+        if !self.owes {
             self.release(n);
             return;
         }
@@ -971,7 +933,7 @@ impl<T> Shared<T> {
 
     /// Gives the slots [`owed`](Self::owed) back now.
     pub(crate) fn flush_owed(&self) {
-        if self.inbox_used {
+        if !self.owes {
             return;
         }
         let before = self.owed.fetch_and(WANTED, AcqRel);
@@ -983,7 +945,7 @@ impl<T> Shared<T> {
     /// it for the caller. `wanted`: the caller waits if this finds none, so
     /// from now on commits give their slots back at once ([`WANTED`]).
     fn reclaim_owed(&self, wanted: bool) -> bool {
-        if self.inbox_used {
+        if !self.owes {
             return false;
         }
         let before = if wanted {
@@ -1002,7 +964,7 @@ impl<T> Shared<T> {
     /// No sender waits anymore (under the lock): commits may owe their
     /// slots again.
     fn unwanted(&self) {
-        if !self.inbox_used {
+        if self.owes {
             self.owed.fetch_and(!WANTED, AcqRel);
         }
     }
