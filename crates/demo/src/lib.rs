@@ -26,7 +26,8 @@ pub mod stop;
 
 pub use distributed::{DistributedProgress, DistributedReport, run_distributed};
 pub use pipeline::{
-    DemoConfig, DemoError, Progress, Queue, Rate, Report, WorkerProgress, run, run_until,
+    DemoConfig, DemoError, IN_PROCESS_DRAIN_DEADLINE, Progress, Queue, Rate, Report,
+    WorkerProgress, run, run_until, run_until_deadline,
 };
 pub use stop::Stop;
 

@@ -19,7 +19,8 @@ a real tonic server that injects faults, while a blocking detector watches.
 At the end the books must balance: every event uploaded, dead-lettered, or
 counted as dropped by policy. The exit code is 1 if they do not.
 
-Ctrl-C (SIGINT) or SIGTERM stops the producers; what is in flight drains and
+Ctrl-C (SIGINT) or SIGTERM stops the producers; what is in flight drains (in
+one process for at most 10 s, then what is left is counted as abandoned) and
 the summary of what was produced is printed (exit code 0 if it balances). A
 second Ctrl-C ends the demo at once (exit code 130).
 

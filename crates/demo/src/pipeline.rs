@@ -160,6 +160,8 @@ struct Counters {
     redeliveries: AtomicU64,
     dead_letter_batches: AtomicU64,
     dead_letter_ids: Mutex<Vec<u64>>,
+    /// Events in batches the upload stage gave up on at the drain deadline.
+    abandoned_ids: Mutex<Vec<u64>>,
 }
 
 impl Counters {
@@ -179,6 +181,7 @@ impl Counters {
             redeliveries: AtomicU64::new(0),
             dead_letter_batches: AtomicU64::new(0),
             dead_letter_ids: Mutex::new(Vec::new()),
+            abandoned_ids: Mutex::new(Vec::new()),
         }
     }
 }
@@ -275,7 +278,13 @@ pub struct Report {
     pub dead_lettered: u64,
     /// Dead-lettered events the server never received.
     pub dead_lettered_only: u64,
-    /// Events neither uploaded, nor dead-lettered, nor dropped by policy.
+    /// Events still in the pipeline when the drain deadline passed after a
+    /// stop, which the upload stage gave up on (and the server never
+    /// received): counted, not silently lost — but gone with the process,
+    /// which is what a pipeline in memory can promise.
+    pub abandoned: u64,
+    /// Events neither uploaded, nor dead-lettered, nor dropped by policy,
+    /// nor abandoned at the drain deadline.
     pub lost: i64,
     /// Ids the server received that the library never produced.
     pub unknown_ids: u64,
@@ -306,8 +315,14 @@ impl fmt::Display for Report {
         if self.stopped_early {
             writeln!(
                 f,
-                "stopped early  by a signal: the producers stopped after {} of {} events, and what was in flight drained",
-                self.produced, self.config.events
+                "stopped early  by a signal: the producers stopped after {} of {} events, and what was in flight {}",
+                self.produced,
+                self.config.events,
+                if self.abandoned > 0 {
+                    "drained until the drain deadline (the rest is counted as abandoned below)"
+                } else {
+                    "drained"
+                }
             )?;
         }
         writeln!(
@@ -350,9 +365,16 @@ impl fmt::Display for Report {
             "dead-lettered  {:>8}  events in {} batch(es) ({} of them never reached the server)",
             self.dead_lettered, self.dead_lettered_batches, self.dead_lettered_only
         )?;
+        if self.abandoned > 0 {
+            writeln!(
+                f,
+                "abandoned      {:>8}  events still in the pipeline at the drain deadline after the stop: counted, gone with the process",
+                self.abandoned
+            )?;
+        }
         writeln!(
             f,
-            "lost           {:>8}  = produced − uploaded − dead-lettered only − dropped",
+            "lost           {:>8}  = produced − uploaded − dead-lettered only − dropped − abandoned",
             self.lost
         )?;
         writeln!(
@@ -394,7 +416,12 @@ impl fmt::Display for Report {
         if self.balanced() {
             write!(
                 f,
-                "books balance: yes — every event uploaded, dead-lettered or counted as dropped"
+                "books balance: yes — every event uploaded, dead-lettered or counted as dropped{}",
+                if self.abandoned > 0 {
+                    " or abandoned"
+                } else {
+                    ""
+                }
             )
         } else {
             write!(
@@ -415,6 +442,13 @@ const BACKLOG: u64 = 600;
 
 /// How often the caller's `on_progress` runs.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// How long what is in flight may drain after a stop (Ctrl-C or `SIGTERM`)
+/// in the in-process mode, before the upload stage gives up on what is left
+/// and counts it as abandoned. Without faults it drains in milliseconds;
+/// with every upload failing, each batch left takes its attempts and
+/// backoff (up to about 3 s a batch).
+pub const IN_PROCESS_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs the pipeline to the end, calling `on_progress` every
 /// [`PROGRESS_EVERY`] from the calling thread, and returns the books.
@@ -438,6 +472,23 @@ pub fn run(config: &DemoConfig, on_progress: impl FnMut(&Progress)) -> Result<Re
 pub fn run_until(
     config: &DemoConfig,
     stop: &Stop,
+    on_progress: impl FnMut(&Progress),
+) -> Result<Report, DemoError> {
+    run_until_deadline(config, stop, IN_PROCESS_DRAIN_DEADLINE, on_progress)
+}
+
+/// [`run_until`] with the drain deadline given: once `stop` is raised,
+/// what is in flight has `drain_deadline` to drain; then the upload stage
+/// stops uploading, counts what is left as abandoned and lets the stages
+/// end.
+///
+/// # Errors
+///
+/// As for [`run`].
+pub fn run_until_deadline(
+    config: &DemoConfig,
+    stop: &Stop,
+    drain_deadline: Duration,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Report, DemoError> {
     if config.events == 0 {
@@ -534,6 +585,8 @@ pub fn run_until(
         .map_err(|e| fail("batch config")(&e))?;
 
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    // Raised at the drain deadline: the upload stage gives up on what is left.
+    let (abandon_tx, abandon_rx) = tokio::sync::watch::channel(false);
     let uploader = {
         let counters = Arc::clone(&counters);
         let policy = upload_retry_policy(config.seed).map_err(|e| fail("retry policy")(&e))?;
@@ -542,7 +595,7 @@ pub fn run_until(
         runtime
             .spawn_on(pipeline_worker, move || {
                 detector.watch_named("upload stage", async move {
-                    upload_stage(batches_rx, addr, policy, &counters).await;
+                    upload_stage(batches_rx, addr, policy, &counters, abandon_rx).await;
                     drop(done_tx);
                 })
             })
@@ -578,9 +631,31 @@ pub fn run_until(
     // the bridge closes and the stages drain, back to the uploader.
     drop((events_tx, enrich));
 
-    // Progress until the uploader, the last stage, is done.
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(PROGRESS_EVERY)
-    {
+    // Progress until the uploader, the last stage, is done — after a stop,
+    // for at most the drain deadline.
+    let mut stopped_at: Option<Instant> = None;
+    let mut abandoned = false;
+    loop {
+        let wait = match stopped_at {
+            Some(at) if !abandoned => {
+                PROGRESS_EVERY.min((at + drain_deadline).saturating_duration_since(Instant::now()))
+            }
+            _ => PROGRESS_EVERY,
+        };
+        match done_rx.recv_timeout(wait) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => break,
+        }
+        if stopped_at.is_none() && stop.is_requested() {
+            stopped_at = Some(Instant::now());
+        }
+        if let Some(at) = stopped_at
+            && !abandoned
+            && at.elapsed() >= drain_deadline
+        {
+            abandoned = true;
+            let _ = abandon_tx.send(true);
+        }
         on_progress(&progress(&counters, &runtime, started));
     }
     on_progress(&progress(&counters, &runtime, started));
@@ -605,10 +680,19 @@ pub fn run_until(
     let uploaded: HashSet<u64> = received.iter().copied().collect();
     let dead: HashSet<u64> = dead_lettered_ids.iter().copied().collect();
     let dead_only = dead.difference(&uploaded).count() as u64;
+    let abandoned_ids: HashSet<u64> = std::mem::take(&mut *lock(&counters.abandoned_ids))
+        .into_iter()
+        .filter(|id| !uploaded.contains(id) && !dead.contains(id))
+        .collect();
+    let abandoned = abandoned_ids.len() as u64;
     let produced: u64 = counters.produced.iter().map(get).sum();
     let dropped = get(&counters.dropped);
     let unknown = uploaded.iter().filter(|id| **id >= config.events).count() as u64;
-    let lost = produced as i64 - uploaded.len() as i64 - dead_only as i64 - dropped as i64;
+    let lost = produced as i64
+        - uploaded.len() as i64
+        - dead_only as i64
+        - dropped as i64
+        - abandoned as i64;
     Ok(Report {
         config: config.clone(),
         elapsed,
@@ -627,6 +711,7 @@ pub fn run_until(
         dead_lettered_batches: get(&counters.dead_letter_batches),
         dead_lettered: dead_lettered_ids.len() as u64,
         dead_lettered_only: dead_only,
+        abandoned,
         lost,
         unknown_ids: unknown,
         shutdown,
@@ -880,12 +965,20 @@ async fn upload_stage(
     addr: SocketAddr,
     policy: RetryPolicy,
     counters: &Counters,
+    mut abandon: tokio::sync::watch::Receiver<bool>,
 ) {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("a valid URI")
         .tcp_nodelay(true);
     let client = UploadClient::new(endpoint.connect_lazy());
-    while let Some(delivery) = batches.begin().await {
+    loop {
+        let delivery = tokio::select! {
+            delivery = batches.begin() => delivery,
+            _ = abandon.wait_for(|abandoned| *abandoned) => break,
+        };
+        let Some(delivery) = delivery else {
+            break;
+        };
         if delivery.attempt() > 1 {
             add(&counters.redeliveries, 1);
         }
@@ -905,7 +998,7 @@ async fn upload_stage(
             .build()
             .expect("a valid replay config");
         let mut reusable = ReusableReceiver::with_replay(rx, replay);
-        let result = Retry::new(policy.clone())
+        let upload = Retry::new(policy.clone())
             .classify(async_patterns_reusable_receiver::tonic::is_retryable)
             .on_attempt(|attempt| {
                 add(&counters.upload_calls, 1);
@@ -916,8 +1009,17 @@ async fn upload_stage(
             .run(&mut reusable, |stream| {
                 let mut client = client.clone();
                 async move { client.upload(stream).await }
-            })
-            .await;
+            });
+        // At the drain deadline the upload in progress is dropped (its
+        // attempt cancelled) and the batch given up on.
+        let result = tokio::select! {
+            result = upload => result,
+            _ = abandon.wait_for(|abandoned| *abandoned) => {
+                give_up(&delivery, counters);
+                delivery.commit();
+                break;
+            }
+        };
         match result {
             Ok(_) => {
                 add(&counters.committed_batches, 1);
@@ -928,5 +1030,19 @@ async fn upload_stage(
             // the batch again later, and dead-letters it after 3 attempts.
             Err(_) => delivery.retry_after(Duration::from_millis(20)),
         }
+        if *abandon.borrow() {
+            break;
+        }
     }
+    // Given up at the drain deadline: what is left (the stages ahead end
+    // once their input is drained) is counted, not uploaded.
+    while let Some(delivery) = batches.begin().await {
+        give_up(&delivery, counters);
+        delivery.commit();
+    }
+}
+
+/// Counts the events of a batch the upload stage gives up on.
+fn give_up(batch: &[Event], counters: &Counters) {
+    lock(&counters.abandoned_ids).extend(batch.iter().map(|e| e.id));
 }

@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use async_patterns_demo::legacy::{POISON_PREFIX, SensorLibrary};
-use async_patterns_demo::{DemoConfig, Report, run};
+use async_patterns_demo::{DemoConfig, Report, Stop, run, run_until_deadline};
 
 /// Runs the pipeline on its own thread, failing the test if it hangs.
 fn run_within(config: DemoConfig) -> Report {
@@ -164,5 +164,66 @@ fn rate_max_without_faults_needs_no_retries_and_loads_every_worker() {
     assert!(
         report.produced_per_worker.iter().all(|&n| n > 0),
         "every worker produces: {report}"
+    );
+}
+
+#[test]
+fn a_stop_drains_under_a_deadline_and_counts_what_it_gives_up() {
+    // Every upload fails: a batch in flight at the stop could leave only by
+    // using up its attempts and their backoff, seconds a batch. The drain
+    // deadline ends that; what was left is counted as abandoned, and the
+    // books still balance.
+    let config = config(200_000, 1.0, 11);
+    let stop = Stop::new();
+    let (tx, rx) = mpsc::channel();
+    let runner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let report = run_until_deadline(&config, &stop, Duration::from_millis(300), |p| {
+                if p.produced >= 2_000 {
+                    stop.request();
+                }
+            });
+            let _ = tx.send(report);
+        })
+    };
+    let report = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the pipeline did not finish within 120 s of its stop")
+        .expect("the pipeline could not run");
+    runner.join().unwrap();
+    assert!(report.stopped_early, "{report}");
+    assert!(report.abandoned > 0, "{report}");
+    assert!(report.balanced(), "{report}");
+    assert_eq!(
+        report.produced,
+        report.uploaded_unique
+            + report.dead_lettered_only
+            + report.dropped_by_policy
+            + report.abandoned,
+        "{report}"
+    );
+    let text = report.to_string();
+    assert!(text.contains("abandoned"), "{text}");
+    assert!(text.contains("drained until the drain deadline"), "{text}");
+}
+
+#[test]
+fn a_stop_without_faults_drains_everything_before_the_deadline() {
+    let config = config(200_000, 0.0, 12);
+    let stop = Stop::new();
+    let report = run_until_deadline(&config, &stop, Duration::from_secs(60), |p| {
+        if p.produced >= 2_000 {
+            stop.request();
+        }
+    })
+    .expect("the pipeline could not run");
+    assert!(report.stopped_early, "{report}");
+    assert_eq!(report.abandoned, 0, "{report}");
+    assert!(report.balanced(), "{report}");
+    assert_eq!(
+        report.uploaded_unique + report.dropped_by_policy,
+        report.produced,
+        "{report}"
     );
 }
