@@ -241,7 +241,8 @@ impl<T> OwnedDelivery<T> {
         let item = self.item.take().expect("not ended yet");
         self.home
             .shared
-            .end(
+            .end_owned(
+                &self.home.cell,
                 self.ticket,
                 End::Fail {
                     item: Some(item),
@@ -319,7 +320,8 @@ impl<T> OwnedDelivery<T> {
         let item = self.item.take().expect("not ended yet");
         self.home
             .shared
-            .end(
+            .end_owned(
+                &self.home.cell,
                 self.ticket,
                 End::Rollback {
                     item: Some(item),
@@ -336,7 +338,8 @@ impl<T> Drop for OwnedDelivery<T> {
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
             // Expired already: the item was given back then; nothing to do.
-            let _ = self.home.shared.end(
+            let _ = self.home.shared.end_owned(
+                &self.home.cell,
                 self.ticket,
                 End::Rollback {
                     item: Some(item),

@@ -792,6 +792,17 @@ impl<T> Receiver<T> {
                 drop(st);
                 continue; // look again with every consumer's commits
             }
+            if takes_ahead && matches!(dest, Dest::Owned(_)) && st.give_back_ahead(self.id) {
+                // Per key, what it holds waits behind its own deliveries
+                // that are out (chains): back to the table, where it waits
+                // with its keys busy, rather than held here while this
+                // consumer steals or waits.
+                let mut wakers = WakeList::new();
+                self.shared.wake_one(&mut st, &mut wakers);
+                drop(st);
+                wakers.wake_all();
+                continue;
+            }
             if takes_ahead && matches!(dest, Dest::Local) && st.steal_ahead_back(self.id) {
                 // Nothing in the table, but another consumer holds items it
                 // took ahead: half of them back to the table, to take here.

@@ -175,7 +175,16 @@ pub(crate) struct Ahead<T> {
     pub(crate) items: VecDeque<Entry<T>>,
     pub(crate) delivered: u64,
     pub(crate) redelivered: u64,
-    /// Light commits not moved into the table yet, and (per key) their keys.
+    /// Per key: the items may hold several of one key (a chain, oldest
+    /// first), taken together; an item is handed out only while no
+    /// delivery of its key from here is out.
+    keyed: bool,
+    /// Per key: the keys of this consumer's light deliveries that are out
+    /// (handed out, not ended).
+    out: Vec<u64>,
+    /// Light commits not moved into the table yet whose key stays busy (per
+    /// key, a chain goes on here; unordered, every one), and the keys of
+    /// those that free their key.
     committed: usize,
     committed_keys: Vec<u64>,
     /// A commit must take the channel's lock and wake: see [`Shared::arm`].
@@ -190,6 +199,8 @@ impl<T> Default for Ahead<T> {
             items: VecDeque::new(),
             delivered: 0,
             redelivered: 0,
+            keyed: false,
+            out: Vec::new(),
             committed: 0,
             committed_keys: Vec::new(),
             armed: false,
@@ -214,33 +225,62 @@ pub(crate) struct Home<T> {
 pub(crate) const AHEAD_MAX: usize = 32;
 
 impl<T> Ahead<T> {
-    /// Takes its light commits out: returns how many, and swaps their keys
-    /// (per key) into the empty `keys`.
+    /// Takes its light commits out: returns how many keep their key busy,
+    /// and swaps the keys of those that free theirs (per key) into the
+    /// empty `keys`.
     fn take_commits(&mut self, keys: &mut Vec<u64>) -> usize {
         debug_assert!(keys.is_empty());
         std::mem::swap(&mut self.committed_keys, keys);
         std::mem::take(&mut self.committed)
     }
 
-    /// Moves its light commits into `table`.
-    fn move_commits(&mut self, table: &mut Table<T>) {
-        if self.committed_keys.is_empty() {
-            table.absorb_commits(std::mem::take(&mut self.committed));
-        } else {
-            self.committed = 0;
-            table.absorb_keyed_commits(self.committed_keys.drain(..));
-        }
+    /// Whether light commits wait to be moved into the table.
+    fn has_commits(&self) -> bool {
+        self.committed > 0 || !self.committed_keys.is_empty()
     }
 
-    /// Hands out the front item: one more attempt, counted here.
+    /// Moves its light commits into `table`.
+    fn move_commits(&mut self, table: &mut Table<T>) {
+        table.absorb_commits(std::mem::take(&mut self.committed));
+        table.absorb_keyed_commits(self.committed_keys.drain(..));
+    }
+
+    /// Hands out the first item that may go (per key, the first whose key
+    /// has no delivery out from here): one more attempt, counted here.
     pub(crate) fn start(&mut self, stamp: bool) -> Option<(T, Meta, Ticket)> {
-        let mut entry = self.items.pop_front()?;
+        let mut entry = if self.keyed {
+            let at = self
+                .items
+                .iter()
+                .position(|e| !self.out.contains(&e.meta.key))?;
+            let entry = self.items.remove(at).expect("found");
+            self.out.push(entry.meta.key);
+            entry
+        } else {
+            self.items.pop_front()?
+        };
         entry.meta.deliver(stamp, &mut Clock::default());
         self.delivered += 1;
         if entry.meta.attempts > 1 {
             self.redelivered += 1;
         }
         Some((entry.item, entry.meta, Ticket::Light(entry.meta)))
+    }
+
+    /// Per key: the delivery of `key` out from here ended. Returns whether
+    /// items of `key` are still here (its chain goes on: the key stays busy).
+    fn end_out(&mut self, key: u64) -> bool {
+        if let Some(at) = self.out.iter().position(|k| *k == key) {
+            self.out.swap_remove(at);
+        }
+        self.items.iter().any(|e| e.meta.key == key)
+    }
+
+    /// Per key: takes out the items of `key` here, oldest first.
+    fn take_key(&mut self, key: u64) -> VecDeque<Entry<T>> {
+        let (taken, kept) = self.items.drain(..).partition(|e| e.meta.key == key);
+        self.items = kept;
+        taken
     }
 }
 
@@ -411,11 +451,8 @@ impl<T> Shared<T> {
                 table, spare_keys, ..
             } = &mut *st;
             let n = lock(own).take_commits(spare_keys);
-            if spare_keys.is_empty() {
-                table.absorb_commits(n);
-            } else {
-                table.absorb_keyed_commits(spare_keys.drain(..));
-            }
+            table.absorb_commits(n);
+            table.absorb_keyed_commits(spare_keys.drain(..));
         }
         st
     }
@@ -491,11 +528,8 @@ impl<T> Shared<T> {
             // in after it, so that its next commit does not wait on the
             // table's work.
             let n = lock(cell).take_commits(spare_keys);
-            if spare_keys.is_empty() {
-                table.absorb_commits(n);
-            } else {
-                table.absorb_keyed_commits(spare_keys.drain(..));
-            }
+            table.absorb_commits(n);
+            table.absorb_keyed_commits(spare_keys.drain(..));
         }
     }
 
@@ -527,7 +561,7 @@ impl<T> Shared<T> {
         for cell in st.ahead.iter().flatten() {
             let mut ahead = lock(cell);
             ahead.armed = depends;
-            came |= ahead.committed > 0;
+            came |= ahead.has_commits();
         }
         depends && came
     }
@@ -558,12 +592,16 @@ impl<T> Shared<T> {
     }
 
     /// Whether consumers take items ahead of handing them out ([`Ahead`]):
-    /// unordered, no lease, no in-flight limit. A consumer then takes a
-    /// share of what is ready — up to [`AHEAD_MAX`], and no more than its
-    /// part of the ready items among the consumers — under one lock, and
-    /// hands them out one by one without it; a consumer that finds nothing
-    /// in the table steals half of another's before it waits, so no item
-    /// waits behind a busy consumer while another is idle.
+    /// unordered or per key, no lease, no in-flight limit. A consumer then
+    /// takes a share of what is ready — up to [`AHEAD_MAX`], and no more
+    /// than its part of the ready items among the consumers — under one
+    /// lock (per key, a key's queued items together), and hands them out
+    /// one by one without it (per key, each when the one of its key before
+    /// it ended); a consumer that finds nothing in the table steals half of
+    /// another's (per key, whole keys with nothing out) before it waits, so
+    /// no item waits behind a busy consumer while another is idle. A
+    /// consumer whose items all wait behind its own deliveries gives them
+    /// back before it steals or waits.
     pub(crate) fn takes_ahead(&self) -> bool {
         self.light && self.max_in_flight == usize::MAX
     }
@@ -619,9 +657,10 @@ impl<T> Shared<T> {
             if ahead.detached {
                 return false;
             }
-            ahead.committed += 1;
-            if self.keyed {
+            if self.keyed && !ahead.end_out(meta.key) {
                 ahead.committed_keys.push(meta.key);
+            } else {
+                ahead.committed += 1;
             }
             ahead.armed
         };
@@ -1087,8 +1126,42 @@ impl<T> Shared<T> {
     /// takeable. An item given back when no consumer is left is dropped
     /// (and counted), outside the lock.
     pub(crate) fn end(&self, ticket: Ticket, how: End<T>) -> Result<Ended, Expired> {
-        let mut clock = Clock::default();
+        let st = self.lock();
+        self.end_locked(st, ticket, how)
+    }
+
+    /// [`end`](Self::end) of an owned delivery other than by a light commit,
+    /// whose consumer's [`Ahead`] is `home`. Per key, light: the items of
+    /// its key that consumer holds (its chain) go back to the head of the
+    /// key's queue first, so that the item given back (or dead) comes before
+    /// them and the key's order holds.
+    pub(crate) fn end_owned(
+        &self,
+        home: &AheadCell<T>,
+        ticket: Ticket,
+        how: End<T>,
+    ) -> Result<Ended, Expired> {
         let mut st = self.lock();
+        if self.keyed
+            && let Ticket::Light(meta) = &ticket
+        {
+            let mut ahead = lock(home);
+            ahead.end_out(meta.key);
+            let chain = ahead.take_key(meta.key);
+            drop(ahead);
+            // The key stays busy: the delivery ending below holds it.
+            st.table.unreserve(chain.into_iter(), |_| true);
+        }
+        self.end_locked(st, ticket, how)
+    }
+
+    fn end_locked(
+        &self,
+        mut st: MutexGuard<'_, State<T>>,
+        ticket: Ticket,
+        how: End<T>,
+    ) -> Result<Ended, Expired> {
+        let mut clock = Clock::default();
         let mut ended = st.table.end(ticket, how, &mut clock);
         let mut wakers = WakeList::new();
         let mut dropped = Vec::new();
@@ -1159,9 +1232,11 @@ impl<T> State<T> {
             self.ahead.resize_with(id + 1, || None);
         }
         let armed = self.armed;
+        let keyed = self.table.rules().order == OrderKind::PerKey;
         Arc::clone(self.ahead[id].get_or_insert_with(|| {
             Arc::new(Mutex::new(Ahead {
                 armed,
+                keyed,
                 ..Ahead::default()
             }))
         }))
@@ -1182,7 +1257,8 @@ impl<T> State<T> {
     }
 
     /// Moves half of the items another consumer took ahead (the first one
-    /// found with any) to `into`. `false` if none had any.
+    /// found with any it can give) to `into`. Per key, only whole chains of
+    /// keys with no delivery out from there. `false` if none had any.
     pub(crate) fn steal_ahead(&self, id: usize, into: &mut Ahead<T>) -> bool {
         for (other, cell) in self.ahead.iter().enumerate() {
             let Some(cell) = cell else { continue };
@@ -1191,11 +1267,37 @@ impl<T> State<T> {
             }
             let mut from = lock(cell);
             let n = from.items.len();
-            if n > 0 {
+            if n == 0 {
+                continue;
+            }
+            if !from.keyed {
                 let keep = n - n.div_ceil(2);
                 into.items.extend(from.items.drain(keep..));
                 return true;
             }
+            // Keys from the back, whole, until half the items are chosen.
+            let want = n.div_ceil(2);
+            let mut chosen: Vec<u64> = Vec::new();
+            let mut count = 0;
+            for e in from.items.iter().rev() {
+                let key = e.meta.key;
+                if chosen.contains(&key) {
+                    count += 1;
+                } else if count < want && !from.out.contains(&key) {
+                    chosen.push(key);
+                    count += 1;
+                }
+            }
+            if chosen.is_empty() {
+                continue;
+            }
+            let (taken, kept): (VecDeque<_>, VecDeque<_>) = from
+                .items
+                .drain(..)
+                .partition(|e| chosen.contains(&e.meta.key));
+            from.items = kept;
+            into.items.extend(taken);
+            return true;
         }
         false
     }
@@ -1208,7 +1310,8 @@ impl<T> State<T> {
         if !self.steal_ahead(id, &mut stolen) {
             return false;
         }
-        self.table.unreserve(stolen.items.drain(..));
+        // Stolen only where no delivery of their key is out.
+        self.table.unreserve(stolen.items.drain(..), |_| false);
         true
     }
 
@@ -1223,7 +1326,10 @@ impl<T> State<T> {
         if ahead.items.is_empty() {
             return false;
         }
-        self.table.unreserve(ahead.items.drain(..));
+        let ahead = &mut *ahead;
+        let out = &ahead.out;
+        self.table
+            .unreserve(ahead.items.drain(..), |key| out.contains(&key));
         true
     }
 

@@ -37,8 +37,11 @@
 //! the lock), a FIFO of *runnable* keys (items queued, none in flight, head
 //! not delayed) and a heap of delayed keys; a key is never in flight twice
 //! and its items keep their order, while other keys pass a busy or delayed
-//! one. Unordered: one ready queue, and a heap of delayed items that the
-//! ready ones pass.
+//! one. A consumer that takes items ahead takes a key's next queued items
+//! with its head ([`reserve`](Table::reserve)): the key stays busy until
+//! the last of them ends, and the consumer hands each out only when the
+//! one before it ended. Unordered: one ready queue, and a heap of delayed
+//! items that the ready ones pass.
 //!
 //! **In flight.** A slot per delivered item holds its key, its [`Meta`]
 //! (attempts, delivery times) and, for a leased delivery, its deadline and a
@@ -696,30 +699,59 @@ impl<T> Table<T> {
             let Some(entry) = self.next_ready() else {
                 break;
             };
+            let key = entry.meta.key;
             out(entry);
             moved += 1;
+            // Per key, the key's next items go with it, as a chain: its
+            // consumer hands each out when the one before it committed (see
+            // `Ahead`). The key stays busy until the chain ends.
+            while moved < max
+                && let Some(entry) = self.next_of_busy_key(key)
+            {
+                out(entry);
+                moved += 1;
+            }
         }
         self.in_flight += moved;
         moved
     }
 
+    /// Per key: the next queued item of `key`, which was just taken (busy);
+    /// `None` in other orders.
+    fn next_of_busy_key(&mut self, key: u64) -> Option<Entry<T>> {
+        let Queues::PerKey { keys, .. } = &mut self.queues else {
+            return None;
+        };
+        let queue = keys.get_mut(&key)?;
+        debug_assert_eq!(queue.state, KeyState::Busy);
+        let entry = queue.pop_front(key)?;
+        self.queued -= 1;
+        Some(entry)
+    }
+
     /// Takes back items [`reserve`](Self::reserve)d and never handed out,
     /// at the head of the queue, in the order given, their attempts
-    /// untouched.
-    pub(crate) fn unreserve(&mut self, entries: impl DoubleEndedIterator<Item = Entry<T>>) {
+    /// untouched. Per key, a key stays busy if `out(key)`: a delivery of it
+    /// taken with these items is still out (they are its chain); otherwise
+    /// it was busy because of them, and is runnable again, first.
+    pub(crate) fn unreserve(
+        &mut self,
+        entries: impl DoubleEndedIterator<Item = Entry<T>>,
+        out: impl Fn(u64) -> bool,
+    ) {
         for entry in entries.rev() {
             self.queued += 1;
             self.in_flight -= 1;
             match &mut self.queues {
                 Queues::Unordered { returned, .. } => returned.push_front(entry),
                 Queues::PerKey { keys, runnable, .. } => {
-                    // Its key is busy because of it: runnable again, first.
                     let key = entry.meta.key;
                     let queue = keys.get_mut(&key).expect("a reserved item's key is busy");
-                    debug_assert_eq!(queue.state, KeyState::Busy);
                     queue.back.push_front(entry);
-                    queue.state = KeyState::Runnable;
-                    runnable.push_front(key);
+                    if queue.state == KeyState::Busy && !out(key) {
+                        queue.state = KeyState::Runnable;
+                        runnable.push_front(key);
+                    }
                 }
                 Queues::Strict { .. } => unreachable!("strict order reserves nothing"),
             }
@@ -731,7 +763,7 @@ impl<T> Table<T> {
     pub(crate) fn ready_len(&self) -> usize {
         match &self.queues {
             Queues::Unordered { returned, .. } => returned.len() + self.intake.fresh.len(),
-            Queues::PerKey { runnable, .. } => runnable.len(),
+            Queues::PerKey { .. } => self.queued,
             Queues::Strict { .. } => self.intake.fresh.len() + self.queued,
         }
     }

@@ -188,3 +188,50 @@ fn consumers_taking_ahead_and_stealing_on_two_threads_commit_each_item_once() {
         assert_eq!(all, [1, 2, 3]);
     });
 }
+
+#[test]
+fn per_key_chains_on_two_threads_keep_each_keys_order() {
+    // Per key, a consumer takes a key's items together (a chain) and hands
+    // each out after the one before it ended; the other consumer steals
+    // only whole chains whose key is not out, and a rollback puts its item
+    // back before the rest of its chain. Each key's items are committed
+    // once, in order, whoever commits them.
+    bounded(|| {
+        let (tx, rx) = ChannelBuilder::<(u32, u32)>::new()
+            .order_by_key(|item: &(u32, u32)| u64::from(item.0))
+            .capacity(3)
+            .build()
+            .unwrap();
+        tx.try_send((0, 1)).unwrap();
+        tx.try_send((0, 2)).unwrap();
+        tx.try_send((1, 1)).unwrap();
+        drop(tx);
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let mut other = rx.clone();
+        let mut mine = rx;
+        let seen = Arc::clone(&committed);
+        let consumer = thread::spawn(move || {
+            block_on(async {
+                while let Some(delivery) = other.begin_owned().await {
+                    let item = *delivery;
+                    // Key 0's first item fails its first attempt here.
+                    if item == (0, 1) && delivery.attempt() == 1 {
+                        delivery.rollback().unwrap();
+                        continue;
+                    }
+                    seen.lock().unwrap().push(delivery.commit().unwrap());
+                }
+            })
+        });
+        block_on(async {
+            while let Some(delivery) = mine.begin_owned().await {
+                committed.lock().unwrap().push(delivery.commit().unwrap());
+            }
+        });
+        consumer.join().unwrap();
+        let all = committed.lock().unwrap().clone();
+        let key0: Vec<_> = all.iter().filter(|(k, _)| *k == 0).collect();
+        assert_eq!(key0, [&(0, 1), &(0, 2)], "{all:?}");
+        assert_eq!(all.len(), 3, "{all:?}");
+    });
+}

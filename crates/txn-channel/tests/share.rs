@@ -395,3 +395,44 @@ async fn items_taken_ahead_go_back_untouched_when_their_consumer_goes_or_borrows
         (6, 6, 0, 0)
     );
 }
+
+/// Per key, a consumer takes a key's next items with it (a chain) and hands
+/// each out only when the one before it ended: never two of a key out at
+/// once, and a rolled-back or failed one comes back before the rest.
+#[tokio::test]
+async fn a_keys_items_taken_together_go_out_one_at_a_time_and_in_order() {
+    let (tx, mut rx) = ChannelBuilder::<(u8, u32)>::new()
+        .order_by_key(|item: &(u8, u32)| u64::from(item.0))
+        .capacity(16)
+        .build()
+        .unwrap();
+    for i in 0..4 {
+        tx.send((0, i)).await.unwrap();
+    }
+    tx.send((1, 0)).await.unwrap();
+    // Key 0's first item out: its next ones wait; key 1 may go.
+    let first = rx.begin_owned().await.unwrap();
+    assert_eq!(*first, (0, 0));
+    let other = rx.begin_owned().await.unwrap();
+    assert_eq!(*other, (1, 0));
+    assert!(rx.begin_owned().now_or_never().is_none(), "key 0 is out");
+    // Rolled back: it comes back before the rest of its chain.
+    first.rollback().unwrap();
+    let again = rx.begin_owned().await.unwrap();
+    assert_eq!((*again, again.attempt()), ((0, 0), 2));
+    assert!(rx.begin_owned().now_or_never().is_none(), "key 0 is out");
+    assert_eq!(again.commit(), Ok((0, 0)));
+    // Committed: the next of the chain, handed out by this consumer.
+    let second = rx.begin_owned().await.unwrap();
+    assert_eq!(*second, (0, 1));
+    // Failed (dead-lettered): the next goes.
+    second.fail("bad").unwrap();
+    let third = rx.begin_owned().await.unwrap();
+    assert_eq!((*third, third.attempt()), ((0, 2), 1));
+    // Another consumer may not take key 0 meanwhile, and steals nothing of it.
+    let mut thief = rx.clone();
+    assert!(thief.begin_owned().now_or_never().is_none(), "key 0 is out");
+    drop(third); // rolled back
+    assert_eq!(*thief.begin_owned().await.unwrap(), (0, 2));
+    assert_eq!(other.commit(), Ok((1, 0)));
+}
