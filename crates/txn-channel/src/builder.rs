@@ -232,7 +232,10 @@ impl<T> ChannelBuilder<T> {
     /// consumers (or owned deliveries) as ask, up to
     /// [`max_in_flight`](Self::max_in_flight). A delayed item holds only its
     /// key. Keys take turns: after a key's item ends, its next item queues
-    /// behind the keys already waiting.
+    /// behind the keys already waiting — except for items a consumer took
+    /// ahead for its owned deliveries (no lease, no `max_in_flight`): it
+    /// takes a key's queued items together and hands out each as soon as the
+    /// one before it ended, while the other consumers take the other keys.
     ///
     /// `key` runs on the sending side, once per item, outside the
     /// channel's lock. Keys are compared by a 64-bit hash: two keys with
