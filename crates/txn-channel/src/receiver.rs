@@ -701,13 +701,8 @@ impl<T> Receiver<T> {
                 ready!(self.poll_stream(cx));
                 continue;
             }
-            match idle(&self.shared, st, local, self.id, cx) {
-                Idle::Ended => {
-                    coop.made_progress();
-                    return Poll::Ready(false);
-                }
-                Idle::LookAgain => continue,
-                Idle::Wait => return Poll::Pending,
+            if let Some(polled) = idle(&self.shared, st, local, self.id, cx).outcome(&coop) {
+                return polled;
             }
         }
     }
@@ -834,13 +829,8 @@ impl<T> Receiver<T> {
                 ready!(self.poll_stream(cx));
                 continue;
             }
-            match idle(&self.shared, st, local, self.id, cx) {
-                Idle::Ended => {
-                    coop.made_progress();
-                    return Poll::Ready(false);
-                }
-                Idle::LookAgain => continue,
-                Idle::Wait => return Poll::Pending,
+            if let Some(polled) = idle(&self.shared, st, local, self.id, cx).outcome(&coop) {
+                return polled;
             }
         }
     }
@@ -1415,6 +1405,21 @@ enum Idle {
     /// Registered to be woken (and, if something in the table waits for a
     /// time, its timer set).
     Wait,
+}
+
+impl Idle {
+    /// What the look returns: `None` to look again; the end (a unit of
+    /// `coop`'s budget spent on it) or `Pending` otherwise.
+    fn outcome(self, coop: &tokio::task::coop::RestoreOnPending) -> Option<Poll<bool>> {
+        match self {
+            Idle::Ended => {
+                coop.made_progress();
+                Some(Poll::Ready(false))
+            }
+            Idle::LookAgain => None,
+            Idle::Wait => Some(Poll::Pending),
+        }
+    }
 }
 
 /// Under the lock, for consumer `id` whose look found nothing to take: if
