@@ -212,6 +212,16 @@ impl<T> Default for Ahead<T> {
 /// A consumer's [`Ahead`], shared with the channel.
 pub(crate) type AheadCell<T> = Arc<Mutex<Ahead<T>>>;
 
+/// Under the channel's lock: moves the light commits counted in `cell` into
+/// `table` (`spare` lends its allocation for their keys). They are taken out
+/// under the consumer's lock and moved in after it, so that its next commit
+/// does not wait on the table's work.
+fn absorb_cell<T>(cell: &AheadCell<T>, table: &mut Table<T>, spare: &mut Vec<u64>) {
+    let n = lock(cell).take_commits(spare);
+    table.absorb_commits(n);
+    table.absorb_keyed_commits(spare.drain(..));
+}
+
 /// What a consumer's owned deliveries hold: the channel, and the
 /// consumer's [`Ahead`] (where their light commits are counted).
 pub(crate) struct Home<T> {
@@ -450,9 +460,7 @@ impl<T> Shared<T> {
             let State {
                 table, spare_keys, ..
             } = &mut *st;
-            let n = lock(own).take_commits(spare_keys);
-            table.absorb_commits(n);
-            table.absorb_keyed_commits(spare_keys.drain(..));
+            absorb_cell(own, table, spare_keys);
         }
         st
     }
@@ -524,12 +532,7 @@ impl<T> Shared<T> {
             ..
         } = st;
         for cell in ahead.iter().flatten() {
-            // The commits are taken out under the consumer's lock and moved
-            // in after it, so that its next commit does not wait on the
-            // table's work.
-            let n = lock(cell).take_commits(spare_keys);
-            table.absorb_commits(n);
-            table.absorb_keyed_commits(spare_keys.drain(..));
+            absorb_cell(cell, table, spare_keys);
         }
     }
 
