@@ -152,6 +152,9 @@ mod builder;
 mod dead_letter;
 mod delivery;
 mod error;
+mod inbox;
+#[cfg(test)]
+mod inbox_stress;
 mod metrics;
 mod own_buffer;
 mod owned;

@@ -52,6 +52,8 @@ use async_patterns_core::__private::{CachePadded, WakeList, lock};
 
 use async_patterns_core::RetryPolicy;
 
+use crate::inbox::{Inbox, Push};
+
 use crate::table::{
     Clock, End, Ended, Entry, Expired, Meta, OrderKind, Table, Ticket, retry_delay,
 };
@@ -83,7 +85,7 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send>>;
 pub(crate) struct Shared<T> {
     state: CachePadded<Mutex<State<T>>>,
     /// Values sent and not yet moved into the table (see [`Inbox`]).
-    inbox: CachePadded<Mutex<Inbox<T>>>,
+    inbox: Inbox<T>,
     /// Strict order: the only consumer's commits may owe their slots (see
     /// [`owed`](Self::owed)).
     owes: bool,
@@ -305,10 +307,8 @@ pub(crate) struct State<T> {
     /// Per key: the keys of light commits being moved into the table, kept
     /// for its allocation.
     spare_keys: Vec<u64>,
-    /// The values (and per key their keys) being moved from the [`Inbox`],
-    /// kept for their allocations.
-    spare_values: VecDeque<T>,
-    spare_inbox_keys: VecDeque<u64>,
+    /// The [`Inbox`]'s next position to move into the table.
+    inbox_head: usize,
     senders: usize,
     /// No value is accepted anymore (closed, or the last consumer is gone).
     closed: bool,
@@ -327,26 +327,6 @@ pub(crate) struct State<T> {
 struct Waiter {
     id: u64,
     waker: Waker,
-}
-
-/// Values sent with a free slot and not yet moved into the table. A
-/// sender with a slot queues its value here under this small lock, never
-/// the channel's, so that it does not wait for a consumer's work under
-/// that one; whoever takes the channel's lock to look at the table first
-/// moves what is here into it ([`Shared::lock`]).
-///
-/// `closed` mirrors [`State::closed`] (set under both locks), so a sender
-/// sees a close here. `listening` is set, under both locks, by a consumer
-/// that waits; a sender that queues a value while it is set takes the
-/// channel's lock to wake one. A consumer sets it and looks for values
-/// under this lock, where the sender queues and reads it: either the
-/// consumer sees the value, or the sender sees the flag.
-struct Inbox<T> {
-    values: VecDeque<T>,
-    /// Per key, the hashed key of each value, in step with `values`.
-    keys: VecDeque<u64>,
-    closed: bool,
-    listening: bool,
 }
 
 /// The channel is closed: the receiving side closed it or is gone.
@@ -401,18 +381,12 @@ impl<T> Shared<T> {
                 ahead: Vec::new(),
                 armed: false,
                 spare_keys: Vec::new(),
-                spare_values: VecDeque::new(),
-                spare_inbox_keys: VecDeque::new(),
+                inbox_head: 0,
             })),
             used: CachePadded::new(AtomicUsize::new(0)),
             owed: CachePadded::new(AtomicUsize::new(0)),
             owes: config.order == OrderKind::Strict,
-            inbox: CachePadded::new(Mutex::new(Inbox {
-                values: VecDeque::new(),
-                keys: VecDeque::new(),
-                closed: false,
-                listening: false,
-            })),
+            inbox: Inbox::new(capacity),
             capacity,
             key,
             config,
@@ -466,47 +440,58 @@ impl<T> Shared<T> {
     }
 
     /// Under the lock: moves the values senders queued in the [`Inbox`]
-    /// into the table, in the order they came.
+    /// into the table, in the order they came, up to the first one still
+    /// being written. While consumers wait, listens on the inbox for them
+    /// (a sender that queues the next value wakes one).
     #[inline]
     fn drain_inbox(&self, st: &mut State<T>) {
-        let mut values = std::mem::take(&mut st.spare_values);
-        let mut keys = std::mem::take(&mut st.spare_inbox_keys);
-        {
-            let mut inbox = lock(&self.inbox);
-            // Mirror the waiting consumers (see `Inbox::listening`).
-            inbox.listening = !st.consumers.queue.is_empty();
-            if !inbox.values.is_empty() {
-                std::mem::swap(&mut inbox.values, &mut values);
-                std::mem::swap(&mut inbox.keys, &mut keys);
+        let State {
+            table,
+            inbox_head,
+            consumers,
+            ..
+        } = st;
+        loop {
+            self.inbox
+                .drain(inbox_head, |value, key| table.push(value, key));
+            if consumers.queue.is_empty() || !self.inbox.listen(*inbox_head) {
+                return;
             }
         }
-        if keys.is_empty() {
-            // Not per key: the whole batch joins the queue at once (in O(1)
-            // when the queue is empty).
-            st.table.push_all(&mut values);
-        } else {
-            for (value, key) in values.drain(..).zip(keys.drain(..)) {
-                st.table.push(value, key);
-            }
-        }
-        st.spare_values = values;
-        st.spare_inbox_keys = keys;
     }
 
-    /// Under the lock, for a consumer that is about to wait: sets
-    /// [`Inbox::listening`]. `true` if values came meanwhile: the caller
-    /// looks again instead of waiting.
-    fn listen(&self) -> bool {
-        let mut inbox = lock(&self.inbox);
-        inbox.listening = true;
-        !inbox.values.is_empty()
+    /// [`drain_inbox`](Self::drain_inbox) up to position `upto` of the
+    /// [`Inbox`] (claimed already), waiting for the writes in progress.
+    fn drain_inbox_to(&self, st: &mut State<T>, upto: usize) {
+        let State {
+            table, inbox_head, ..
+        } = st;
+        self.inbox
+            .drain_to(inbox_head, upto, |value, key| table.push(value, key));
+        self.drain_inbox(st);
+    }
+
+    /// Under the lock, for a consumer that is about to wait: listens on the
+    /// [`Inbox`]. `true` if values came meanwhile: the caller looks again
+    /// instead of waiting.
+    fn listen(&self, st: &State<T>) -> bool {
+        self.inbox.listen(st.inbox_head)
     }
 
     /// Under the lock: closes the [`Inbox`] and moves what senders queued
     /// before into the table, so that nothing is queued after the close.
     fn close_inbox(&self, st: &mut State<T>) {
-        lock(&self.inbox).closed = true;
-        self.drain_inbox(st);
+        let claimed = self.inbox.close();
+        self.drain_inbox_to(st, claimed);
+    }
+
+    /// Under the lock: queues `value` in the table behind everything the
+    /// [`Inbox`] holds (a sender's values keep their order whichever way
+    /// each went), and returns the consumer to wake, if any.
+    fn push_locked(&self, st: &mut State<T>, value: T, key: u64) -> Option<Waker> {
+        let claimed = self.inbox.claimed();
+        self.drain_inbox_to(st, claimed);
+        st.push(value, key)
     }
 
     /// Under the lock: moves the light commits made since the last look
@@ -640,7 +625,7 @@ impl<T> Shared<T> {
     /// it must look again instead (values or light commits came since it
     /// looked).
     pub(crate) fn arm_for_wait(&self, st: &mut State<T>) -> bool {
-        if self.listen() {
+        if self.listen(st) {
             return true;
         }
         if self.arm(st) {
@@ -766,7 +751,7 @@ impl<T> Shared<T> {
         if !(st.waiters.is_empty() && self.reclaim_owed(false)) {
             return Err((value, false));
         }
-        let waker = st.push(value, key);
+        let waker = self.push_locked(&mut st, value, key);
         drop(st);
         wake(waker);
         Ok(())
@@ -776,29 +761,34 @@ impl<T> Shared<T> {
     /// wakes a waiting consumer if one listens. If the channel is closed,
     /// gives the slot back and hands `value` back.
     fn queue(&self, value: T, key: u64) -> Result<(), T> {
-        let listening = {
-            let mut inbox = lock(&self.inbox);
-            if inbox.closed {
-                drop(inbox);
+        match self.inbox.push(value, key) {
+            Push::Queued { wake: false } => Ok(()),
+            Push::Queued { wake: true } => {
+                // `lock` moves the value in (and listens again if more
+                // consumers wait).
+                let mut st = self.lock();
+                let mut wakers = WakeList::new();
+                self.wake_one(&mut st, &mut wakers);
+                drop(st);
+                wakers.wake_all();
+                Ok(())
+            }
+            Push::Closed(value) => {
                 self.release(1);
-                return Err(value);
+                Err(value)
             }
-            inbox.values.push_back(value);
-            if self.keyed {
-                inbox.keys.push_back(key);
+            Push::Full(value) => {
+                let mut st = self.lock();
+                if st.closed {
+                    drop(st);
+                    self.release(1);
+                    return Err(value);
+                }
+                let waker = self.push_locked(&mut st, value, key);
+                self.finish_send(st, waker);
+                Ok(())
             }
-            inbox.listening
-        };
-        if listening {
-            // `lock` moves the value in, and sets `listening` anew from
-            // whether anyone still waits.
-            let mut st = self.lock();
-            let mut wakers = WakeList::new();
-            self.wake_one(&mut st, &mut wakers);
-            drop(st);
-            wakers.wake_all();
         }
-        Ok(())
     }
 
     /// Polls for a slot and, once one is held, sends `value` under the same
@@ -828,7 +818,7 @@ impl<T> Shared<T> {
         let polled = self.poll_slot_locked(&mut st, cx, slot);
         let waker = match polled {
             Poll::Ready(Ok(())) => match value.take() {
-                Some(value) => st.push(value, key),
+                Some(value) => self.push_locked(&mut st, value, key),
                 None => None,
             },
             _ => None,

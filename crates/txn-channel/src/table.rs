@@ -483,17 +483,6 @@ impl<T> Table<T> {
         }
     }
 
-    /// Sent items, oldest first, into the fresh queue (every order but per
-    /// key); leaves `items` empty.
-    pub(crate) fn push_all(&mut self, items: &mut VecDeque<T>) {
-        debug_assert!(!self.intake.keyed || items.is_empty());
-        if self.intake.fresh.is_empty() {
-            std::mem::swap(&mut self.intake.fresh, items);
-        } else {
-            self.intake.fresh.append(items);
-        }
-    }
-
     #[inline(never)]
     fn push_keyed(&mut self, item: T, key: u64) {
         let Queues::PerKey {
