@@ -41,7 +41,7 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 ///
 /// # Panics
 ///
-/// If `capacity` is 0 (or above `usize::MAX / 2`), as
+/// If `capacity` is 0 (or above 2<sup>30</sup>), as
 /// `tokio::sync::mpsc::channel` does; the [`ChannelBuilder`] reports the
 /// same as a [`ConfigError`] instead.
 ///
@@ -77,7 +77,7 @@ enum Order<T> {
 ///
 /// | setting | default | accepted |
 /// |---|---|---|
-/// | [`capacity`](Self::capacity) | [`DEFAULT_CAPACITY`] (1024) | 1 to `usize::MAX / 2` |
+/// | [`capacity`](Self::capacity) | [`DEFAULT_CAPACITY`] (1024) | 1 to 2<sup>30</sup> |
 /// | order: [`strict_order`](Self::strict_order), [`order_by_key`](Self::order_by_key), [`unordered`](Self::unordered) | strict | — |
 /// | [`max_in_flight`](Self::max_in_flight) | unlimited (strict order: 1) | at least 1; 1 in strict order |
 /// | [`lease`](Self::lease) | none: a delivery is yours until it ends | more than zero |
@@ -476,7 +476,7 @@ impl<T> ChannelBuilder<T> {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the setting if `capacity` is 0 or above
-    /// `usize::MAX / 2`, `max_in_flight` is 0 (or not 1 in strict order),
+    /// 2<sup>30</sup>, `max_in_flight` is 0 (or not 1 in strict order),
     /// the lease is zero, `max_attempts` is 0, or `max_attempts` is set
     /// without a dead-letter destination.
     ///

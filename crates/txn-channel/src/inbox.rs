@@ -9,7 +9,7 @@
 //! cut) put the sender and a consumer that looks for every few items on
 //! one contended lock, and the sender to sleep on it.
 //!
-//! **Slots.** Positions count up from 0 and map onto a ring of
+//! **Slots.** Positions count up (modulo 2^30) and map onto a ring of
 //! `slots` (a power of two, at least the channel's capacity up to
 //! [`MAX_SLOTS`]), allocated in segments of [`SEGMENT`] the first time a
 //! sender reaches them, so that memory follows what the channel holds as a
@@ -20,20 +20,27 @@
 //! at the tail with a compare-and-swap, once the slot's stamp says it is
 //! free for it, writes, and publishes with a release store.
 //!
-//! **Listening.** A consumer about to wait sets [`LISTENING`] in the tail,
-//! where every sender's claim reads it: the sender whose claim clears it
-//! wakes a consumer once its value is written. The mark's read-modify-write
-//! returns the positions claimed so far: if one is not drained yet, it is
-//! written or being written (nothing between a claim and its write can
-//! wait), so the consumer waits for that write instead of sleeping. Both
-//! sides are read-modify-writes of the one tail, so no fence is needed, and
-//! a send costs two atomic read-modify-writes in all: its capacity slot and
-//! its claim — the write itself is a plain release store.
+//! **One word.** The positions claimed share one atomic word with the
+//! channel's capacity count ([`USED`], with [`WAITING`]: senders wait for a
+//! slot) and two flags, [`CLOSED`] and [`LISTENING`]. A send with a free
+//! slot takes it and claims its position in one compare-and-swap
+//! ([`Inbox::send`]); its write is a plain release store. That one atomic
+//! read-modify-write is the whole cost of a send on the sender's side (a
+//! tokio mpsc send makes four: its permit, its claim, its slot's ready bit
+//! and its receiver's waker).
 //!
-//! **Closing.** The tail carries [`CLOSED`]: once set, no position is
-//! claimed. A position claimed before is being written (the claim and the
-//! write have nothing between them that can wait), so whoever closes drains
-//! up to the last claimed position, spinning on those writes.
+//! **Listening.** A consumer about to wait sets [`LISTENING`] in the word,
+//! which every claim reads: the sender whose claim clears it wakes a
+//! consumer once its value is written. The mark's read-modify-write returns
+//! the positions claimed so far: if one is not drained yet, it is written
+//! or being written (nothing between a claim and its write can wait), so
+//! the consumer waits for that write instead of sleeping. Both sides are
+//! read-modify-writes of the one word, so no fence is needed, and a sender
+//! pays for nothing when nobody listens.
+//!
+//! **Closing.** [`CLOSED`]: once set, no position is claimed. A position
+//! claimed before is being written, so whoever closes drains up to the last
+//! claimed position, spinning on those writes.
 //!
 //! **Full.** Every queued value holds one of the channel's capacity slots,
 //! so the ring fills only when the capacity is above [`MAX_SLOTS`] and the
@@ -48,7 +55,7 @@ use std::ptr;
 
 use async_patterns_core::__private::CachePadded;
 use async_patterns_core::__private::loom::{
-    AtomicPtr, AtomicUsize,
+    AtomicPtr, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Release},
     UnsafeCell, spin_hint,
 };
@@ -66,14 +73,41 @@ pub(crate) const MAX_SLOTS: usize = if cfg!(async_patterns_loom) {
 
 /// In a stamp: the slot is written.
 const FULL: usize = 1;
-/// In the tail: no position is claimed any more.
-const CLOSED: usize = 1;
-/// In the tail: a consumer waits for the next value.
-const LISTENING: usize = 2;
-/// The tail's positions are shifted past its flags.
-const SHIFT: u32 = 2;
-/// One position, in the tail.
-const STEP: usize = 1 << SHIFT;
+
+/// In the word: the channel's capacity slots in use (31 bits).
+const USED: u64 = (1 << 31) - 1;
+/// In the word: no position is claimed any more.
+const CLOSED: u64 = 1 << 31;
+/// In the word: a consumer waits for the next value.
+const LISTENING: u64 = 1 << 32;
+/// In the word: at least one sender waits for a capacity slot (set and
+/// cleared by the channel, under its lock).
+pub(crate) const WAITING: u64 = 1 << 33;
+/// The word's positions claimed are its top bits.
+const POS_SHIFT: u32 = 34;
+/// One position, in the word.
+const POS_ONE: u64 = 1 << POS_SHIFT;
+/// Positions count modulo 2^30 (the word's top 30 bits); a ring is far
+/// smaller, so that a slot's stamp is never mistaken for another lap's.
+const POS_MASK: usize = (1 << (64 - POS_SHIFT)) - 1;
+
+/// The largest capacity a channel can have: half of what [`USED`] counts,
+/// so that a receiver over a stream (whose capacity this is, and which may
+/// hold more than it in bursts of pulled items) never carries into the
+/// flags.
+pub(crate) const MAX_CAPACITY: usize = 1 << 30;
+
+/// The position in `word`.
+fn pos_of(word: u64) -> usize {
+    // The top 30 bits: the cast cannot truncate.
+    (word >> POS_SHIFT) as usize
+}
+
+/// The capacity slots in use in `word`.
+pub(crate) fn used_of(word: u64) -> usize {
+    // 31 bits: the cast cannot truncate.
+    (word & USED) as usize
+}
 
 struct Slot<T> {
     stamp: AtomicUsize,
@@ -82,7 +116,8 @@ struct Slot<T> {
 }
 
 struct Segment<T> {
-    slots: Box<[Slot<T>]>,
+    /// In line: a slot is one pointer away from the ring's table.
+    slots: [Slot<T>; SEGMENT],
 }
 
 impl<T> Segment<T> {
@@ -90,30 +125,34 @@ impl<T> Segment<T> {
     /// waits for its position of the first lap.
     fn new(first: usize) -> Self {
         Segment {
-            slots: (first..first + SEGMENT)
-                .map(|index| Slot {
-                    stamp: AtomicUsize::new(index << 1),
-                    value: UnsafeCell::new(MaybeUninit::uninit()),
-                })
-                .collect(),
+            slots: std::array::from_fn(|offset| Slot {
+                stamp: AtomicUsize::new((first + offset) << 1),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            }),
         }
     }
 }
 
-/// What [`Inbox::push`] did with a value.
+/// What [`Inbox::push`] or [`Inbox::send`] did with a value.
 pub(crate) enum Push<T> {
     /// Queued; `wake`: a consumer listened for it.
     Queued { wake: bool },
     /// The inbox is closed: the value back.
     Closed(T),
-    /// The ring is full: the value back, to be queued under the lock.
+    /// The ring is full: the value back, to be queued under the lock (no
+    /// capacity slot taken).
     Full(T),
+    /// [`send`](Inbox::send) only: no capacity slot is free, or senders wait
+    /// for one: the value back.
+    NoSlot(T),
 }
 
 pub(crate) struct Inbox<T> {
-    /// Positions claimed, shifted by [`SHIFT`], plus [`CLOSED`] and
-    /// [`LISTENING`].
-    tail: CachePadded<AtomicUsize>,
+    /// The channel's capacity slots in use ([`USED`]), [`CLOSED`],
+    /// [`LISTENING`], [`WAITING`] and the positions claimed: one word, so
+    /// that a send takes its slot and claims its position in one
+    /// compare-and-swap.
+    word: CachePadded<AtomicU64>,
     /// The ring's segments, allocated when first reached.
     segments: Box<[AtomicPtr<Segment<T>>]>,
     /// Slots in the ring (a power of two).
@@ -140,7 +179,7 @@ impl<T> Inbox<T> {
             .unwrap_or(MAX_SLOTS)
             .clamp(SEGMENT, MAX_SLOTS);
         Inbox {
-            tail: CachePadded::new(AtomicUsize::new(0)),
+            word: CachePadded::new(AtomicU64::new(0)),
             segments: (0..slots / SEGMENT)
                 .map(|_| AtomicPtr::new(ptr::null_mut()))
                 .collect(),
@@ -188,31 +227,48 @@ impl<T> Inbox<T> {
         (!segment.is_null()).then(|| unsafe { &(*segment).slots[index % SEGMENT] })
     }
 
-    /// Queues `value` (with its `key`) at the tail, without waiting.
-    ///
-    /// The caller holds one of the channel's capacity slots for it.
+    /// Queues `value` (with its `key`) at the tail, without waiting, with
+    /// a capacity slot the caller holds.
+    #[inline]
     pub(crate) fn push(&self, value: T, key: u64) -> Push<T> {
-        let mut tail = self.tail.load(Acquire);
+        self.enqueue(value, key, None)
+    }
+
+    /// Takes a capacity slot, if one of `capacity` is free and no sender
+    /// waits for one, and queues `value` (with its `key`) with it, in one
+    /// compare-and-swap; without waiting.
+    #[inline]
+    pub(crate) fn send(&self, value: T, key: u64, capacity: usize) -> Push<T> {
+        self.enqueue(value, key, Some(capacity))
+    }
+
+    #[inline]
+    fn enqueue(&self, value: T, key: u64, take_slot: Option<usize>) -> Push<T> {
+        let mut word = self.word.load(Acquire);
         loop {
-            if tail & CLOSED != 0 {
+            if word & CLOSED != 0 {
                 return Push::Closed(value);
             }
-            let pos = tail >> SHIFT;
+            if let Some(capacity) = take_slot
+                && (word & WAITING != 0 || used_of(word) >= capacity)
+            {
+                return Push::NoSlot(value);
+            }
+            let pos = pos_of(word);
             let slot = self.slot(pos);
             let stamp = slot.stamp.load(Acquire);
             if stamp != pos << 1 {
-                if stamp >> 1 < pos {
+                let behind = pos.wrapping_sub(stamp >> 1) & POS_MASK;
+                if behind != 0 && behind <= self.slots {
                     // The slot still holds the previous lap.
                     return Push::Full(value);
                 }
-                // Another sender claimed `pos` since the tail was read.
-                tail = self.tail.load(Acquire);
+                // Another sender claimed `pos` since the word was read.
+                word = self.word.load(Acquire);
                 continue;
             }
-            match self
-                .tail
-                .compare_exchange_weak(tail, (tail + STEP) & !LISTENING, AcqRel, Acquire)
-            {
+            let next = word.wrapping_add(POS_ONE + u64::from(take_slot.is_some())) & !LISTENING;
+            match self.word.compare_exchange_weak(word, next, AcqRel, Acquire) {
                 Ok(_) => {
                     // SAFETY: the claim makes this sender the slot's only
                     // writer for `pos`, and the stamp read above (acquire)
@@ -223,13 +279,65 @@ impl<T> Inbox<T> {
                     });
                     slot.stamp.store((pos << 1) | FULL, Release);
                     return Push::Queued {
-                        wake: tail & LISTENING != 0,
+                        wake: word & LISTENING != 0,
                     };
                 }
-                Err(now) => tail = now,
+                Err(now) => word = now,
             }
         }
     }
+
+    // ----- capacity slots ----------------------------------------------
+
+    /// The word as it is now (for its [`used_of`] and [`WAITING`]).
+    #[inline]
+    pub(crate) fn word(&self) -> u64 {
+        self.word.load(Acquire)
+    }
+
+    /// Takes a capacity slot if one of `capacity` is free and no sender
+    /// waits for one.
+    #[inline]
+    pub(crate) fn try_take_slot(&self, capacity: usize) -> bool {
+        let mut word = self.word.load(Acquire);
+        loop {
+            if word & WAITING != 0 || used_of(word) >= capacity {
+                return false;
+            }
+            match self
+                .word
+                .compare_exchange_weak(word, word + 1, AcqRel, Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Takes `n` capacity slots, whatever is free.
+    pub(crate) fn take_slots(&self, n: usize) {
+        self.word.fetch_add(n as u64, AcqRel);
+    }
+
+    /// Gives `n` capacity slots back; returns the word before.
+    #[inline]
+    pub(crate) fn give_slots(&self, n: usize) -> u64 {
+        let before = self.word.fetch_sub(n as u64, AcqRel);
+        debug_assert!(used_of(before) >= n, "gave back more slots than used");
+        before
+    }
+
+    /// Sets [`WAITING`]; returns the word before.
+    pub(crate) fn set_waiting(&self) -> u64 {
+        self.word.fetch_or(WAITING, AcqRel)
+    }
+
+    /// Clears [`WAITING`].
+    pub(crate) fn clear_waiting(&self) {
+        self.word.fetch_and(!WAITING, AcqRel);
+    }
+
+    // ----- the drainer -------------------------------------------------
 
     /// Moves the values written from `head` on into `each`, in order, up to
     /// the first position not written yet; returns how many.
@@ -251,8 +359,9 @@ impl<T> Inbox<T> {
             let (value, key) = slot
                 .value
                 .with(|cell| unsafe { (*cell).assume_init_read() });
-            slot.stamp.store((pos + self.slots) << 1, Release);
-            *head = pos + 1;
+            slot.stamp
+                .store(((pos + self.slots) & POS_MASK) << 1, Release);
+            *head = (pos + 1) & POS_MASK;
             moved += 1;
             each(value, key);
         }
@@ -263,7 +372,7 @@ impl<T> Inbox<T> {
     /// position it claimed at once, with nothing between that can wait.
     pub(crate) fn drain_to(&self, head: &mut usize, upto: usize, mut each: impl FnMut(T, u64)) {
         let mut spins = 0_u32;
-        while *head < upto {
+        while *head != upto {
             if self.drain(head, &mut each) == 0 {
                 backoff(&mut spins);
             }
@@ -272,13 +381,13 @@ impl<T> Inbox<T> {
 
     /// Positions claimed so far (written or being written).
     pub(crate) fn claimed(&self) -> usize {
-        self.tail.load(Acquire) >> SHIFT
+        pos_of(self.word.load(Acquire))
     }
 
     /// Closes the inbox: no value is queued from now on. Returns the
     /// positions claimed before, for the caller to [`drain_to`](Self::drain_to).
     pub(crate) fn close(&self) -> usize {
-        self.tail.fetch_or(CLOSED, AcqRel) >> SHIFT
+        pos_of(self.word.fetch_or(CLOSED, AcqRel))
     }
 
     /// For a consumer about to wait, with `head` the drainer's: sets
@@ -287,7 +396,7 @@ impl<T> Inbox<T> {
     /// already: the caller drains instead of waiting (this returns once the
     /// one at the head is written).
     pub(crate) fn listen(&self, head: usize) -> bool {
-        let claimed = self.tail.fetch_or(LISTENING, AcqRel) >> SHIFT;
+        let claimed = pos_of(self.word.fetch_or(LISTENING, AcqRel));
         if claimed == head {
             return false;
         }
@@ -345,12 +454,12 @@ mod loom_models {
     use async_patterns_core::__private::loom::Arc;
     use loom::thread;
 
-    use super::{Inbox, Push};
+    use super::{Inbox, Push, used_of};
 
     fn queued(push: Push<u32>) -> bool {
         match push {
             Push::Queued { .. } => true,
-            Push::Closed(_) | Push::Full(_) => false,
+            Push::Closed(_) | Push::Full(_) | Push::NoSlot(_) => false,
         }
     }
 
@@ -421,7 +530,7 @@ mod loom_models {
                 let inbox = inbox.clone();
                 thread::spawn(move || match inbox.push(7, 0) {
                     Push::Queued { wake } => wake,
-                    Push::Closed(_) | Push::Full(_) => panic!("open, with room"),
+                    Push::Closed(_) | Push::Full(_) | Push::NoSlot(_) => panic!("open, with room"),
                 })
             };
             let mut head = 0;
@@ -461,6 +570,43 @@ mod loom_models {
             out.sort_unstable();
             assert_eq!(out, accepted);
             assert!(matches!(inbox.push(3, 0), Push::Closed(3)));
+        });
+    }
+
+    /// Two senders take the channel's one capacity slot with their claim
+    /// while the drainer gives back the slot of what it drained: a send
+    /// finds no slot only while the other's value holds it, and the count
+    /// ends at what is still held.
+    #[test]
+    fn a_send_takes_its_slot_with_its_claim() {
+        loom::model(|| {
+            let inbox = Arc::new(Inbox::<u32>::new(1));
+            let senders: Vec<_> = [1, 2]
+                .into_iter()
+                .map(|v| {
+                    let inbox = inbox.clone();
+                    thread::spawn(move || match inbox.send(v, 0, 1) {
+                        Push::Queued { .. } => true,
+                        Push::NoSlot(_) => false,
+                        Push::Closed(_) | Push::Full(_) => panic!("open, with room"),
+                    })
+                })
+                .collect();
+            let mut head = 0;
+            let drained = inbox.drain(&mut head, |_, _| {});
+            inbox.give_slots(drained);
+            let queued = senders
+                .into_iter()
+                .map(|s| s.join().unwrap())
+                .filter(|&queued| queued)
+                .count();
+            assert!(queued >= 1, "the first send finds the slot free");
+            if queued == 2 {
+                assert_eq!(drained, 1, "the second took the slot the first gave back");
+            }
+            let rest = inbox.drain(&mut head, |_, _| {});
+            assert_eq!(drained + rest, queued);
+            assert_eq!(used_of(inbox.word()), queued - drained);
         });
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::thread;
 
-use crate::inbox::{Inbox, Push};
+use crate::inbox::{Inbox, Push, used_of};
 
 /// Values each sender sends.
 const PER_SENDER: u32 = if cfg!(miri) { 40 } else { 20_000 };
@@ -28,6 +28,7 @@ fn send_all(inbox: &Inbox<String>, sender: u32) -> u32 {
                     thread::yield_now();
                 }
                 Push::Closed(_) => return i,
+                Push::NoSlot(_) => unreachable!("`push` takes no slot"),
             }
         }
     }
@@ -134,4 +135,53 @@ fn stress_values_left_in_the_inbox_are_dropped_with_it() {
         sender.join().unwrap();
     }
     drop(inbox);
+}
+
+/// Like `send_all`, each value taking one of `capacity` slots with its
+/// claim ([`Inbox::send`]), retrying while none is free.
+fn send_all_with_slots(inbox: &Inbox<String>, sender: u32, capacity: usize) -> u32 {
+    for i in 0..PER_SENDER {
+        let mut value = format!("{}", (sender << 16) | i);
+        loop {
+            match inbox.send(value, u64::from(sender), capacity) {
+                Push::Queued { .. } => break,
+                Push::NoSlot(back) | Push::Full(back) => {
+                    value = back;
+                    thread::yield_now();
+                }
+                Push::Closed(_) => return i,
+            }
+        }
+    }
+    PER_SENDER
+}
+
+#[test]
+fn stress_senders_taking_slots_with_their_claims_never_exceed_the_capacity() {
+    const CAPACITY: usize = 8;
+    let inbox = Arc::new(Inbox::<String>::new(CAPACITY));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let inbox = inbox.clone();
+            thread::spawn(move || send_all_with_slots(&inbox, sender, CAPACITY))
+        })
+        .collect();
+    let mut head = 0;
+    let mut out = Vec::new();
+    let total = (SENDERS * PER_SENDER) as usize;
+    while out.len() < total {
+        let drained = inbox.drain(&mut head, |v, k| out.push((v, k)));
+        let used = used_of(inbox.word());
+        assert!(used <= CAPACITY, "{used} slots in use of {CAPACITY}");
+        // What was drained is "committed": its slots go back.
+        inbox.give_slots(drained);
+        if drained == 0 {
+            thread::yield_now();
+        }
+    }
+    for sender in senders {
+        assert_eq!(sender.join().unwrap(), PER_SENDER);
+    }
+    assert_eq!(check_order(&out), vec![PER_SENDER; SENDERS as usize]);
+    assert_eq!(used_of(inbox.word()), 0);
 }

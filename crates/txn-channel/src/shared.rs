@@ -21,12 +21,13 @@
 //! back only when the item is committed or dead-lettered, so `capacity`
 //! bounds every item that has not left the channel — queued, in flight, or
 //! given back — not only those still queued. Slots are given back without
-//! the lock: `used` is an atomic, and its top bit, [`WAITING`], says whether
-//! senders wait. Both the release (`fetch_sub`) and a sender that starts to
-//! wait (`fetch_or`) are read-modify-writes of that one atomic, so one of
-//! them always sees the other: either the release sees the flag and hands
-//! the slot to the oldest waiter, or the sender sees the free slot and takes
-//! it.
+//! the lock: the count of slots in use is part of the [`Inbox`]'s atomic
+//! word (a send takes its slot and claims its place in the inbox in one
+//! compare-and-swap), and a flag there, [`WAITING`], says whether senders
+//! wait. Both the release (`fetch_sub`) and a sender that starts to wait
+//! (`fetch_or`) are read-modify-writes of that one word, so one of them
+//! always sees the other: either the release sees the flag and hands the
+//! slot to the oldest waiter, or the sender sees the free slot and takes it.
 //!
 //! **Consumers.** Every [`Receiver`](crate::Receiver) clone has a slot in
 //! [`Consumers`]. A consumer that finds nothing to take registers its waker
@@ -52,20 +53,16 @@ use async_patterns_core::__private::{CachePadded, WakeList, lock};
 
 use async_patterns_core::RetryPolicy;
 
-use crate::inbox::{Inbox, Push};
+use crate::inbox::{Inbox, Push, WAITING, used_of};
 
 use crate::table::{
     Clock, End, Ended, Entry, Expired, Meta, OrderKind, Table, Ticket, retry_delay,
 };
 
-/// Set in [`Shared::used`] while at least one sender waits for a slot.
-const WAITING: usize = 1 << (usize::BITS - 1);
-
 /// Set in [`Shared::owed`] while senders want room (see there).
 const WANTED: usize = 1 << (usize::BITS - 1);
 
-/// The largest capacity a channel can have: the bits below [`WAITING`].
-pub(crate) const MAX_CAPACITY: usize = WAITING - 1;
+pub(crate) use crate::inbox::MAX_CAPACITY;
 
 /// Hashes an item's key (per-key order).
 pub(crate) type KeyFn<T> = Box<dyn Fn(&T) -> u64 + Send + Sync>;
@@ -89,18 +86,15 @@ pub(crate) struct Shared<T> {
     /// Strict order: the only consumer's commits may owe their slots (see
     /// [`owed`](Self::owed)).
     owes: bool,
-    /// Slots in use, plus [`WAITING`]. Senders add with a compare-and-swap
-    /// (or under the lock, when they wait); commits subtract without it.
-    used: CachePadded<AtomicUsize>,
     /// Strict order: slots the consumer's own buffer freed by commits and
-    /// did not give back to [`used`](Self::used) yet, plus [`WANTED`].
+    /// did not give back to the slots in use yet, plus [`WANTED`].
     ///
-    /// Giving a slot back at every commit would move `used`'s cache line
+    /// Giving a slot back at every commit would move the inbox word's line
     /// from the sender's CPU to the consumer's and back for every item
     /// (tokio's `recv_many` gives its permits back once per call). So the
     /// consumer only counts them here, on a line of its own, and gives them
     /// back when a sender wants room: a sender that finds the channel full
-    /// takes them back into `used` itself, under the lock, before it waits
+    /// takes them back itself, under the lock, before it waits
     /// or fails — and one that is about to wait sets [`WANTED`] in the same
     /// atomic swap, after which every commit gives its slot back at once
     /// ([`release_lazy`](Self::release_lazy) sees the flag in the result of
@@ -383,7 +377,6 @@ impl<T> Shared<T> {
                 spare_keys: Vec::new(),
                 inbox_head: 0,
             })),
-            used: CachePadded::new(AtomicUsize::new(0)),
             owed: CachePadded::new(AtomicUsize::new(0)),
             owes: config.order == OrderKind::Strict,
             inbox: Inbox::new(capacity),
@@ -725,7 +718,7 @@ impl<T> Shared<T> {
     pub(crate) fn push_pulled(&self, item: T) {
         let key = self.key_of(&item);
         let mut st = self.lock();
-        self.used.fetch_add(1, AcqRel);
+        self.inbox.take_slots(1);
         st.table.push(item, key);
     }
 
@@ -733,15 +726,26 @@ impl<T> Shared<T> {
     /// from the stream: they take slots and count as taken (so as sent).
     pub(crate) fn count_pulled(&self, n: usize) {
         let _st = self.lock();
-        self.used.fetch_add(n, AcqRel);
+        self.inbox.take_slots(n);
         SoloCounts::add(&self.solo.taken, n);
     }
 
     /// Sends `value` if a slot is free and no earlier sender waits for one.
     pub(crate) fn try_send(&self, value: T, key: u64) -> Result<(), (T, bool)> {
-        if self.try_take_slot() {
-            return self.queue(value, key).map_err(|value| (value, true));
-        }
+        let value = match self.inbox.send(value, key, self.capacity) {
+            Push::Queued { wake } => {
+                self.queued(wake);
+                return Ok(());
+            }
+            Push::Closed(value) => return Err((value, true)),
+            Push::Full(value) => {
+                if self.try_take_slot() {
+                    return self.queue_locked(value, key).map_err(|value| (value, true));
+                }
+                value
+            }
+            Push::NoSlot(value) => value,
+        };
         // Full, or senders wait: a slot the consumer's commits owe may
         // still be free (only if no earlier sender waits for it).
         let mut st = self.lock();
@@ -762,33 +766,47 @@ impl<T> Shared<T> {
     /// gives the slot back and hands `value` back.
     fn queue(&self, value: T, key: u64) -> Result<(), T> {
         match self.inbox.push(value, key) {
-            Push::Queued { wake: false } => Ok(()),
-            Push::Queued { wake: true } => {
-                // `lock` moves the value in (and listens again if more
-                // consumers wait).
-                let mut st = self.lock();
-                let mut wakers = WakeList::new();
-                self.wake_one(&mut st, &mut wakers);
-                drop(st);
-                wakers.wake_all();
+            Push::Queued { wake } => {
+                self.queued(wake);
                 Ok(())
             }
             Push::Closed(value) => {
                 self.release(1);
                 Err(value)
             }
-            Push::Full(value) => {
-                let mut st = self.lock();
-                if st.closed {
-                    drop(st);
-                    self.release(1);
-                    return Err(value);
-                }
-                let waker = self.push_locked(&mut st, value, key);
-                self.finish_send(st, waker);
-                Ok(())
-            }
+            Push::Full(value) => self.queue_locked(value, key),
+            Push::NoSlot(_) => unreachable!("`push` takes no slot"),
         }
+    }
+
+    /// A value was queued in the [`Inbox`]; `wake`: a consumer listened.
+    #[inline]
+    fn queued(&self, wake: bool) {
+        if wake {
+            // `lock` moves the value in (and listens again if more
+            // consumers wait).
+            let mut st = self.lock();
+            let mut wakers = WakeList::new();
+            self.wake_one(&mut st, &mut wakers);
+            drop(st);
+            wakers.wake_all();
+        }
+    }
+
+    /// Queues `value` with a slot the caller holds under the channel's lock
+    /// (the [`Inbox`]'s ring is full). If the channel is closed, gives the
+    /// slot back and hands `value` back.
+    #[cold]
+    fn queue_locked(&self, value: T, key: u64) -> Result<(), T> {
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            self.release(1);
+            return Err(value);
+        }
+        let waker = self.push_locked(&mut st, value, key);
+        self.finish_send(st, waker);
+        Ok(())
     }
 
     /// Polls for a slot and, once one is held, sends `value` under the same
@@ -800,19 +818,32 @@ impl<T> Shared<T> {
         value: &mut Option<T>,
         key: u64,
     ) -> Poll<Result<(), Closed>> {
-        if !slot.is_waiting() && self.try_take_slot() {
+        if !slot.is_waiting() {
             // A free slot and nobody waiting for one: no channel lock.
             let Some(v) = value.take() else {
-                self.release(1);
                 return Poll::Ready(Ok(()));
             };
-            return Poll::Ready(match self.queue(v, key) {
-                Ok(()) => Ok(()),
-                Err(v) => {
-                    *value = Some(v);
-                    Err(Closed)
+            let back = match self.inbox.send(v, key, self.capacity) {
+                Push::Queued { wake } => {
+                    self.queued(wake);
+                    return Poll::Ready(Ok(()));
                 }
-            });
+                Push::Closed(v) => {
+                    *value = Some(v);
+                    return Poll::Ready(Err(Closed));
+                }
+                Push::Full(v) if self.try_take_slot() => {
+                    return Poll::Ready(match self.queue_locked(v, key) {
+                        Ok(()) => Ok(()),
+                        Err(v) => {
+                            *value = Some(v);
+                            Err(Closed)
+                        }
+                    });
+                }
+                Push::Full(v) | Push::NoSlot(v) => v,
+            };
+            *value = Some(back);
         }
         let mut st = self.lock();
         let polled = self.poll_slot_locked(&mut st, cx, slot);
@@ -859,7 +890,7 @@ impl<T> Shared<T> {
         if let Some(at) = st.waiters.iter().position(|w| w.id == id) {
             st.waiters.remove(at);
             if st.waiters.is_empty() {
-                self.used.fetch_and(!WAITING, AcqRel);
+                self.inbox.clear_waiting();
                 self.unwanted();
             }
         }
@@ -868,19 +899,7 @@ impl<T> Shared<T> {
     /// Takes a slot if one is free and nobody waits for one ([`WAITING`]
     /// is set exactly while senders wait, under the lock); without the lock.
     fn try_take_slot(&self) -> bool {
-        let mut used = self.used.load(Acquire);
-        loop {
-            if used & WAITING != 0 || used >= self.capacity {
-                return false;
-            }
-            match self
-                .used
-                .compare_exchange_weak(used, used + 1, AcqRel, Acquire)
-            {
-                Ok(_) => return true,
-                Err(now) => used = now,
-            }
-        }
+        self.inbox.try_take_slot(self.capacity)
     }
 
     fn poll_slot_locked(
@@ -895,7 +914,7 @@ impl<T> Shared<T> {
                 if st.closed {
                     // Nobody waits on a closed channel: give the slot back
                     // without looking for a waiter to grant it to.
-                    self.used.fetch_sub(1, AcqRel);
+                    self.inbox.give_slots(1);
                     return Poll::Ready(Err(Closed));
                 }
                 return Poll::Ready(Ok(()));
@@ -919,19 +938,19 @@ impl<T> Shared<T> {
             return Poll::Ready(Ok(()));
         }
         if st.waiters.is_empty() {
-            // Strict order: the slots the consumer's commits owe, back into
-            // `used`; from now on each commit gives its slot back at once.
+            // Strict order: the slots the consumer's commits owe, given
+            // back; from now on each commit gives its slot back at once.
             if self.reclaim_owed(true) {
                 self.owed.fetch_and(!WANTED, AcqRel);
                 return Poll::Ready(Ok(()));
             }
-            let before = self.used.fetch_or(WAITING, AcqRel);
-            if before & !WAITING < self.capacity {
+            let before = self.inbox.set_waiting();
+            if used_of(before) < self.capacity {
                 // A slot was freed after `try_take_slot` looked and before
                 // the flag was up, so its release did not look for waiters:
                 // take the slot now.
-                self.used.fetch_add(1, AcqRel);
-                self.used.fetch_and(!WAITING, AcqRel);
+                self.inbox.take_slots(1);
+                self.inbox.clear_waiting();
                 self.owed.fetch_and(!WANTED, AcqRel);
                 return Poll::Ready(Ok(()));
             }
@@ -973,7 +992,7 @@ impl<T> Shared<T> {
     }
 
     /// Under the lock, strict order, no sender waiting: takes the slots
-    /// [`owed`](Self::owed) back into `used` and, if that freed one, takes
+    /// [`owed`](Self::owed) back and, if that freed one, takes
     /// it for the caller. `wanted`: the caller waits if this finds none, so
     /// from now on commits give their slots back at once ([`WANTED`]).
     fn reclaim_owed(&self, wanted: bool) -> bool {
@@ -989,7 +1008,7 @@ impl<T> Shared<T> {
         if n == 0 {
             return false;
         }
-        self.used.fetch_sub(n, AcqRel);
+        self.inbox.give_slots(n);
         self.try_take_slot()
     }
 
@@ -1007,8 +1026,7 @@ impl<T> Shared<T> {
         if n == 0 {
             return;
         }
-        let before = self.used.fetch_sub(n, AcqRel);
-        debug_assert!(before & !WAITING >= n, "released more slots than used");
+        let before = self.inbox.give_slots(n);
         if before & WAITING == 0 {
             return;
         }
@@ -1031,15 +1049,15 @@ impl<T> Shared<T> {
             if wakers.is_full() {
                 return true;
             }
-            if self.used.load(Acquire) & !WAITING >= self.capacity {
+            if used_of(self.inbox.word()) >= self.capacity {
                 return false;
             }
-            self.used.fetch_add(1, AcqRel);
+            self.inbox.take_slots(1);
             st.last_granted = front.id;
             let waiter = st.waiters.pop_front().expect("front exists");
             wakers.push(waiter.waker);
         }
-        self.used.fetch_and(!WAITING, AcqRel);
+        self.inbox.clear_waiting();
         self.unwanted();
         false
     }
@@ -1084,7 +1102,7 @@ impl<T> Shared<T> {
         }
         drop(st);
         if !senders.is_empty() {
-            self.used.fetch_and(!WAITING, AcqRel);
+            self.inbox.clear_waiting();
             self.unwanted();
         }
         self.release(dropped.len());
@@ -1105,7 +1123,7 @@ impl<T> Shared<T> {
         self.wake_consumers(&mut st, &mut wakers);
         drop(st);
         if !senders.is_empty() {
-            self.used.fetch_and(!WAITING, AcqRel);
+            self.inbox.clear_waiting();
             self.unwanted();
         }
         for waiter in senders {
@@ -1638,7 +1656,7 @@ mod loom_in_flight_table {
                     assert_eq!((counts.committed, counts.expired), (1, 0));
                     assert!(st.table.is_empty());
                     drop(st);
-                    assert_eq!(shared.used.load(Acquire) & !WAITING, 0);
+                    assert_eq!(used_of(shared.inbox.word()), 0);
                 }
                 Err(Expired) => {
                     // The expiry came first: the item is back, queued, its
@@ -1646,7 +1664,7 @@ mod loom_in_flight_table {
                     assert_eq!((counts.committed, counts.expired), (0, 1));
                     assert_eq!((st.table.len(), st.table.in_flight()), (1, 0));
                     drop(st);
-                    assert_eq!(shared.used.load(Acquire) & !WAITING, 1);
+                    assert_eq!(used_of(shared.inbox.word()), 1);
                 }
                 other => panic!("unexpected end {other:?}"),
             }

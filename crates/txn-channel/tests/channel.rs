@@ -293,6 +293,20 @@ fn builder_names_the_rejected_setting() {
             .build()
             .is_err()
     );
+    // The largest capacity is 2^30: it builds (nothing is allocated for
+    // it up front), one more does not.
+    let err = ChannelBuilder::<u8>::new()
+        .capacity((1 << 30) + 1)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "capacity");
+    let (tx, mut rx) = ChannelBuilder::<u8>::new()
+        .capacity(1 << 30)
+        .build()
+        .unwrap();
+    tx.try_send(1).unwrap();
+    assert_eq!(rx.try_recv(), Ok(1));
+    assert_eq!(rx.metrics().committed, 1);
 
     let err = ChannelBuilder::<u8>::new()
         .max_attempts(0)
