@@ -614,7 +614,7 @@ impl<T> Shared<T> {
     }
 
     /// Under the lock, for a consumer that registered to wait: listens for
-    /// senders ([`Inbox::listening`]) and arms the light commits. `true` if
+    /// senders ([`Inbox::listen`]) and arms the light commits. `true` if
     /// it must look again instead (values or light commits came since it
     /// looked).
     pub(crate) fn arm_for_wait(&self, st: &mut State<T>) -> bool {
