@@ -71,6 +71,14 @@ fn stress_senders_and_a_listening_drainer_keep_every_value_once_and_in_order() {
             if looks.is_multiple_of(8) && inbox.listen(head) {
                 assert_ne!(inbox.drain(&mut head, |v, k| out.push((v, k))), 0);
             }
+            // And drain up to what is claimed now while the senders go on
+            // (as a value queued under the channel's lock does): it stops
+            // there.
+            if looks.is_multiple_of(5) {
+                let upto = inbox.claimed();
+                inbox.drain_to(&mut head, upto, |v, k| out.push((v, k)));
+                assert_eq!(head, upto);
+            }
             thread::yield_now();
         }
     }
