@@ -11,7 +11,9 @@ use std::task::{Context, Waker};
 
 use async_patterns_txn_channel::{SendError, channel};
 use loom::future::block_on;
-use loom::thread;
+
+mod loom_support;
+use loom_support::spawn;
 
 /// The two models with three threads or three sends are bounded to
 /// `PREEMPTIONS` preemptions, so that each runs in seconds in release mode
@@ -29,7 +31,7 @@ fn bounded(f: impl Fn() + Sync + Send + 'static) {
 fn a_rollback_after_the_senders_left_is_redelivered_before_the_end() {
     loom::model(|| {
         let (tx, mut rx) = channel(1);
-        let producer = thread::spawn(move || {
+        let producer = spawn(move || {
             block_on(tx.send(1)).unwrap();
             // `tx` is dropped here, racing the deliveries below.
         });
@@ -51,7 +53,7 @@ fn a_commit_racing_a_close_either_delivers_the_waiting_value_or_hands_it_back() 
     loom::model(|| {
         let (tx, mut rx) = channel(1);
         tx.try_send(1).unwrap();
-        let producer = thread::spawn(move || block_on(tx.send(2)));
+        let producer = spawn(move || block_on(tx.send(2)));
         let mut delivered = Vec::new();
         block_on(async {
             let delivery = rx.begin().await.unwrap();
@@ -76,7 +78,7 @@ fn a_rolled_back_item_keeps_its_slot_and_survives_the_close() {
     loom::model(|| {
         let (tx, mut rx) = channel(1);
         tx.try_send(1).unwrap();
-        let producer = thread::spawn(move || block_on(tx.send(2)));
+        let producer = spawn(move || block_on(tx.send(2)));
         block_on(async {
             rx.begin().await.unwrap().rollback();
             rx.close();
@@ -94,7 +96,7 @@ fn a_rolled_back_item_keeps_its_slot_and_survives_the_close() {
 fn commits_wake_a_blocking_sender_every_time() {
     bounded(|| {
         let (tx, mut rx) = channel(1);
-        let producer = thread::spawn(move || {
+        let producer = spawn(move || {
             for i in 0..3 {
                 tx.send_blocking(i).unwrap();
             }
@@ -117,7 +119,7 @@ fn a_waiter_that_gives_up_passes_its_granted_slot_on() {
         tx.try_send(0).unwrap();
         let quitter = {
             let tx = tx.clone();
-            thread::spawn(move || {
+            spawn(move || {
                 // Polled once — waiting, or handed the slot at once — then dropped.
                 let mut reserve = pin!(tx.reserve());
                 let polled = reserve
@@ -126,7 +128,7 @@ fn a_waiter_that_gives_up_passes_its_granted_slot_on() {
                 drop(polled);
             })
         };
-        let sender = thread::spawn(move || block_on(tx.send(2)));
+        let sender = spawn(move || block_on(tx.send(2)));
         block_on(async {
             assert_eq!(rx.begin().await.unwrap().commit(), 0);
             // Only reachable if the slot freed above reaches `sender`, even
@@ -147,7 +149,7 @@ fn a_commit_gives_its_slot_to_a_waiting_sender_before_the_next_begin() {
     loom::model(|| {
         let (tx, mut rx) = channel(1);
         tx.try_send(1).unwrap();
-        let producer = thread::spawn(move || block_on(tx.send(2)).unwrap());
+        let producer = spawn(move || block_on(tx.send(2)).unwrap());
         let delivery = block_on(rx.begin()).unwrap();
         assert_eq!(delivery.commit(), 1);
         producer.join().unwrap();
@@ -162,7 +164,7 @@ fn a_batch_commit_gives_its_slots_to_a_waiting_sender_before_the_next_begin() {
         let (tx, mut rx) = channel(2);
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
-        let producer = thread::spawn(move || block_on(tx.send(3)).unwrap());
+        let producer = spawn(move || block_on(tx.send(3)).unwrap());
         let batch = block_on(rx.begin_batch(2)).unwrap();
         assert_eq!(batch.commit_all().collect::<Vec<_>>(), [1, 2]);
         producer.join().unwrap();

@@ -8,7 +8,9 @@
 use async_patterns_txn_channel::{ChannelBuilder, channel};
 use loom::future::block_on;
 use loom::sync::{Arc, Mutex};
-use loom::thread;
+
+mod loom_support;
+use loom_support::spawn;
 
 /// The two-consumer model bounded to 5 preemptions: 16,738 interleavings,
 /// seconds in release mode. Unbounded, loom explores 1.7 million of them
@@ -29,7 +31,7 @@ fn an_owned_commit_on_another_thread_lets_the_waiting_consumer_take_the_next_ite
         tx.try_send(2).unwrap();
         drop(tx);
         let first = block_on(rx.begin_owned()).unwrap();
-        let worker = thread::spawn(move || first.commit().unwrap());
+        let worker = spawn(move || first.commit().unwrap());
         // Strict order: this waits until the commit, then takes 2.
         let second = block_on(rx.begin_owned()).unwrap();
         assert_eq!(*second, 2);
@@ -46,7 +48,7 @@ fn a_rollback_on_another_thread_comes_back_to_the_waiting_consumer() {
         tx.try_send(1).unwrap();
         drop(tx);
         let first = block_on(rx.begin_owned()).unwrap();
-        let worker = thread::spawn(move || drop(first));
+        let worker = spawn(move || drop(first));
         let again = block_on(rx.begin_owned()).unwrap();
         assert_eq!((*again, again.attempt()), (1, 2));
         worker.join().unwrap();
@@ -67,7 +69,7 @@ fn consumers_on_two_threads_commit_each_item_once_and_both_see_the_end() {
         let mut other = rx.clone();
         let mut mine = rx;
         let seen = Arc::clone(&committed);
-        let consumer = thread::spawn(move || {
+        let consumer = spawn(move || {
             block_on(async {
                 while let Some(delivery) = other.begin().await {
                     seen.lock().unwrap().push(delivery.commit());
@@ -94,18 +96,21 @@ fn a_send_without_the_channel_lock_wakes_a_consumer_about_to_wait() {
     // The send takes a free slot and queues in the inbox without the
     // channel's lock; the consumer drains the inbox, finds nothing and
     // listens. Either it sees the value or the sender sees it listening.
+    // The sender stays alive until the consumer has the value (its drop
+    // would wake the consumer anyway, hiding a lost wake-up).
     loom::model(|| {
         let (tx, mut rx) = ChannelBuilder::<u32>::new()
             .unordered()
             .capacity(2)
             .build()
             .unwrap();
-        let sender = thread::spawn(move || {
+        let sender = spawn(move || {
             tx.try_send(7).unwrap();
+            tx
         });
         let got = block_on(rx.begin_owned()).unwrap();
         assert_eq!(got.commit().unwrap(), 7);
-        sender.join().unwrap();
+        drop(sender.join().unwrap());
         assert!(block_on(rx.begin_owned()).is_none());
     });
 }
@@ -121,7 +126,7 @@ fn a_light_commit_on_another_thread_wakes_the_consumer_waiting_for_the_end() {
         tx.try_send(1).unwrap();
         drop(tx);
         let first = block_on(rx.begin_owned()).unwrap();
-        let worker = thread::spawn(move || first.commit().unwrap());
+        let worker = spawn(move || first.commit().unwrap());
         assert!(block_on(rx.begin_owned()).is_none());
         assert_eq!(worker.join().unwrap(), 1);
         let m = rx.metrics();
@@ -142,7 +147,7 @@ fn a_light_commit_on_another_thread_frees_its_key_for_the_waiting_consumer() {
         tx.try_send(2).unwrap();
         drop(tx);
         let first = block_on(rx.begin_owned()).unwrap();
-        let worker = thread::spawn(move || first.commit().unwrap());
+        let worker = spawn(move || first.commit().unwrap());
         let second = block_on(rx.begin_owned()).unwrap();
         assert_eq!(*second, 2);
         assert_eq!(worker.join().unwrap(), 1);
@@ -170,7 +175,7 @@ fn consumers_taking_ahead_and_stealing_on_two_threads_commit_each_item_once() {
         let mut other = rx.clone();
         let mut mine = rx;
         let seen = Arc::clone(&committed);
-        let consumer = thread::spawn(move || {
+        let consumer = spawn(move || {
             block_on(async {
                 while let Some(delivery) = other.begin_owned().await {
                     seen.lock().unwrap().push(delivery.commit().unwrap());
@@ -210,7 +215,7 @@ fn per_key_chains_on_two_threads_keep_each_keys_order() {
         let mut other = rx.clone();
         let mut mine = rx;
         let seen = Arc::clone(&committed);
-        let consumer = thread::spawn(move || {
+        let consumer = spawn(move || {
             block_on(async {
                 while let Some(delivery) = other.begin_owned().await {
                     let item = *delivery;
