@@ -16,19 +16,26 @@ const PER_SENDER: u32 = if cfg!(miri) { 40 } else { 20_000 };
 const SENDERS: u32 = 3;
 
 /// Sends `PER_SENDER` values (`sender << 16 | i`, as strings: values that
-/// own memory), retrying while the ring is full; the number it sent.
-fn send_all(inbox: &Inbox<String>, sender: u32) -> u32 {
+/// own memory), retrying while the ring is full; the number it sent. With
+/// `slots`, each value takes one of that many capacity slots with its claim
+/// ([`Inbox::send`]), retrying while none is free; without, the sender
+/// holds its slots already ([`Inbox::push`]).
+fn send_all(inbox: &Inbox<String>, sender: u32, slots: Option<usize>) -> u32 {
     for i in 0..PER_SENDER {
         let mut value = format!("{}", (sender << 16) | i);
         loop {
-            match inbox.push(value, u64::from(sender)) {
+            let key = u64::from(sender);
+            let pushed = match slots {
+                Some(capacity) => inbox.send(value, key, capacity),
+                None => inbox.push(value, key),
+            };
+            match pushed {
                 Push::Queued { .. } => break,
-                Push::Full(back) => {
+                Push::NoSlot(back) | Push::Full(back) => {
                     value = back;
                     thread::yield_now();
                 }
                 Push::Closed(_) => return i,
-                Push::NoSlot(_) => unreachable!("`push` takes no slot"),
             }
         }
     }
@@ -56,7 +63,7 @@ fn stress_senders_and_a_listening_drainer_keep_every_value_once_and_in_order() {
     let senders: Vec<_> = (0..SENDERS)
         .map(|sender| {
             let inbox = inbox.clone();
-            thread::spawn(move || send_all(&inbox, sender))
+            thread::spawn(move || send_all(&inbox, sender, None))
         })
         .collect();
     let mut head = 0;
@@ -99,7 +106,7 @@ fn stress_a_close_racing_senders_drains_everything_it_accepted() {
                 while !go.load(SeqCst) {
                     thread::yield_now();
                 }
-                send_all(&inbox, sender)
+                send_all(&inbox, sender, None)
             })
         })
         .collect();
@@ -145,25 +152,6 @@ fn stress_values_left_in_the_inbox_are_dropped_with_it() {
     drop(inbox);
 }
 
-/// Like `send_all`, each value taking one of `capacity` slots with its
-/// claim ([`Inbox::send`]), retrying while none is free.
-fn send_all_with_slots(inbox: &Inbox<String>, sender: u32, capacity: usize) -> u32 {
-    for i in 0..PER_SENDER {
-        let mut value = format!("{}", (sender << 16) | i);
-        loop {
-            match inbox.send(value, u64::from(sender), capacity) {
-                Push::Queued { .. } => break,
-                Push::NoSlot(back) | Push::Full(back) => {
-                    value = back;
-                    thread::yield_now();
-                }
-                Push::Closed(_) => return i,
-            }
-        }
-    }
-    PER_SENDER
-}
-
 #[test]
 fn stress_senders_taking_slots_with_their_claims_never_exceed_the_capacity() {
     const CAPACITY: usize = 8;
@@ -171,7 +159,7 @@ fn stress_senders_taking_slots_with_their_claims_never_exceed_the_capacity() {
     let senders: Vec<_> = (0..SENDERS)
         .map(|sender| {
             let inbox = inbox.clone();
-            thread::spawn(move || send_all_with_slots(&inbox, sender, CAPACITY))
+            thread::spawn(move || send_all(&inbox, sender, Some(CAPACITY)))
         })
         .collect();
     let mut head = 0;
